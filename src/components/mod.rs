@@ -1,0 +1,140 @@
+//! The catalogue: every source, transform and sink, one file each, and the
+//! interfaces the runtime drives them through.
+//!
+//! Each catalogue enum is closed and dispatched with `match`. Pipeline files
+//! are deserialised per component (see `config::load`), so serde's tagged
+//! enums never see a component mapping and positions are kept.
+
+pub mod sinks;
+pub mod sources;
+pub mod transforms;
+
+use crate::event::{Batch, Event};
+use crate::runtime::errors::{ErrorHandler, Failed};
+use crate::runtime::fanout::Fanout;
+use crate::telemetry::ComponentMetrics;
+use tokio_util::sync::CancellationToken;
+
+/// Declares a catalogue enum: variants, their `type` names, per-type
+/// deserialisation and per-type JSON schemas.
+macro_rules! catalogue {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident($config:ty) = $tag:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, serde::Serialize)]
+        #[serde(tag = "type", rename_all = "snake_case")]
+        pub enum $name { $($(#[$vmeta])* $variant($config)),+ }
+
+        impl $name {
+            /// Every `type` name, for suggestions.
+            pub const TYPES: &'static [&'static str] = &[$($tag),+];
+
+            pub fn type_name(&self) -> &'static str {
+                match self { $(Self::$variant(_) => $tag),+ }
+            }
+
+            /// Deserialises the type-specific keys of a component; `None`
+            /// for an unknown type.
+            pub fn from_value(
+                type_name: &str,
+                value: serde_yaml::Value,
+            ) -> Option<Result<Self, serde_path_to_error::Error<serde_yaml::Error>>> {
+                match type_name {
+                    $($tag => Some(serde_path_to_error::deserialize(value).map(Self::$variant)),)+
+                    _ => None,
+                }
+            }
+
+            /// `(type, schema of its specific keys)` for each type.
+            pub fn type_schemas(generator: &mut schemars::SchemaGenerator) -> Vec<(&'static str, schemars::Schema)> {
+                vec![$(($tag, <$config as schemars::JsonSchema>::json_schema(generator))),+]
+            }
+        }
+    };
+}
+pub(crate) use catalogue;
+
+pub use sinks::SinkKind;
+pub use sources::SourceKind;
+pub use transforms::TransformKind;
+
+/// What a source is given to run.
+pub struct SourceContext {
+    pub name: String,
+    pub output: Fanout,
+    pub errors: ErrorHandler,
+    pub shutdown: CancellationToken,
+    pub metrics: ComponentMetrics,
+}
+
+/// A source ends when its input is exhausted or `shutdown` is cancelled.
+#[async_trait::async_trait]
+pub trait Source: Send + 'static {
+    async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), ComponentError>;
+}
+
+/// What a transform made of one batch. `ports[i]` is the i-th entry of
+/// `TransformKind::ports`.
+#[derive(Debug, Default)]
+pub struct TransformOutput {
+    pub ports: Vec<Batch>,
+    pub failed: Vec<Failed>,
+    /// Events dropped on purpose (a filter's `false`).
+    pub filtered: usize,
+    /// Events that matched no route and have nowhere to go.
+    pub unmatched: usize,
+}
+
+impl TransformOutput {
+    pub fn with_ports(n: usize, capacity: usize) -> Self {
+        Self { ports: (0..n).map(|_| Vec::with_capacity(capacity)).collect(), ..Self::default() }
+    }
+}
+
+/// A CPU-bound transform; `process` runs on the stage's workers in parallel.
+pub trait Transform: Send + Sync + 'static {
+    fn process(&self, batch: Batch, out: &mut TransformOutput);
+}
+
+/// A batch encoded by a sink, ready to write.
+#[derive(Debug, Default)]
+pub struct Encoded {
+    pub bytes: Vec<u8>,
+    /// The events in `bytes`, kept so a failed write can route them.
+    pub events: Batch,
+    pub failed: Vec<Failed>,
+}
+
+/// A sink: `encode` runs on the stage's workers in parallel; `write` and
+/// `flush` run one at a time, in order.
+#[async_trait::async_trait]
+pub trait Sink: Send + Sync + 'static {
+    fn encode(&self, batch: Batch) -> Encoded;
+    async fn write(&self, encoded: &Encoded) -> Result<(), ComponentError>;
+    async fn flush(&self) -> Result<(), ComponentError>;
+}
+
+/// A component's failure at run time.
+#[derive(Debug, thiserror::Error)]
+pub enum ComponentError {
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl ComponentError {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io { context: context.into(), source }
+    }
+}
+
+/// The event for a line a source could not decode: `{"message": line}`.
+pub fn raw_line_event(line: &str) -> Event {
+    let mut m = serde_json::Map::new();
+    m.insert("message".into(), Event::String(line.to_string()));
+    Event::Object(m)
+}

@@ -1,0 +1,70 @@
+//! Sinks: components that write events somewhere.
+
+pub mod blackhole;
+pub mod file;
+pub mod stdout;
+
+use super::{Encoded, Sink, catalogue};
+use crate::event::Batch;
+use crate::runtime::errors::Failed;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+
+catalogue!(
+    /// Every sink type.
+    SinkKind {
+        /// Writes events to standard output.
+        Stdout(stdout::StdoutConfig) = "stdout",
+        /// Appends events to a file.
+        File(file::FileSinkConfig) = "file",
+        /// Counts events and writes nothing.
+        Blackhole(blackhole::BlackholeConfig) = "blackhole",
+    }
+);
+
+impl SinkKind {
+    pub fn build(&self) -> Box<dyn Sink> {
+        match self {
+            Self::Stdout(c) => Box::new(c.build()),
+            Self::File(c) => Box::new(c.build()),
+            Self::Blackhole(c) => Box::new(c.build()),
+        }
+    }
+}
+
+/// How an event becomes a line of output.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputCodec {
+    /// One JSON object per line (NDJSON).
+    #[default]
+    Json,
+    /// The `.message` field as a line of text; events without a string `.message` fail (`encode`).
+    Text,
+}
+
+/// Encodes a batch as lines; events that cannot be encoded fail one by one.
+pub fn encode_lines(batch: Batch, codec: OutputCodec) -> Encoded {
+    let mut out = Encoded { bytes: Vec::with_capacity(batch.len() * 192), events: Vec::with_capacity(batch.len()), failed: Vec::new() };
+    for event in batch {
+        match codec {
+            OutputCodec::Json => {
+                // Writing a Value into a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut out.bytes, &event);
+                out.bytes.push(b'\n');
+            }
+            OutputCodec::Text => match event.get("message") {
+                Some(serde_json::Value::String(s)) => {
+                    let _ = writeln!(out.bytes, "{s}");
+                }
+                _ => {
+                    out.failed.push(Failed::new(event, "codec text needs a string field 'message'", "encode"));
+                    continue;
+                }
+            },
+        }
+        out.events.push(event);
+    }
+    out
+}

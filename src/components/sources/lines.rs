@@ -1,0 +1,183 @@
+//! Line-oriented input shared by `stdin` and `file`: a blocking thread reads
+//! chunks that end on a line boundary, the runtime's workers decode up to
+//! `DECODE_PARALLELISM` chunks at once (parsing dominates the cost per
+//! event), and the source emits them in input order.
+
+use super::Codec;
+use crate::components::{ComponentError, SourceContext, raw_line_event};
+use crate::event::{Batch, MAX_BATCH};
+use crate::runtime::errors::Failed;
+use std::collections::VecDeque;
+use std::io::Read;
+use tokio::task::JoinHandle;
+
+const CHUNK_BYTES: usize = 256 * 1024;
+
+fn decode_parallelism() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8)
+}
+
+/// The events and failures of one chunk, in input order.
+struct Decoded {
+    batches: Vec<Batch>,
+    failed: Vec<Failed>,
+    lines: usize,
+}
+
+fn decode_chunk(chunk: &[u8], codec: Codec) -> Decoded {
+    let mut decoded = Decoded { batches: Vec::new(), failed: Vec::new(), lines: 0 };
+    let mut batch = Vec::with_capacity(MAX_BATCH.min(chunk.len() / 64 + 1));
+    for line in chunk.split(|b| *b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            continue;
+        }
+        decoded.lines += 1;
+        match codec {
+            Codec::Json => match serde_json::from_slice::<serde_json::Value>(line) {
+                Ok(event @ serde_json::Value::Object(_)) => batch.push(event),
+                Ok(other) => decoded.failed.push(Failed::new(
+                    raw_line_event(&String::from_utf8_lossy(line)),
+                    format!("line is a JSON {}, not an object", crate::expr::value::type_name(&other)),
+                    "decode",
+                )),
+                Err(e) => decoded.failed.push(Failed::new(
+                    raw_line_event(&String::from_utf8_lossy(line)),
+                    format!("line is not valid JSON: {e}"),
+                    "decode",
+                )),
+            },
+            Codec::Text => batch.push(raw_line_event(&String::from_utf8_lossy(line))),
+        }
+        if batch.len() == MAX_BATCH {
+            decoded.batches.push(std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH)));
+        }
+    }
+    if !batch.is_empty() {
+        decoded.batches.push(batch);
+    }
+    decoded
+}
+
+/// Reads on the current (blocking) thread, sending chunks that end with a
+/// full line; stops when the receiver is gone.
+fn read_chunks(mut reader: impl Read, tx: tokio::sync::mpsc::Sender<std::io::Result<Vec<u8>>>) {
+    let mut carry: Vec<u8> = Vec::new();
+    loop {
+        let mut buf = std::mem::take(&mut carry);
+        let start = buf.len();
+        buf.resize(start + CHUNK_BYTES, 0);
+        let n = match reader.read(&mut buf[start..]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                buf.truncate(start);
+                carry = buf;
+                continue;
+            }
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+        };
+        buf.truncate(start + n);
+        if n == 0 {
+            if !buf.is_empty() {
+                let _ = tx.blocking_send(Ok(buf));
+            }
+            return;
+        }
+        match buf.iter().rposition(|b| *b == b'\n') {
+            Some(last) => {
+                carry = buf.split_off(last + 1);
+                if tx.blocking_send(Ok(buf)).is_err() {
+                    return;
+                }
+            }
+            None => carry = buf,
+        }
+    }
+}
+
+/// Runs a line source to the end of its input or until shutdown. Chunks
+/// already read when shutdown comes are still decoded and emitted, so
+/// nothing read is lost.
+pub async fn run<R: Read + Send + 'static>(
+    reader: R,
+    codec: Codec,
+    ctx: &SourceContext,
+    what: &str,
+) -> Result<(), ComponentError> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(decode_parallelism() * 2);
+    std::thread::Builder::new()
+        .name(format!("read-{}", ctx.name))
+        .spawn(move || read_chunks(reader, tx))
+        .map_err(|e| ComponentError::io("starting the reader thread", e))?;
+    let parallelism = decode_parallelism();
+    let mut inflight: VecDeque<JoinHandle<Decoded>> = VecDeque::new();
+    let mut input_done = false;
+    let mut closing = false;
+    loop {
+        if input_done && inflight.is_empty() {
+            return Ok(());
+        }
+        tokio::select! {
+            biased;
+            _ = ctx.shutdown.cancelled(), if !closing => {
+                closing = true;
+                rx.close();
+            }
+            decoded = async { inflight.front_mut().expect("guarded by is_empty").await }, if !inflight.is_empty() => {
+                inflight.pop_front();
+                let decoded = decoded.map_err(|e| ComponentError::Other(format!("decoding {what}: {e}")))?;
+                emit(decoded, ctx).await;
+            }
+            chunk = rx.recv(), if !input_done && inflight.len() < parallelism => match chunk {
+                Some(Ok(chunk)) => inflight.push_back(tokio::spawn(async move { decode_chunk(&chunk, codec) })),
+                Some(Err(e)) => return Err(ComponentError::io(format!("reading {what}"), e)),
+                None => input_done = true,
+            },
+        }
+    }
+}
+
+async fn emit(decoded: Decoded, ctx: &SourceContext) {
+    ctx.metrics.events_in.inc_by(decoded.lines as u64);
+    for batch in decoded.batches {
+        if let Err(lost) = ctx.output.send(batch).await {
+            tracing::warn!(component = %ctx.name, "{} events could not be delivered: a consumer stopped", lost.0);
+        }
+    }
+    ctx.errors.handle(decoded.failed).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_json_and_text_skipping_empty_lines() {
+        let d = decode_chunk(b"{\"a\":1}\r\n\n[1]\nnot json\n{\"b\":2}", Codec::Json);
+        assert_eq!(d.lines, 4);
+        assert_eq!(d.batches.concat(), vec![serde_json::json!({"a": 1}), serde_json::json!({"b": 2})]);
+        assert_eq!(d.failed.len(), 2);
+        assert_eq!(d.failed[0].message, "line is a JSON array, not an object");
+        assert_eq!(d.failed[1].event, serde_json::json!({"message": "not json"}));
+        let t = decode_chunk(b"x\r\n\ny", Codec::Text);
+        assert_eq!(t.batches.concat(), vec![serde_json::json!({"message": "x"}), serde_json::json!({"message": "y"})]);
+    }
+
+    #[test]
+    fn chunks_end_on_line_boundaries() {
+        let text: String = (0..100_000).map(|i| format!("{{\"i\":{i}}}\n")).collect();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+        let data = text.clone().into_bytes();
+        std::thread::spawn(move || read_chunks(std::io::Cursor::new(data), tx));
+        let mut total = Vec::new();
+        while let Some(chunk) = rx.blocking_recv() {
+            let chunk = chunk.unwrap();
+            assert_eq!(chunk.last(), Some(&b'\n'));
+            total.extend(chunk);
+        }
+        assert_eq!(total, text.into_bytes());
+    }
+}

@@ -1,0 +1,51 @@
+//! Sources: components that make events.
+
+pub mod generator;
+pub mod lines;
+pub mod file;
+pub mod stdin;
+
+use super::{Source, catalogue};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+catalogue!(
+    /// Every source type.
+    SourceKind {
+        /// Emits configured events, cycled, optionally at a fixed rate.
+        Generator(generator::GeneratorConfig) = "generator",
+        /// Reads standard input, one event per line.
+        Stdin(stdin::StdinConfig) = "stdin",
+        /// Reads a file once, one event per line.
+        File(file::FileSourceConfig) = "file",
+    }
+);
+
+/// How a line of text becomes an event.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Codec {
+    /// Each line is one JSON object; anything else is a `decode` error of the source.
+    #[default]
+    Json,
+    /// Each line becomes `{"message": "<line>"}`.
+    Text,
+}
+
+impl SourceKind {
+    pub fn build(&self) -> Box<dyn Source> {
+        match self {
+            Self::Generator(c) => Box::new(c.build()),
+            Self::Stdin(c) => Box::new(c.build()),
+            Self::File(c) => Box::new(c.build()),
+        }
+    }
+
+    /// Problems with values serde accepted (e.g. an empty event list).
+    pub fn check(&self) -> Vec<(Vec<&'static str>, String)> {
+        match self {
+            Self::Generator(c) => c.check(),
+            Self::Stdin(_) | Self::File(_) => Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! YAML text -> typed, unvalidated `RawPipeline`: environment
+//! interpolation, per-component deserialisation, positions for errors.
+
+pub mod controls;
+pub mod duration;
+pub mod error;
+pub mod interpolate;
+pub mod load;
+pub mod positions;
+
+pub use error::{ConfigError, ConfigWarning};
+pub use load::{RawPipeline, RawSource, RawStage, load_file, parse};

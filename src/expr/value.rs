@@ -1,0 +1,387 @@
+//! jq semantics on `serde_json::Value`: truthiness, ordering, arithmetic,
+//! indexing and path updates, with jq's error messages. The native
+//! evaluator uses these; the jaq fallback has its own, and tests check both
+//! agree with `jq -c`.
+
+use serde_json::{Map, Number, Value};
+use std::cmp::Ordering;
+
+/// A runtime error of a program, e.g. `Cannot index number with "a"`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct EvalError(pub String);
+
+pub type EvalResult<T> = Result<T, EvalError>;
+
+/// jq truthiness: everything but `false` and `null` is true.
+pub fn truthy(v: &Value) -> bool {
+    !matches!(v, Value::Null | Value::Bool(false))
+}
+
+pub fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// `type (value)` as jq prints it in errors, value shortened.
+fn describe(v: &Value) -> String {
+    let mut text = v.to_string();
+    if text.len() > 11 {
+        let mut cut = 10;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str("...");
+    }
+    format!("{} ({})", type_name(v), text)
+}
+
+fn type_rank(v: &Value) -> u8 {
+    match v {
+        Value::Null => 0,
+        Value::Bool(false) => 1,
+        Value::Bool(true) => 2,
+        Value::Number(_) => 3,
+        Value::String(_) => 4,
+        Value::Array(_) => 5,
+        Value::Object(_) => 6,
+    }
+}
+
+/// jq's total order: null < false < true < numbers < strings < arrays < objects.
+pub fn compare(a: &Value, b: &Value) -> Ordering {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => compare_numbers(x, y),
+        (Value::String(x), Value::String(y)) => x.cmp(y),
+        (Value::Array(x), Value::Array(y)) => {
+            for (l, r) in x.iter().zip(y) {
+                let o = compare(l, r);
+                if o != Ordering::Equal {
+                    return o;
+                }
+            }
+            x.len().cmp(&y.len())
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            let mut kx: Vec<&String> = x.keys().collect();
+            let mut ky: Vec<&String> = y.keys().collect();
+            kx.sort();
+            ky.sort();
+            match kx.cmp(&ky) {
+                Ordering::Equal => {}
+                o => return o,
+            }
+            for k in kx {
+                let o = compare(&x[k.as_str()], &y[k.as_str()]);
+                if o != Ordering::Equal {
+                    return o;
+                }
+            }
+            Ordering::Equal
+        }
+        _ => type_rank(a).cmp(&type_rank(b)),
+    }
+}
+
+fn compare_numbers(x: &Number, y: &Number) -> Ordering {
+    match (x.as_i64(), y.as_i64()) {
+        (Some(a), Some(b)) => a.cmp(&b),
+        _ => {
+            let (a, b) = (x.as_f64().unwrap_or(f64::NAN), y.as_f64().unwrap_or(f64::NAN));
+            a.partial_cmp(&b).unwrap_or(Ordering::Equal)
+        }
+    }
+}
+
+/// Makes a number from an f64 the way jq prints it: integral values that
+/// fit exactly are integers (`4/2` prints `2`, not `2.0`).
+pub fn number(f: f64) -> Value {
+    if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 {
+        Value::Number(Number::from(f as i64))
+    } else {
+        Number::from_f64(f).map_or(Value::Null, Value::Number)
+    }
+}
+
+fn as_f64(n: &Number) -> f64 {
+    n.as_f64().unwrap_or(f64::NAN)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MathOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Rem,
+}
+
+impl MathOp {
+    fn verb(self) -> &'static str {
+        match self {
+            MathOp::Add => "added",
+            MathOp::Sub => "subtracted",
+            MathOp::Mul => "multiplied",
+            MathOp::Div => "divided",
+            MathOp::Rem => "divided (remainder)",
+        }
+    }
+}
+
+/// jq arithmetic for the value types it is defined on.
+pub fn math(op: MathOp, l: Value, r: Value) -> EvalResult<Value> {
+    use MathOp::*;
+    match (op, l, r) {
+        (_, Value::Number(a), Value::Number(b)) => number_math(op, &a, &b),
+        (Add, Value::Null, v) | (Add, v, Value::Null) => Ok(v),
+        (Add, Value::String(mut a), Value::String(b)) => {
+            a.push_str(&b);
+            Ok(Value::String(a))
+        }
+        (Add, Value::Array(mut a), Value::Array(b)) => {
+            a.extend(b);
+            Ok(Value::Array(a))
+        }
+        (Add, Value::Object(mut a), Value::Object(b)) => {
+            a.extend(b);
+            Ok(Value::Object(a))
+        }
+        (Sub, Value::Array(a), Value::Array(b)) => {
+            Ok(Value::Array(a.into_iter().filter(|x| !b.iter().any(|y| compare(x, y).is_eq())).collect()))
+        }
+        (Mul, Value::Object(a), Value::Object(b)) => Ok(Value::Object(deep_merge(a, b))),
+        (Div, Value::String(a), Value::String(b)) => Ok(Value::Array(if a.is_empty() {
+            Vec::new()
+        } else {
+            a.split(b.as_str()).map(|s| Value::String(s.to_string())).collect()
+        })),
+        (op, l, r) => Err(EvalError(format!("{} and {} cannot be {}", describe(&l), describe(&r), op.verb()))),
+    }
+}
+
+fn number_math(op: MathOp, a: &Number, b: &Number) -> EvalResult<Value> {
+    if let (Some(x), Some(y)) = (a.as_i64(), b.as_i64()) {
+        let exact = match op {
+            MathOp::Add => x.checked_add(y),
+            MathOp::Sub => x.checked_sub(y),
+            MathOp::Mul => x.checked_mul(y),
+            _ => None,
+        };
+        if let Some(v) = exact {
+            return Ok(Value::Number(v.into()));
+        }
+    }
+    let (x, y) = (as_f64(a), as_f64(b));
+    match op {
+        MathOp::Add => Ok(number(x + y)),
+        MathOp::Sub => Ok(number(x - y)),
+        MathOp::Mul => Ok(number(x * y)),
+        MathOp::Div if y == 0.0 => Err(EvalError(format!(
+            "{} and {} cannot be divided because the divisor is zero",
+            describe(&Value::Number(a.clone())),
+            describe(&Value::Number(b.clone()))
+        ))),
+        MathOp::Div => Ok(number(x / y)),
+        MathOp::Rem => {
+            let (xi, yi) = (x as i64, y as i64);
+            if yi == 0 {
+                return Err(EvalError(format!(
+                    "{} and {} cannot be divided because the divisor is zero",
+                    describe(&Value::Number(a.clone())),
+                    describe(&Value::Number(b.clone()))
+                )));
+            }
+            Ok(Value::Number((xi.wrapping_rem(yi.wrapping_abs())).into()))
+        }
+    }
+}
+
+fn deep_merge(mut a: Map<String, Value>, b: Map<String, Value>) -> Map<String, Value> {
+    for (k, v) in b {
+        match (a.get_mut(&k), v) {
+            (Some(Value::Object(old)), Value::Object(new)) => {
+                let merged = deep_merge(std::mem::take(old), new);
+                *old = merged;
+            }
+            (_, v) => {
+                a.insert(k, v);
+            }
+        }
+    }
+    a
+}
+
+pub fn negate(v: Value) -> EvalResult<Value> {
+    match v {
+        Value::Number(n) => match n.as_i64() {
+            Some(i) if i != i64::MIN => Ok(Value::Number((-i).into())),
+            _ => Ok(number(-as_f64(&n))),
+        },
+        other => Err(EvalError(format!("{} cannot be negated", describe(&other)))),
+    }
+}
+
+/// One step of a path: `.key` or `.[index]`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PathKey {
+    Field(String),
+    Index(i64),
+}
+
+fn index_error(v: &Value, key: &PathKey) -> EvalError {
+    match key {
+        PathKey::Field(k) => EvalError(format!("Cannot index {} with \"{k}\"", type_name(v))),
+        PathKey::Index(_) => EvalError(format!("Cannot index {} with number", type_name(v))),
+    }
+}
+
+fn array_slot(len: usize, i: i64) -> Option<usize> {
+    let idx = if i < 0 { len as i64 + i } else { i };
+    (idx >= 0).then_some(idx as usize)
+}
+
+/// `.key` / `.[i]` on a value; missing keys and `null` give `null`.
+pub fn index<'a>(v: &'a Value, key: &PathKey) -> EvalResult<Option<&'a Value>> {
+    match (v, key) {
+        (Value::Null, _) => Ok(None),
+        (Value::Object(m), PathKey::Field(k)) => Ok(m.get(k)),
+        (Value::Array(a), PathKey::Index(i)) => Ok(array_slot(a.len(), *i).and_then(|i| a.get(i))),
+        _ => Err(index_error(v, key)),
+    }
+}
+
+/// Sets the value at `path`, creating objects and arrays on the way like jq.
+pub fn set_path(target: &mut Value, path: &[PathKey], value: Value) -> EvalResult<()> {
+    let Some((key, rest)) = path.split_first() else {
+        *target = value;
+        return Ok(());
+    };
+    if target.is_null() {
+        *target = match key {
+            PathKey::Field(_) => Value::Object(Map::new()),
+            PathKey::Index(_) => Value::Array(Vec::new()),
+        };
+    }
+    match (&mut *target, key) {
+        (Value::Object(m), PathKey::Field(k)) => {
+            if rest.is_empty() {
+                m.insert(k.clone(), value);
+                Ok(())
+            } else {
+                set_path(m.entry(k.clone()).or_insert(Value::Null), rest, value)
+            }
+        }
+        (Value::Array(a), PathKey::Index(i)) => {
+            let Some(slot) = array_slot(a.len(), *i) else {
+                return Err(EvalError("Out of bounds negative array index".into()));
+            };
+            if slot >= a.len() {
+                a.resize(slot + 1, Value::Null);
+            }
+            set_path(&mut a[slot], rest, value)
+        }
+        (other, key) => Err(index_error(other, key)),
+    }
+}
+
+/// Reads the value at `path` (`null` where missing).
+pub fn get_path<'a>(mut v: &'a Value, path: &[PathKey]) -> EvalResult<Option<&'a Value>> {
+    for key in path {
+        match index(v, key)? {
+            Some(next) => v = next,
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(v))
+}
+
+/// Deletes the value at `path`; a missing path is not an error (jq's `del`).
+pub fn delete_path(target: &mut Value, path: &[PathKey]) -> EvalResult<()> {
+    let Some((key, rest)) = path.split_first() else {
+        *target = Value::Null;
+        return Ok(());
+    };
+    match (&mut *target, key) {
+        (Value::Null, _) => Ok(()),
+        (Value::Object(m), PathKey::Field(k)) => {
+            if rest.is_empty() {
+                m.shift_remove(k);
+                Ok(())
+            } else if let Some(child) = m.get_mut(k) {
+                delete_path(child, rest)
+            } else {
+                Ok(())
+            }
+        }
+        (Value::Array(a), PathKey::Index(i)) => {
+            let Some(slot) = array_slot(a.len(), *i).filter(|s| *s < a.len()) else {
+                return Ok(());
+            };
+            if rest.is_empty() {
+                a.remove(slot);
+                Ok(())
+            } else {
+                delete_path(&mut a[slot], rest)
+            }
+        }
+        (other, PathKey::Field(k)) => {
+            Err(EvalError(format!("Cannot delete field at object index of {} (\"{k}\")", type_name(other))))
+        }
+        (other, PathKey::Index(_)) => {
+            Err(EvalError(format!("Cannot delete field at index of {}", type_name(other))))
+        }
+    }
+}
+
+/// jq's `tostring` as used by string interpolation.
+pub fn to_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn orders_like_jq() {
+        let ordered = [json!(null), json!(false), json!(true), json!(-1), json!(2.5), json!("a"), json!([1]), json!({})];
+        for w in ordered.windows(2) {
+            assert_eq!(compare(&w[0], &w[1]), Ordering::Less, "{} < {}", w[0], w[1]);
+        }
+        assert!(compare(&json!(1), &json!(1.0)).is_eq());
+    }
+
+    #[test]
+    fn arithmetic_keeps_integers_and_reports_type_errors() {
+        assert_eq!(math(MathOp::Add, json!(1), json!(2)).unwrap(), json!(2 + 1));
+        assert_eq!(math(MathOp::Div, json!(4), json!(2)).unwrap(), json!(2));
+        assert_eq!(math(MathOp::Div, json!(3), json!(2)).unwrap(), json!(1.5));
+        assert_eq!(math(MathOp::Rem, json!(-5), json!(3)).unwrap(), json!(-2));
+        assert_eq!(math(MathOp::Add, json!(null), json!("x")).unwrap(), json!("x"));
+        let err = math(MathOp::Add, json!(1), json!("a")).unwrap_err();
+        assert_eq!(err.0, "number (1) and string (\"a\") cannot be added");
+        assert!(math(MathOp::Div, json!(1), json!(0)).is_err());
+    }
+
+    #[test]
+    fn paths_set_get_delete() {
+        let mut v = json!({"a": 1, "b": {"c": 2}, "d": 3});
+        set_path(&mut v, &[PathKey::Field("x".into()), PathKey::Field("y".into())], json!(true)).unwrap();
+        assert_eq!(v, json!({"a": 1, "b": {"c": 2}, "d": 3, "x": {"y": true}}));
+        delete_path(&mut v, &[PathKey::Field("b".into())]).unwrap();
+        assert_eq!(v.to_string(), r#"{"a":1,"d":3,"x":{"y":true}}"#);
+        assert!(index(&json!(5), &PathKey::Field("a".into())).is_err());
+        assert_eq!(get_path(&v, &[PathKey::Field("nope".into())]).unwrap(), None);
+    }
+}

@@ -1,0 +1,302 @@
+//! A stage's bounded input queue, bounded in events (not messages) and with
+//! the three `when_full` policies. Batches go in and out whole; the lock is
+//! taken once per batch, never per event.
+//!
+//! Several senders (fan-in) share one receiver. The queue closes for the
+//! receiver once every sender is gone and the queue is empty; it closes for
+//! senders when the receiver is gone (its stage ended or panicked), and a
+//! send then reports how many events it could not deliver.
+
+use crate::config::controls::WhenFull;
+use crate::event::{Batch, MAX_BATCH};
+use crate::telemetry::{ComponentMetrics, DiscardReason};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::Notify;
+
+struct State {
+    queue: VecDeque<Batch>,
+    events: usize,
+    senders: usize,
+    receiver_alive: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    capacity: usize,
+    policy: WhenFull,
+    /// Wakes the receiver when a batch arrives or the last sender leaves.
+    filled: Notify,
+    /// Wakes blocked senders when room frees up or the receiver leaves.
+    drained: Notify,
+    metrics: ComponentMetrics,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock means a panic while holding it; the queue state is
+        // still consistent (every mutation is a single push/pop).
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Creates a queue holding up to `capacity` events (at least 1).
+pub fn channel(capacity: usize, policy: WhenFull, metrics: ComponentMetrics) -> (BufferSender, BufferReceiver) {
+    let capacity = capacity.max(1);
+    metrics.buffer_capacity.set(capacity as i64);
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State { queue: VecDeque::new(), events: 0, senders: 1, receiver_alive: true }),
+        capacity,
+        policy,
+        filled: Notify::new(),
+        drained: Notify::new(),
+        metrics,
+    });
+    (BufferSender { shared: shared.clone() }, BufferReceiver { shared })
+}
+
+/// The producing side; clone it for each upstream (fan-in).
+pub struct BufferSender {
+    shared: Arc<Shared>,
+}
+
+impl Clone for BufferSender {
+    fn clone(&self) -> Self {
+        self.shared.lock().senders += 1;
+        Self { shared: self.shared.clone() }
+    }
+}
+
+impl Drop for BufferSender {
+    fn drop(&mut self) {
+        let last = {
+            let mut state = self.shared.lock();
+            state.senders -= 1;
+            state.senders == 0
+        };
+        if last {
+            self.shared.filled.notify_one();
+        }
+    }
+}
+
+/// Events a send could not deliver because the consumer is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Undelivered(pub usize);
+
+impl BufferSender {
+    /// Queues `batch` under the queue's `when_full` policy. With `block` it
+    /// waits for room; the drop policies never wait.
+    pub async fn send(&self, mut batch: Batch) -> Result<(), Undelivered> {
+        let cap = self.shared.capacity;
+        while !batch.is_empty() {
+            // A batch larger than the whole queue goes in capacity-sized parts.
+            let rest = if batch.len() > cap { batch.split_off(cap) } else { Vec::new() };
+            let result = self.send_fitting(batch).await;
+            if let Err(Undelivered(n)) = result {
+                return Err(Undelivered(n + rest.len()));
+            }
+            batch = rest;
+        }
+        Ok(())
+    }
+
+    async fn send_fitting(&self, mut batch: Batch) -> Result<(), Undelivered> {
+        let shared = &*self.shared;
+        loop {
+            let notified = shared.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut state = shared.lock();
+                if !state.receiver_alive {
+                    return Err(Undelivered(batch.len()));
+                }
+                let room = shared.capacity - state.events;
+                match shared.policy {
+                    WhenFull::Block if batch.len() > room => {}
+                    WhenFull::Block => return Ok(push(shared, &mut state, batch)),
+                    WhenFull::DropNewest => {
+                        let dropped = batch.len().saturating_sub(room);
+                        batch.truncate(room);
+                        shared.metrics.discard(DiscardReason::BufferFull, dropped);
+                        if !batch.is_empty() {
+                            push(shared, &mut state, batch);
+                        }
+                        return Ok(());
+                    }
+                    WhenFull::DropOldest => {
+                        let mut dropped = 0;
+                        while shared.capacity - state.events < batch.len() {
+                            let need = batch.len() - (shared.capacity - state.events);
+                            let Some(front) = state.queue.front_mut() else { break };
+                            let take = need.min(front.len());
+                            front.drain(..take);
+                            if front.is_empty() {
+                                state.queue.pop_front();
+                            }
+                            state.events -= take;
+                            dropped += take;
+                        }
+                        shared.metrics.discard(DiscardReason::BufferFull, dropped);
+                        push(shared, &mut state, batch);
+                        return Ok(());
+                    }
+                }
+            }
+            notified.await;
+        }
+    }
+}
+
+fn push(shared: &Shared, state: &mut State, batch: Batch) {
+    state.events += batch.len();
+    state.queue.push_back(batch);
+    shared.metrics.buffer_events.set(state.events as i64);
+    shared.filled.notify_one();
+}
+
+/// The consuming side, owned by the stage.
+pub struct BufferReceiver {
+    shared: Arc<Shared>,
+}
+
+impl Drop for BufferReceiver {
+    fn drop(&mut self) {
+        self.shared.lock().receiver_alive = false;
+        self.shared.drained.notify_waiters();
+    }
+}
+
+impl BufferReceiver {
+    /// The next batch; small queued batches are merged up to `MAX_BATCH`
+    /// events. `None` once every sender is gone and the queue is empty.
+    pub async fn recv(&mut self) -> Option<Batch> {
+        let shared = &*self.shared;
+        loop {
+            let notified = shared.filled.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut state = shared.lock();
+                if let Some(mut batch) = state.queue.pop_front() {
+                    while let Some(next) = state.queue.front() {
+                        if batch.len() + next.len() > MAX_BATCH {
+                            break;
+                        }
+                        let next = state.queue.pop_front().expect("front exists");
+                        batch.extend(next);
+                    }
+                    state.events -= batch.len();
+                    shared.metrics.buffer_events.set(state.events as i64);
+                    drop(state);
+                    shared.drained.notify_waiters();
+                    return Some(batch);
+                }
+                if state.senders == 0 {
+                    return None;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Events queued right now (for the shutdown report).
+    pub fn len(&self) -> usize {
+        self.shared.lock().events
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A handle that reads the queue length after the receiver moved into its task.
+    pub fn gauge(&self) -> BufferGauge {
+        BufferGauge { shared: self.shared.clone() }
+    }
+}
+
+/// Reads how many events wait in a queue.
+#[derive(Clone)]
+pub struct BufferGauge {
+    shared: Arc<Shared>,
+}
+
+impl BufferGauge {
+    pub fn events(&self) -> usize {
+        self.shared.lock().events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::Metrics;
+    use serde_json::json;
+
+    fn events(n: usize, start: usize) -> Batch {
+        (start..start + n).map(|i| json!({ "i": i })).collect()
+    }
+
+    fn ids(b: &Batch) -> Vec<u64> {
+        b.iter().map(|e| e["i"].as_u64().unwrap()).collect()
+    }
+
+    fn make(cap: usize, policy: WhenFull) -> (BufferSender, BufferReceiver, ComponentMetrics) {
+        let m = Metrics::new().component("p", "c", "sink", "blackhole");
+        let (tx, rx) = channel(cap, policy, m.clone());
+        (tx, rx, m)
+    }
+
+    #[tokio::test]
+    async fn block_waits_for_room_and_loses_nothing() {
+        let (tx, mut rx, _) = make(10, WhenFull::Block);
+        tx.send(events(10, 0)).await.unwrap();
+        let tx2 = tx.clone();
+        let pending = tokio::spawn(async move { tx2.send(events(5, 10)).await });
+        tokio::task::yield_now().await;
+        assert!(!pending.is_finished(), "a full queue must block the sender");
+        assert_eq!(rx.len(), 10);
+        assert_eq!(ids(&rx.recv().await.unwrap()), (0..10).collect::<Vec<_>>());
+        pending.await.unwrap().unwrap();
+        drop(tx);
+        assert_eq!(ids(&rx.recv().await.unwrap()), (10..15).collect::<Vec<_>>());
+        assert!(rx.recv().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn drop_newest_keeps_the_first_events() {
+        let (tx, mut rx, m) = make(4, WhenFull::DropNewest);
+        tx.send(events(3, 0)).await.unwrap();
+        tx.send(events(3, 3)).await.unwrap();
+        drop(tx);
+        assert_eq!(ids(&rx.recv().await.unwrap()), vec![0, 1, 2, 3]);
+        assert!(rx.recv().await.is_none());
+        assert_eq!(m.families_discarded(DiscardReason::BufferFull), 2);
+    }
+
+    #[tokio::test]
+    async fn drop_oldest_keeps_the_latest_events() {
+        let (tx, mut rx, m) = make(4, WhenFull::DropOldest);
+        tx.send(events(3, 0)).await.unwrap();
+        tx.send(events(3, 3)).await.unwrap();
+        tx.send(events(6, 6)).await.unwrap();
+        drop(tx);
+        assert_eq!(ids(&rx.recv().await.unwrap()), vec![8, 9, 10, 11]);
+        assert_eq!(m.families_discarded(DiscardReason::BufferFull), 8);
+    }
+
+    #[tokio::test]
+    async fn oversized_batches_split_and_dead_receiver_reports_undelivered() {
+        let (tx, mut rx, _) = make(3, WhenFull::Block);
+        let send = tokio::spawn(async move {
+            let r = tx.send(events(7, 0)).await;
+            (r, tx)
+        });
+        assert_eq!(rx.recv().await.unwrap().len(), 3);
+        assert_eq!(rx.recv().await.unwrap().len(), 3);
+        drop(rx);
+        let (r, _tx) = send.await.unwrap();
+        assert_eq!(r, Err(Undelivered(1)));
+    }
+}

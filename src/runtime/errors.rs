@@ -1,0 +1,72 @@
+//! `on_error` for one stage: what happens to events it failed on.
+
+use super::control::PipelineControl;
+use super::fanout::Fanout;
+use crate::config::controls::OnError;
+use crate::event::{self, Event};
+use crate::telemetry::{ComponentMetrics, DiscardReason};
+
+/// An event a stage could not process, with why.
+#[derive(Debug)]
+pub struct Failed {
+    pub event: Event,
+    pub message: String,
+    /// `decode`, `program`, `io`, ... (the `error_type` label).
+    pub error_type: &'static str,
+    pub attempts: u32,
+}
+
+impl Failed {
+    pub fn new(event: Event, message: impl Into<String>, error_type: &'static str) -> Self {
+        Self { event, message: message.into(), error_type, attempts: 1 }
+    }
+}
+
+/// Applies the stage's `on_error` to failed events, per batch.
+pub struct ErrorHandler {
+    pub name: String,
+    pub on_error: OnError,
+    /// The `<name>.errors` output (with `on_error: route`).
+    pub errors: Option<Fanout>,
+    pub metrics: ComponentMetrics,
+    pub control: PipelineControl,
+}
+
+impl ErrorHandler {
+    pub async fn handle(&self, failed: Vec<Failed>) {
+        if failed.is_empty() {
+            return;
+        }
+        let mut by_type: Vec<(&'static str, usize)> = Vec::new();
+        for f in &failed {
+            match by_type.iter_mut().find(|(t, _)| *t == f.error_type) {
+                Some((_, n)) => *n += 1,
+                None => by_type.push((f.error_type, 1)),
+            }
+        }
+        for (t, n) in by_type {
+            self.metrics.errors(t, n);
+        }
+        match (self.on_error, &self.errors) {
+            (OnError::Route, Some(out)) => {
+                let batch = failed
+                    .into_iter()
+                    .map(|f| event::with_error(f.event, &f.message, &self.name, f.attempts))
+                    .collect();
+                if let Err(lost) = out.send(batch).await {
+                    self.metrics.discard(DiscardReason::Error, lost.0);
+                }
+            }
+            (OnError::Stop, _) => {
+                let first = &failed[0];
+                self.metrics.discard(DiscardReason::Error, failed.len());
+                self.control.fail(&self.name, format!("{} error: {}", first.error_type, first.message));
+            }
+            _ => {
+                let first = &failed[0];
+                tracing::debug!(component = %self.name, "dropping {} failed events; first: {}", failed.len(), first.message);
+                self.metrics.discard(DiscardReason::Error, failed.len());
+            }
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! Metric definitions and logging setup; a leaf every layer may call.
+
+pub mod logging;
+pub mod metrics;
+
+pub use metrics::{ComponentMetrics, DiscardReason, Metrics};
