@@ -15,9 +15,13 @@
 //! - `daemon`      signals and process lifecycle
 //! - `cli/`        clap commands (the only place with `anyhow`)
 
+pub mod cli;
 pub mod components;
 pub mod config;
+pub mod daemon;
 pub mod event;
 pub mod expr;
+pub mod graph;
+pub mod http;
 pub mod runtime;
 pub mod telemetry;

@@ -1,6 +1,12 @@
-//! Buffers, fan-out and stage drivers; building and running pipelines.
+//! Buffers, fan-out and stage drivers; `build` makes a pipeline's pieces,
+//! `run` spawns and supervises them.
 
 pub mod buffer;
+pub mod build;
 pub mod control;
 pub mod errors;
 pub mod fanout;
+pub mod run;
+pub mod stage;
+
+pub use run::RunningPipeline;

@@ -1,0 +1,198 @@
+//! The `flowgate` command line (SPEC §6). Exit codes: 0 success, 1 runtime
+//! failure, 2 usage error (clap), 78 invalid configuration, 130 second
+//! signal.
+
+use crate::config::duration::ConfigDuration;
+use crate::daemon::{self, Outcome, RunOptions};
+use crate::graph::{self, Pipeline, render, schema};
+use crate::telemetry::logging::{self, LogFormat};
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+pub const EXIT_CONFIG: u8 = 78;
+
+#[derive(Parser)]
+#[command(name = "flowgate", version, about = "A declarative dataflow engine: YAML stage graphs run as a tokio task graph")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run pipelines (files, or directories of *.yaml) until their sources end or a signal stops them.
+    Run {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Address for /metrics, /health and /ready; `off` disables the server.
+        #[arg(long, default_value = "127.0.0.1:9717")]
+        metrics_address: String,
+        /// How long SIGINT/SIGTERM may take to drain and flush (e.g. 30s).
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        shutdown_timeout: ConfigDuration,
+        /// Log format; the level comes from RUST_LOG (default info).
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormat,
+    },
+    /// Check pipeline files and print every problem; runs nothing.
+    Validate {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Print the compiled graph of a pipeline, with buffers, workers and named outputs.
+    Graph {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value = "dot")]
+        format: GraphFormat,
+    },
+    /// Print the pipeline JSON Schema (the same as schemas/pipeline.schema.json).
+    Schema,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum GraphFormat {
+    Dot,
+    Mermaid,
+}
+
+fn parse_duration(s: &str) -> Result<ConfigDuration, String> {
+    ConfigDuration::parse(s)
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Schema => {
+            print!("{}", schema::pipeline_schema_text());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate { paths } => {
+            let files = expand(&paths)?;
+            let mut bad = 0;
+            for file in &files {
+                match graph::load(file) {
+                    Ok((p, warnings)) => {
+                        for w in &warnings {
+                            eprintln!("warning: {w}");
+                        }
+                        println!("{}: ok (pipeline '{}', {} components)", file.display(), p.name, p.components.len());
+                    }
+                    Err(errors) => {
+                        bad += 1;
+                        for e in &errors {
+                            eprintln!("{e}");
+                        }
+                        eprintln!("{}: {} problem(s)", file.display(), errors.len());
+                    }
+                }
+            }
+            Ok(if bad > 0 { ExitCode::from(EXIT_CONFIG) } else { ExitCode::SUCCESS })
+        }
+        Command::Graph { file, format } => match graph::load(&file) {
+            Ok((p, _)) => {
+                print!("{}", match format {
+                    GraphFormat::Dot => render::dot(&p),
+                    GraphFormat::Mermaid => render::mermaid(&p),
+                });
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(errors) => {
+                for e in &errors {
+                    eprintln!("{e}");
+                }
+                Ok(ExitCode::from(EXIT_CONFIG))
+            }
+        },
+        Command::Run { paths, metrics_address, shutdown_timeout, log_format } => {
+            logging::init(log_format);
+            let files = expand(&paths)?;
+            let Some(pipelines) = load_all(&files) else { return Ok(ExitCode::from(EXIT_CONFIG)) };
+            let options = RunOptions {
+                metrics_address: (metrics_address != "off").then_some(metrics_address),
+                shutdown_timeout: shutdown_timeout.0,
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("flowgate-worker")
+                .build()
+                .context("starting the async runtime")?;
+            let outcome = runtime.block_on(daemon::run(pipelines, options));
+            // Reader threads blocked on stdin must not keep the process alive.
+            runtime.shutdown_background();
+            Ok(match outcome {
+                Outcome::Clean => ExitCode::SUCCESS,
+                Outcome::Failed(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+                Outcome::TimedOut { .. } => ExitCode::from(1),
+                Outcome::Interrupted => ExitCode::from(130),
+            })
+        }
+    }
+}
+
+/// Loads every file; prints all problems and returns `None` if any file is invalid.
+fn load_all(files: &[PathBuf]) -> Option<Vec<Pipeline>> {
+    let mut pipelines: Vec<Pipeline> = Vec::new();
+    let mut ok = true;
+    for file in files {
+        match graph::load(file) {
+            Ok((p, warnings)) => {
+                for w in &warnings {
+                    tracing::warn!("{w}");
+                }
+                if let Some(other) = pipelines.iter().find(|o| o.name == p.name) {
+                    eprintln!("{}: pipeline name '{}' is already used by {}; set a unique `name:`", file.display(), p.name, other.file);
+                    ok = false;
+                }
+                pipelines.push(p);
+            }
+            Err(errors) => {
+                ok = false;
+                for e in &errors {
+                    eprintln!("{e}");
+                }
+            }
+        }
+    }
+    ok.then_some(pipelines)
+}
+
+/// Files as given, and the `*.yaml`/`*.yml` files of directories (sorted).
+fn expand(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
+                .with_context(|| format!("reading directory {}", path.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| is_yaml(p))
+                .collect();
+            found.sort();
+            if found.is_empty() {
+                anyhow::bail!("{}: no *.yaml files in this directory", path.display());
+            }
+            files.extend(found);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    Ok(files)
+}
+
+fn is_yaml(p: &Path) -> bool {
+    p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+}

@@ -1,0 +1,110 @@
+//! `Pipeline` -> `Pieces`: every buffer, fan-out and task future of a
+//! pipeline, made without spawning anything.
+
+use super::buffer::{self, BufferGauge, BufferSender};
+use super::control::PipelineControl;
+use super::errors::ErrorHandler;
+use super::fanout::Fanout;
+use super::stage::{self, Concurrency, PortOutput};
+use crate::components::{ComponentError, SourceContext};
+use crate::graph::{InputRef, Pipeline, Role};
+use crate::telemetry::{ComponentMetrics, Metrics};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+pub type TaskFuture = Pin<Box<dyn Future<Output = Result<(), ComponentError>> + Send>>;
+
+/// One component's task, not yet spawned.
+pub struct Task {
+    pub component: String,
+    pub future: TaskFuture,
+}
+
+/// Everything a pipeline needs to run.
+pub struct Pieces {
+    pub name: String,
+    pub control: PipelineControl,
+    pub tasks: Vec<Task>,
+    /// Input queues, to report undelivered events at a shutdown deadline.
+    pub queues: Vec<BufferGauge>,
+}
+
+pub fn build(pipeline: Pipeline, metrics: &Arc<Metrics>) -> Pieces {
+    let control = PipelineControl::new();
+    let consumers = pipeline.consumers();
+    let component_metrics: Vec<ComponentMetrics> = pipeline
+        .components
+        .iter()
+        .map(|c| metrics.component(&pipeline.name, &c.name, c.kind_name(), c.type_name()))
+        .collect();
+
+    // Every transform and sink owns its input queue.
+    let mut senders: HashMap<usize, BufferSender> = HashMap::new();
+    let mut receivers = HashMap::new();
+    let mut queues = Vec::new();
+    for (id, c) in pipeline.components.iter().enumerate() {
+        if let Some(stage) = c.stage() {
+            let (tx, rx) = buffer::channel(stage.buffer.size, stage.buffer.when_full, component_metrics[id].clone());
+            queues.push(rx.gauge());
+            senders.insert(id, tx);
+            receivers.insert(id, rx);
+        }
+    }
+    let fanout = |id: usize, port: &Option<String>| {
+        let key = InputRef { component: id, port: port.clone() };
+        let targets: Vec<BufferSender> =
+            consumers.get(&key).map(|ids| ids.iter().map(|t| senders[t].clone()).collect()).unwrap_or_default();
+        Fanout::new(targets, component_metrics[id].output(crate::graph::Pipeline::port_label(port)))
+    };
+    let errors_for = |id: usize| {
+        let c = &pipeline.components[id];
+        let errors_port = Some("errors".to_string());
+        ErrorHandler {
+            name: c.name.clone(),
+            on_error: c.on_error(),
+            errors: c.ports.contains(&errors_port).then(|| fanout(id, &errors_port)),
+            metrics: component_metrics[id].clone(),
+            control: control.clone(),
+        }
+    };
+
+    let mut tasks = Vec::new();
+    for (id, c) in pipeline.components.iter().enumerate() {
+        let m = component_metrics[id].clone();
+        let future: TaskFuture = match &c.role {
+            Role::Source { kind, .. } => {
+                let ctx = SourceContext {
+                    name: c.name.clone(),
+                    output: fanout(id, &None),
+                    errors: errors_for(id),
+                    shutdown: control.source_token(),
+                    metrics: m,
+                };
+                kind.build().run(ctx)
+            }
+            Role::Transform { common, built, .. } => {
+                let ports = c
+                    .ports
+                    .iter()
+                    .filter(|p| p.as_deref() != Some("errors"))
+                    .map(|p| PortOutput { fanout: fanout(id, p), is_unmatched: p.as_deref() == Some("unmatched") })
+                    .collect();
+                let conc = Concurrency { workers: common.workers, ordered: common.ordered };
+                let input = receivers.remove(&id).expect("every transform has a queue");
+                Box::pin(stage::run_transform(built.clone(), input, conc, ports, errors_for(id), m))
+            }
+            Role::Sink { common, kind } => {
+                let conc = Concurrency { workers: common.workers, ordered: common.ordered };
+                let input = receivers.remove(&id).expect("every sink has a queue");
+                let written = m.output("default");
+                Box::pin(stage::run_sink(Arc::from(kind.build()), input, conc, written, errors_for(id), m))
+            }
+        };
+        tasks.push(Task { component: c.name.clone(), future });
+    }
+    // Only the fan-outs hold senders now: a queue closes when its last producer ends.
+    drop(senders);
+    Pieces { name: pipeline.name, control, tasks, queues }
+}
