@@ -37,6 +37,7 @@ pub enum WhenFull {
 pub struct BufferConfig {
     /// Events the input queue holds (at least 1).
     #[serde(default = "default_buffer_size")]
+    #[schemars(range(min = 1))]
     pub size: usize,
     /// Policy when the queue is full: `block` (backpressure), `drop_newest`, `drop_oldest`.
     #[serde(default)]
@@ -69,6 +70,7 @@ pub struct StageCommon {
     pub inputs: Vec<String>,
     /// Concurrent invocations of the stage (worker pool / fan-out width); at least 1.
     #[serde(default = "default_workers")]
+    #[schemars(range(min = 1, max = 1024))]
     pub workers: usize,
     /// With `workers > 1`, emit results in input order.
     #[serde(default = "default_true")]
