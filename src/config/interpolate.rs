@@ -11,12 +11,37 @@ pub struct InterpolationError {
     pub message: String,
 }
 
+/// Where a substitution changed the length of a line: positions in the
+/// expanded text after `column` (1-based, expanded) on `line` are off by
+/// `delta` characters from the file the user wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shift {
+    pub line: usize,
+    pub column: usize,
+    pub delta: isize,
+}
+
+/// Maps a position in the expanded text back to the file as written.
+pub fn unshift(shifts: &[Shift], (line, column): (usize, usize)) -> (usize, usize) {
+    let delta: isize = shifts.iter().filter(|s| s.line == line && s.column <= column).map(|s| s.delta).sum();
+    (line, (column as isize + delta).max(1) as usize)
+}
+
 /// Replaces variables from `lookup`; collects every problem instead of
 /// stopping at the first.
 pub fn interpolate(
     text: &str,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<String, Vec<InterpolationError>> {
+    interpolate_with_shifts(text, lookup).map(|(t, _)| t)
+}
+
+/// `interpolate`, also returning the position shifts it made.
+pub fn interpolate_with_shifts(
+    text: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<(String, Vec<Shift>), Vec<InterpolationError>> {
+    let mut shifts = Vec::new();
     let mut out = String::with_capacity(text.len());
     let mut errors = Vec::new();
     let mut rest = text;
@@ -55,6 +80,7 @@ pub fn interpolate(
         let valid_name = !name.is_empty()
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             && !name.starts_with(|c: char| c.is_ascii_digit());
+        let replaced_from = out.len();
         if !valid_name {
             errors.push(InterpolationError {
                 line,
@@ -74,16 +100,22 @@ pub fn interpolate(
                 }),
             }
         }
+        let written = out[replaced_from..].chars().count() as isize;
+        let original = tail[..end + 1].chars().count() as isize;
+        if written != original {
+            let (_, column) = line_col(&out, out.len());
+            shifts.push(Shift { line, column, delta: original - written });
+        }
         rest = &tail[end + 1..];
         consumed += at + end + 1;
     }
     out.push_str(rest);
-    if errors.is_empty() { Ok(out) } else { Err(errors) }
+    if errors.is_empty() { Ok((out, shifts)) } else { Err(errors) }
 }
 
 /// Interpolates from the process environment.
-pub fn interpolate_env(text: &str) -> Result<String, Vec<InterpolationError>> {
-    interpolate(text, |name| std::env::var(name).ok())
+pub fn interpolate_env(text: &str) -> Result<(String, Vec<Shift>), Vec<InterpolationError>> {
+    interpolate_with_shifts(text, |name| std::env::var(name).ok())
 }
 
 /// 1-based line and column (in characters) of a byte offset.
@@ -122,6 +154,16 @@ mod tests {
         assert_eq!((errs[0].line, errs[0].column), (1, 4));
         assert_eq!((errs[1].line, errs[1].column), (2, 5));
         assert!(errs[1].message.contains("'B' is not set"));
+    }
+
+    #[test]
+    fn positions_after_a_substitution_map_back_to_the_file() {
+        let v = vars();
+        let (out, shifts) = interpolate_with_shifts("a: ${NOPE:-d}, b: x", from_map(&v)).unwrap();
+        assert_eq!(out, "a: d, b: x");
+        // 'x' is at column 10 in the output and column 19 in the file.
+        assert_eq!(unshift(&shifts, (1, 10)), (1, 19));
+        assert_eq!(unshift(&shifts, (1, 2)), (1, 2));
     }
 
     #[test]

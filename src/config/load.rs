@@ -68,7 +68,7 @@ pub fn load_file(path: &Path) -> (Option<RawPipeline>, Vec<ConfigError>) {
 
 /// Parses pipeline text; `default_name` is used when `name:` is absent.
 pub fn parse(text: &str, file: &str, default_name: &str) -> (Option<RawPipeline>, Vec<ConfigError>) {
-    let text = match interpolate_env(text) {
+    let (text, shifts) = match interpolate_env(text) {
         Ok(t) => t,
         Err(errs) => {
             let errors = errs
@@ -81,14 +81,14 @@ pub fn parse(text: &str, file: &str, default_name: &str) -> (Option<RawPipeline>
     let root: Value = match serde_yaml::from_str(&text) {
         Ok(v) => v,
         Err(e) => {
-            let pos = e.location().map(|l| (l.line(), l.column()));
+            let pos = e.location().map(|l| super::interpolate::unshift(&shifts, (l.line(), l.column())));
             let msg = e.to_string();
             // serde_yaml appends " at line L column C"; the position prefix says it already.
             let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
             return (None, vec![ConfigError::new(file, format!("invalid YAML: {msg}")).at(pos)]);
         }
     };
-    let positions = Positions::parse(&text);
+    let positions = Positions::parse(&text, shifts);
     let mut errors = Vec::new();
     let mut raw = RawPipeline {
         name: default_name.to_string(),

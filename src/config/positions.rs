@@ -4,10 +4,13 @@
 //! config path of the failing field (`transforms.enrich.workers`) is looked
 //! up in a spanned re-parse of the same text (marked-yaml).
 
+use super::interpolate::{Shift, unshift};
 use marked_yaml::Node;
 
 pub struct Positions {
     root: Option<Node>,
+    lines: Vec<String>,
+    shifts: Vec<Shift>,
 }
 
 /// Where an error should point: at a key or at its value.
@@ -18,15 +21,26 @@ pub enum Target {
 }
 
 impl Positions {
-    pub fn parse(text: &str) -> Self {
+    /// `text` is the interpolated text; `shifts` map its positions back to
+    /// the file as written.
+    pub fn parse(text: &str, shifts: Vec<Shift>) -> Self {
         // marked-yaml rejects anchors and tags that serde_yaml accepts; then
         // errors carry the nearest position we can find (none).
-        Self { root: marked_yaml::parse_yaml(0, text).ok() }
+        Self { root: marked_yaml::parse_yaml(0, text).ok(), lines: text.lines().map(String::from).collect(), shifts }
+    }
+
+    /// A position in the interpolated text, as the user sees it in the file.
+    pub fn user(&self, pos: (usize, usize)) -> (usize, usize) {
+        unshift(&self.shifts, pos)
+    }
+
+    pub fn find<S: AsRef<str>>(&self, path: &[S], target: Target) -> Option<(usize, usize)> {
+        self.find_raw(path, target).map(|p| self.user(p))
     }
 
     /// 1-based line and column of the key or value at `path`; falls back to
     /// the longest existing prefix of the path.
-    pub fn find<S: AsRef<str>>(&self, path: &[S], target: Target) -> Option<(usize, usize)> {
+    fn find_raw<S: AsRef<str>>(&self, path: &[S], target: Target) -> Option<(usize, usize)> {
         let mut node = self.root.as_ref()?;
         let mut best = None;
         for (i, seg) in path.iter().enumerate() {
@@ -55,12 +69,13 @@ impl Positions {
     /// Position of the character `offset` (in bytes) inside the scalar at
     /// `path`, for errors inside jq programs. Exact for single-line scalars.
     pub fn inside_value<S: AsRef<str>>(&self, path: &[S], text: &str, offset: usize) -> Option<(usize, usize)> {
-        let (line, col) = self.find(path, Target::Value)?;
+        let (line, col) = self.find_raw(path, Target::Value)?;
         let before = &text[..offset.min(text.len())];
         if before.contains('\n') {
-            return Some((line, col));
+            return Some(self.user((line, col)));
         }
-        Some((line, col + before.chars().count()))
+        let quoted = self.lines.get(line - 1).and_then(|l| l.chars().nth(col - 1)).is_some_and(|c| c == '\'' || c == '"');
+        Some(self.user((line, col + usize::from(quoted) + before.chars().count())))
     }
 }
 
@@ -72,9 +87,15 @@ fn mark(span: &marked_yaml::Span) -> Option<(usize, usize)> {
 mod tests {
     use super::*;
 
+    impl Positions {
+        fn parse_plain(text: &str) -> Self {
+            Self::parse(text, Vec::new())
+        }
+    }
+
     #[test]
     fn finds_keys_values_and_sequence_items() {
-        let p = Positions::parse("transforms:\n  a:\n    workers: 3\n    inputs: [x, y]\n");
+        let p = Positions::parse_plain("transforms:\n  a:\n    workers: 3\n    inputs: [x, y]\n");
         assert_eq!(p.find(&["transforms", "a", "workers"], Target::Key), Some((3, 5)));
         assert_eq!(p.find(&["transforms", "a", "workers"], Target::Value), Some((3, 14)));
         assert_eq!(p.find(&["transforms", "a", "inputs", "1"], Target::Value), Some((4, 17)));

@@ -138,6 +138,8 @@ pub fn compile(raw: RawPipeline) -> Result<(Pipeline, Vec<ConfigWarning>), Vec<C
     // Components in id order: sources, transforms, sinks.
     let mut components: Vec<Component> = Vec::new();
     let mut raw_inputs: Vec<(&str, &str, &[String])> = Vec::new();
+    // Transforms whose programs failed: their inputs are still checked.
+    let mut unbuilt: Vec<(&str, &str, &[String])> = Vec::new();
     for s in &raw.sources {
         let mut ports = vec![None];
         if s.common.on_error == OnError::Route {
@@ -179,6 +181,7 @@ pub fn compile(raw: RawPipeline) -> Result<(Pipeline, Vec<ConfigWarning>), Vec<C
                     let hint = excerpt.map(|s| format!(" at '{s}'")).unwrap_or_default();
                     errors.push(raw.error(format!("{}: invalid jq program{hint}: {}", p.key.join("."), p.error.message)).component(&t.name).at(pos));
                 }
+                unbuilt.push(("transforms", t.name.as_str(), t.common.inputs.as_slice()));
                 continue;
             }
         };
@@ -194,8 +197,10 @@ pub fn compile(raw: RawPipeline) -> Result<(Pipeline, Vec<ConfigWarning>), Vec<C
 
     // Inputs: resolve `name` and `name.port`.
     let ids: HashMap<&str, usize> = components.iter().enumerate().map(|(i, c)| (c.name.as_str(), i)).collect();
-    let names: Vec<&str> = all.iter().map(|(_, n)| *n).collect();
-    let mut resolved: Vec<Vec<InputRef>> = vec![Vec::new(); components.len()];
+    let names: Vec<&str> = all.iter().map(|(_, n)| *n).chain(raw.broken.iter().map(String::as_str)).collect();
+    let mut resolved: Vec<Vec<InputRef>> = vec![Vec::new(); components.len() + unbuilt.len()];
+    let unbuilt_names: Vec<&str> = unbuilt.iter().map(|(_, n, _)| *n).collect();
+    raw_inputs.extend(unbuilt);
     for (id, (section, name, inputs)) in raw_inputs.iter().enumerate() {
         if *section != "sources" && inputs.is_empty() {
             errors.push(err(section, name, &["inputs"], Target::Key, "'inputs' is empty: name at least one component to read from".into()));
@@ -208,7 +213,7 @@ pub fn compile(raw: RawPipeline) -> Result<(Pipeline, Vec<ConfigWarning>), Vec<C
                 None => (input.as_str(), None),
             };
             let Some(&tid) = ids.get(target) else {
-                if !raw.broken.iter().any(|b| b == target) {
+                if !raw.broken.iter().any(|b| b == target) && !unbuilt_names.contains(&target) {
                     let candidates = names.iter().copied().filter(|n| n != name);
                     errors.push(e(format!("unknown input '{input}'{}", did_you_mean(target, candidates))));
                 }
@@ -241,6 +246,7 @@ pub fn compile(raw: RawPipeline) -> Result<(Pipeline, Vec<ConfigWarning>), Vec<C
             resolved[id].push(r);
         }
     }
+    resolved.truncate(components.len());
     for (c, inputs) in components.iter_mut().zip(resolved) {
         c.inputs = inputs;
     }

@@ -1,0 +1,167 @@
+//! `flowgate validate` / `run` on broken files: every problem, with
+//! file:line:col, a suggestion where one exists, and exit code 78.
+
+mod common;
+use common::*;
+
+const BROKEN: &str = "\
+name: shop
+sources:
+  web:
+    type: generatr
+  replay:
+    type: file
+    path: /tmp/x.ndjson
+transforms:
+  valid:
+    type: filter
+    inputs: [replay]
+    condition: '.amount > 0'
+    workrs: 4
+  enrich:
+    type: map
+    inputs: [valdi]
+    program: '.total = .amount *'
+  shape:
+    type: map
+    inputs: [valid]
+    program: '.x = 1'
+    buffer: {size: 0, when_full: drop_new}
+  loop_a:
+    type: map
+    inputs: [loop_b]
+    program: '.'
+  loop_b:
+    type: map
+    inputs: [loop_a]
+    program: '.'
+    on_error: route
+sinks:
+  out: {type: stdout, inputs: [shape, enrich, loop_b]}
+";
+
+#[test]
+fn validate_reports_every_problem_with_positions_and_suggestions() {
+    let s = Scratch::new();
+    let file = s.write("shop.yaml", BROKEN);
+    let f = file.to_str().unwrap();
+    let out = run(&["validate", f], None);
+    assert_eq!(out.status.code(), Some(78));
+    let err = text(&out.stderr);
+    let expected = [
+        format!("{f}:4:11: component 'web': unknown source type 'generatr' (did you mean 'generator'?)"),
+        format!("{f}:13:5: component 'valid': unknown field 'workrs' (did you mean 'workers'?)"),
+        format!("{f}:16:14: component 'enrich': unknown input 'valdi' (did you mean 'valid'?)"),
+        format!("{f}:17:33: component 'enrich': program: invalid jq program: expected term at the end of the program"),
+        format!("{f}:22:34: component 'shape': buffer.when_full: unknown variant 'drop_new', expected one of 'block', 'drop_newest', 'drop_oldest'"),
+        format!("{f}:25:5: component 'loop_a': cycle: loop_a -> loop_b -> loop_a"),
+        format!("{f}:31:15: component 'loop_b': on_error: route sends failed events to 'loop_b.errors', but no component reads it: add it to a sink's inputs (e.g. a dead-letter file)"),
+    ];
+    for e in &expected {
+        assert!(err.contains(e.as_str()), "missing:\n{e}\nin:\n{err}");
+    }
+    assert!(err.contains("7 problem(s)"), "{err}");
+}
+
+#[test]
+fn zero_sizes_and_bad_durations_are_errors() {
+    let s = Scratch::new();
+    let file = s.write(
+        "p.yaml",
+        "sources:\n  g: {type: generator, events: []}\ntransforms:\n  m: {type: map, inputs: [g], program: '.', workers: 0, buffer: {size: 0}}\nsinks:\n  o: {type: blackhole, inputs: [m]}\n",
+    );
+    let out = run(&["validate", file.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(78));
+    let err = text(&out.stderr);
+    assert!(err.contains(":2:32: component 'g': events: needs at least one event"), "{err}");
+    assert!(err.contains("component 'm': workers must be between 1 and 1024, not 0"), "{err}");
+    assert!(err.contains("component 'm': buffer.size must be at least 1"), "{err}");
+    let out = run(&["run", file.to_str().unwrap(), "--shutdown-timeout", "5"], None);
+    assert_eq!(out.status.code(), Some(2), "a duration without unit is a usage error");
+}
+
+#[test]
+fn run_refuses_invalid_config_with_78_and_starts_nothing() {
+    let s = Scratch::new();
+    let file = s.write("p.yaml", "sources:\n  g: {type: generator, events: [{a: 1}]}\nsinks:\n  o: {type: file, inputs: [g], path: $DIR/out.ndjson, colour: red}\n");
+    let out = run(&["run", file.to_str().unwrap(), "--metrics-address", "off"], None);
+    assert_eq!(out.status.code(), Some(78));
+    let err = text(&out.stderr);
+    assert!(err.contains(":4:") && err.contains(": component 'o': unknown field 'colour' (expected one of: path, codec)"), "{err}");
+    assert!(!s.path("out.ndjson").exists());
+}
+
+#[test]
+fn unset_variables_unknown_ports_and_yaml_syntax() {
+    let s = Scratch::new();
+    let file = s.write("p.yaml", "sources:\n  g: {type: file, path: \"${FLOWGATE_TEST_UNSET_VAR}\"}\nsinks:\n  o: {type: blackhole, inputs: [g]}\n");
+    let out = run(&["validate", file.to_str().unwrap()], None);
+    assert!(text(&out.stderr).contains(":2:26: environment variable 'FLOWGATE_TEST_UNSET_VAR' is not set"), "{}", text(&out.stderr));
+    let file = s.write(
+        "q.yaml",
+        "sources:\n  g: {type: generator, events: [{a: 1}]}\ntransforms:\n  r: {type: route, inputs: [g], routes: {eu: '.a == 1'}}\nsinks:\n  o: {type: blackhole, inputs: [r, r.us, g.errors]}\n",
+    );
+    let err = text(&run(&["validate", file.to_str().unwrap()], None).stderr);
+    assert!(err.contains(":6:33: component 'o': 'r' has no default output; use one of: r.eu, r.unmatched"), "{err}");
+    assert!(err.contains(":6:36: component 'o': 'r' has no output 'us'; outputs: r.eu, r.unmatched"), "{err}");
+    assert!(err.contains(":6:42: component 'o': 'g.errors' exists only with on_error: route on 'g'"), "{err}");
+    let file = s.write("y.yaml", "sources:\n  g: {type: generator\n");
+    let err = text(&run(&["validate", file.to_str().unwrap()], None).stderr);
+    assert!(err.contains("y.yaml:3:1: invalid YAML"), "{err}");
+}
+
+#[test]
+fn warnings_do_not_fail_validation() {
+    let s = Scratch::new();
+    let file = s.write(
+        "p.yaml",
+        "sources:\n  g: {type: generator, events: [{a: 1}]}\ntransforms:\n  unused: {type: filter, inputs: [g], condition: '.a'}\nsinks:\n  o: {type: blackhole, inputs: [g]}\n",
+    );
+    let out = run(&["validate", file.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stderr).contains("warning: ") && text(&out.stderr).contains("output of 'unused' is not read by any component"));
+}
+
+#[test]
+fn every_example_pipeline_declares_the_schema_and_validates_cleanly() {
+    let mut seen = 0;
+    for entry in std::fs::read_dir(repo().join("pipelines")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        seen += 1;
+        let text_ = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text_.starts_with("# yaml-language-server: $schema=../schemas/pipeline.schema.json\n"),
+            "{} must start with the schema line",
+            path.display()
+        );
+        let out = run(&["validate", path.to_str().unwrap()], None);
+        assert_eq!(out.status.code(), Some(0), "{}: {}", path.display(), text(&out.stderr));
+        assert!(!text(&out.stderr).contains("warning"), "{}: {}", path.display(), text(&out.stderr));
+    }
+    assert!(seen >= 3);
+}
+
+#[test]
+fn committed_schema_matches_flowgate_schema() {
+    let out = run(&["schema"], None);
+    assert_eq!(out.status.code(), Some(0));
+    let committed = std::fs::read_to_string(repo().join("schemas/pipeline.schema.json")).unwrap();
+    assert!(committed == text(&out.stdout), "schemas/pipeline.schema.json is stale: run `cargo run -- schema > schemas/pipeline.schema.json`");
+}
+
+#[test]
+fn graph_shows_controls_and_named_outputs() {
+    let out = run(&["graph", "pipelines/fanout_workers.yaml", "--format", "mermaid"], None);
+    assert_eq!(out.status.code(), Some(0));
+    let g = text(&out.stdout);
+    assert!(g.starts_with("flowchart LR\n"));
+    assert!(g.contains("price[\"price (map)<br/>buffer 4000 block, workers 4 ordered\"]"), "{g}");
+    assert!(g.contains("    price --> large\n"));
+    let out = run(&["graph", "pipelines/log_triage.yaml"], None);
+    let g = text(&out.stdout);
+    assert!(g.contains("\"by_level\" -> \"warnings_file\" [label=\"warnings\"];"), "{g}");
+    assert!(g.contains("\"app_log\" -> \"dead_letter\" [label=\"errors\"];"), "{g}");
+}
