@@ -37,16 +37,25 @@ pub async fn run(pipelines: Vec<Pipeline>, options: RunOptions) -> Outcome {
     if let Some(address) = &options.metrics_address {
         match http::serve(address, status.clone()).await {
             Ok(bound) => tracing::info!("serving /metrics, /health and /ready on http://{bound}"),
-            Err(e) => return Outcome::Failed(format!("cannot listen on --metrics-address {address}: {e}")),
+            Err(e) => {
+                return Outcome::Failed(format!(
+                    "cannot listen on --metrics-address {address}: {e}"
+                ));
+            }
         }
     }
-    let (Ok(mut sigint), Ok(mut sigterm), Ok(mut sighup)) =
-        (signal(SignalKind::interrupt()), signal(SignalKind::terminate()), signal(SignalKind::hangup()))
-    else {
+    let (Ok(mut sigint), Ok(mut sigterm), Ok(mut sighup)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
         return Outcome::Failed("cannot install signal handlers".into());
     };
 
-    let running: Vec<RunningPipeline> = pipelines.into_iter().map(|p| RunningPipeline::start(p, &metrics)).collect();
+    let running: Vec<RunningPipeline> = pipelines
+        .into_iter()
+        .map(|p| RunningPipeline::start(p, &metrics))
+        .collect();
     let controls: Vec<_> = running.iter().map(|r| r.control()).collect();
     let names: Vec<String> = running.iter().map(|r| r.name.clone()).collect();
     let queue_readers: Vec<_> = running.iter().map(|r| r.queues()).collect();
@@ -78,7 +87,11 @@ pub async fn run(pipelines: Vec<Pipeline>, options: RunOptions) -> Outcome {
             _ = sighup.recv() => tracing::warn!("SIGHUP received: this version does not reload configuration; restart flowgate to apply changes"),
         }
     };
-    tracing::info!("{first_signal} received: stopping sources and draining {} pipeline(s) (deadline {:?}; a second signal exits at once)", names.len(), options.shutdown_timeout);
+    tracing::info!(
+        "{first_signal} received: stopping sources and draining {} pipeline(s) (deadline {:?}; a second signal exits at once)",
+        names.len(),
+        options.shutdown_timeout
+    );
     for c in &controls {
         c.stop();
     }

@@ -19,12 +19,22 @@ pub struct Status {
 
 impl Status {
     pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self { metrics, ready: Arc::default(), failed: Arc::default() }
+        Self {
+            metrics,
+            ready: Arc::default(),
+            failed: Arc::default(),
+        }
     }
 }
 
 async fn metrics(State(s): State<Status>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.metrics.render())
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
 }
 
 async fn health(State(s): State<Status>) -> impl IntoResponse {

@@ -49,13 +49,21 @@ fn validate_reports_every_problem_with_positions_and_suggestions() {
     assert_eq!(out.status.code(), Some(78));
     let err = text(&out.stderr);
     let expected = [
-        format!("{f}:4:11: component 'web': unknown source type 'generatr' (did you mean 'generator'?)"),
+        format!(
+            "{f}:4:11: component 'web': unknown source type 'generatr' (did you mean 'generator'?)"
+        ),
         format!("{f}:13:5: component 'valid': unknown field 'workrs' (did you mean 'workers'?)"),
         format!("{f}:16:14: component 'enrich': unknown input 'valdi' (did you mean 'valid'?)"),
-        format!("{f}:17:33: component 'enrich': program: invalid jq program: expected term at the end of the program"),
-        format!("{f}:22:34: component 'shape': buffer.when_full: unknown variant 'drop_new', expected one of 'block', 'drop_newest', 'drop_oldest'"),
+        format!(
+            "{f}:17:33: component 'enrich': program: invalid jq program: expected term at the end of the program"
+        ),
+        format!(
+            "{f}:22:34: component 'shape': buffer.when_full: unknown variant 'drop_new', expected one of 'block', 'drop_newest', 'drop_oldest'"
+        ),
         format!("{f}:25:5: component 'loop_a': cycle: loop_a -> loop_b -> loop_a"),
-        format!("{f}:31:15: component 'loop_b': on_error: route sends failed events to 'loop_b.errors', but no component reads it: add it to a sink's inputs (e.g. a dead-letter file)"),
+        format!(
+            "{f}:31:15: component 'loop_b': on_error: route sends failed events to 'loop_b.errors', but no component reads it: add it to a sink's inputs (e.g. a dead-letter file)"
+        ),
     ];
     for e in &expected {
         assert!(err.contains(e.as_str()), "missing:\n{e}\nin:\n{err}");
@@ -73,21 +81,45 @@ fn zero_sizes_and_bad_durations_are_errors() {
     let out = run(&["validate", file.to_str().unwrap()], None);
     assert_eq!(out.status.code(), Some(78));
     let err = text(&out.stderr);
-    assert!(err.contains(":2:32: component 'g': events: needs at least one event"), "{err}");
-    assert!(err.contains("component 'm': workers must be between 1 and 1024, not 0"), "{err}");
-    assert!(err.contains("component 'm': buffer.size must be at least 1"), "{err}");
-    let out = run(&["run", file.to_str().unwrap(), "--shutdown-timeout", "5"], None);
-    assert_eq!(out.status.code(), Some(2), "a duration without unit is a usage error");
+    assert!(
+        err.contains(":2:32: component 'g': events: needs at least one event"),
+        "{err}"
+    );
+    assert!(
+        err.contains("component 'm': workers must be between 1 and 1024, not 0"),
+        "{err}"
+    );
+    assert!(
+        err.contains("component 'm': buffer.size must be at least 1"),
+        "{err}"
+    );
+    let out = run(
+        &["run", file.to_str().unwrap(), "--shutdown-timeout", "5"],
+        None,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a duration without unit is a usage error"
+    );
 }
 
 #[test]
 fn run_refuses_invalid_config_with_78_and_starts_nothing() {
     let s = Scratch::new();
     let file = s.write("p.yaml", "sources:\n  g: {type: generator, events: [{a: 1}]}\nsinks:\n  o: {type: file, inputs: [g], path: $DIR/out.ndjson, colour: red}\n");
-    let out = run(&["run", file.to_str().unwrap(), "--metrics-address", "off"], None);
+    let out = run(
+        &["run", file.to_str().unwrap(), "--metrics-address", "off"],
+        None,
+    );
     assert_eq!(out.status.code(), Some(78));
     let err = text(&out.stderr);
-    assert!(err.contains(":4:") && err.contains(": component 'o': unknown field 'colour' (expected one of: path, codec)"), "{err}");
+    assert!(
+        err.contains(":4:")
+            && err
+                .contains(": component 'o': unknown field 'colour' (expected one of: path, codec)"),
+        "{err}"
+    );
     assert!(!s.path("out.ndjson").exists());
 }
 
@@ -96,15 +128,31 @@ fn unset_variables_unknown_ports_and_yaml_syntax() {
     let s = Scratch::new();
     let file = s.write("p.yaml", "sources:\n  g: {type: file, path: \"${FLOWGATE_TEST_UNSET_VAR}\"}\nsinks:\n  o: {type: blackhole, inputs: [g]}\n");
     let out = run(&["validate", file.to_str().unwrap()], None);
-    assert!(text(&out.stderr).contains(":2:26: environment variable 'FLOWGATE_TEST_UNSET_VAR' is not set"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr)
+            .contains(":2:26: environment variable 'FLOWGATE_TEST_UNSET_VAR' is not set"),
+        "{}",
+        text(&out.stderr)
+    );
     let file = s.write(
         "q.yaml",
         "sources:\n  g: {type: generator, events: [{a: 1}]}\ntransforms:\n  r: {type: route, inputs: [g], routes: {eu: '.a == 1'}}\nsinks:\n  o: {type: blackhole, inputs: [r, r.us, g.errors]}\n",
     );
     let err = text(&run(&["validate", file.to_str().unwrap()], None).stderr);
-    assert!(err.contains(":6:33: component 'o': 'r' has no default output; use one of: r.eu, r.unmatched"), "{err}");
-    assert!(err.contains(":6:36: component 'o': 'r' has no output 'us'; outputs: r.eu, r.unmatched"), "{err}");
-    assert!(err.contains(":6:42: component 'o': 'g.errors' exists only with on_error: route on 'g'"), "{err}");
+    assert!(
+        err.contains(
+            ":6:33: component 'o': 'r' has no default output; use one of: r.eu, r.unmatched"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains(":6:36: component 'o': 'r' has no output 'us'; outputs: r.eu, r.unmatched"),
+        "{err}"
+    );
+    assert!(
+        err.contains(":6:42: component 'o': 'g.errors' exists only with on_error: route on 'g'"),
+        "{err}"
+    );
     let file = s.write("y.yaml", "sources:\n  g: {type: generator\n");
     let err = text(&run(&["validate", file.to_str().unwrap()], None).stderr);
     assert!(err.contains("y.yaml:3:1: invalid YAML"), "{err}");
@@ -119,7 +167,10 @@ fn warnings_do_not_fail_validation() {
     );
     let out = run(&["validate", file.to_str().unwrap()], None);
     assert_eq!(out.status.code(), Some(0));
-    assert!(text(&out.stderr).contains("warning: ") && text(&out.stderr).contains("output of 'unused' is not read by any component"));
+    assert!(
+        text(&out.stderr).contains("warning: ")
+            && text(&out.stderr).contains("output of 'unused' is not read by any component")
+    );
 }
 
 #[test]
@@ -138,8 +189,19 @@ fn every_example_pipeline_declares_the_schema_and_validates_cleanly() {
             path.display()
         );
         let out = run(&["validate", path.to_str().unwrap()], None);
-        assert_eq!(out.status.code(), Some(0), "{}: {}", path.display(), text(&out.stderr));
-        assert!(!text(&out.stderr).contains("warning"), "{}: {}", path.display(), text(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}: {}",
+            path.display(),
+            text(&out.stderr)
+        );
+        assert!(
+            !text(&out.stderr).contains("warning"),
+            "{}: {}",
+            path.display(),
+            text(&out.stderr)
+        );
     }
     assert!(seen >= 3);
 }
@@ -149,19 +211,39 @@ fn committed_schema_matches_flowgate_schema() {
     let out = run(&["schema"], None);
     assert_eq!(out.status.code(), Some(0));
     let committed = std::fs::read_to_string(repo().join("schemas/pipeline.schema.json")).unwrap();
-    assert!(committed == text(&out.stdout), "schemas/pipeline.schema.json is stale: run `cargo run -- schema > schemas/pipeline.schema.json`");
+    assert!(
+        committed == text(&out.stdout),
+        "schemas/pipeline.schema.json is stale: run `cargo run -- schema > schemas/pipeline.schema.json`"
+    );
 }
 
 #[test]
 fn graph_shows_controls_and_named_outputs() {
-    let out = run(&["graph", "pipelines/fanout_workers.yaml", "--format", "mermaid"], None);
+    let out = run(
+        &[
+            "graph",
+            "pipelines/fanout_workers.yaml",
+            "--format",
+            "mermaid",
+        ],
+        None,
+    );
     assert_eq!(out.status.code(), Some(0));
     let g = text(&out.stdout);
     assert!(g.starts_with("flowchart LR\n"));
-    assert!(g.contains("price[\"price (map)<br/>buffer 4000 block, workers 4 ordered\"]"), "{g}");
+    assert!(
+        g.contains("price[\"price (map)<br/>buffer 4000 block, workers 4 ordered\"]"),
+        "{g}"
+    );
     assert!(g.contains("    price --> large\n"));
     let out = run(&["graph", "pipelines/log_triage.yaml"], None);
     let g = text(&out.stdout);
-    assert!(g.contains("\"by_level\" -> \"warnings_file\" [label=\"warnings\"];"), "{g}");
-    assert!(g.contains("\"app_log\" -> \"dead_letter\" [label=\"errors\"];"), "{g}");
+    assert!(
+        g.contains("\"by_level\" -> \"warnings_file\" [label=\"warnings\"];"),
+        "{g}"
+    );
+    assert!(
+        g.contains("\"app_log\" -> \"dead_letter\" [label=\"errors\"];"),
+        "{g}"
+    );
 }

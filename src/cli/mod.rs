@@ -14,7 +14,11 @@ use std::process::ExitCode;
 pub const EXIT_CONFIG: u8 = 78;
 
 #[derive(Parser)]
-#[command(name = "flowgate", version, about = "A declarative dataflow engine: YAML stage graphs run as a tokio task graph")]
+#[command(
+    name = "flowgate",
+    version,
+    about = "A declarative dataflow engine: YAML stage graphs run as a tokio task graph"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -87,7 +91,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         for w in &warnings {
                             eprintln!("warning: {w}");
                         }
-                        println!("{}: ok (pipeline '{}', {} components)", file.display(), p.name, p.components.len());
+                        println!(
+                            "{}: ok (pipeline '{}', {} components)",
+                            file.display(),
+                            p.name,
+                            p.components.len()
+                        );
                     }
                     Err(errors) => {
                         bad += 1;
@@ -98,14 +107,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
-            Ok(if bad > 0 { ExitCode::from(EXIT_CONFIG) } else { ExitCode::SUCCESS })
+            Ok(if bad > 0 {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Graph { file, format } => match graph::load(&file) {
             Ok((p, _)) => {
-                print!("{}", match format {
-                    GraphFormat::Dot => render::dot(&p),
-                    GraphFormat::Mermaid => render::mermaid(&p),
-                });
+                print!(
+                    "{}",
+                    match format {
+                        GraphFormat::Dot => render::dot(&p),
+                        GraphFormat::Mermaid => render::mermaid(&p),
+                    }
+                );
                 Ok(ExitCode::SUCCESS)
             }
             Err(errors) => {
@@ -115,10 +131,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(EXIT_CONFIG))
             }
         },
-        Command::Run { paths, metrics_address, shutdown_timeout, log_format } => {
+        Command::Run {
+            paths,
+            metrics_address,
+            shutdown_timeout,
+            log_format,
+        } => {
             logging::init(log_format);
             let files = expand(&paths)?;
-            let Some(pipelines) = load_all(&files) else { return Ok(ExitCode::from(EXIT_CONFIG)) };
+            let Some(pipelines) = load_all(&files) else {
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            };
             let options = RunOptions {
                 metrics_address: (metrics_address != "off").then_some(metrics_address),
                 shutdown_timeout: shutdown_timeout.0,
@@ -155,7 +178,12 @@ fn load_all(files: &[PathBuf]) -> Option<Vec<Pipeline>> {
                     tracing::warn!("{w}");
                 }
                 if let Some(other) = pipelines.iter().find(|o| o.name == p.name) {
-                    eprintln!("{}: pipeline name '{}' is already used by {}; set a unique `name:`", file.display(), p.name, other.file);
+                    eprintln!(
+                        "{}: pipeline name '{}' is already used by {}; set a unique `name:`",
+                        file.display(),
+                        p.name,
+                        other.file
+                    );
                     ok = false;
                 }
                 pipelines.push(p);

@@ -86,7 +86,10 @@ pub struct TransformOutput {
 
 impl TransformOutput {
     pub fn with_ports(n: usize, capacity: usize) -> Self {
-        Self { ports: (0..n).map(|_| Vec::with_capacity(capacity)).collect(), ..Self::default() }
+        Self {
+            ports: (0..n).map(|_| Vec::with_capacity(capacity)).collect(),
+            ..Self::default()
+        }
     }
 }
 
@@ -128,7 +131,10 @@ pub enum ComponentError {
 
 impl ComponentError {
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Self::Io { context: context.into(), source }
+        Self::Io {
+            context: context.into(),
+            source,
+        }
     }
 }
 

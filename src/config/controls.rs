@@ -50,7 +50,10 @@ fn default_buffer_size() -> usize {
 
 impl Default for BufferConfig {
     fn default() -> Self {
-        Self { size: default_buffer_size(), when_full: WhenFull::Block }
+        Self {
+            size: default_buffer_size(),
+            when_full: WhenFull::Block,
+        }
     }
 }
 

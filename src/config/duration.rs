@@ -13,7 +13,9 @@ impl ConfigDuration {
     pub fn parse(text: &str) -> Result<Self, String> {
         let trimmed = text.trim();
         if trimmed.chars().all(|c| c.is_ascii_digit() || c == '.') && !trimmed.is_empty() {
-            return Err(format!("duration '{text}' needs a unit, e.g. '{trimmed}s' or '{trimmed}ms'"));
+            return Err(format!(
+                "duration '{text}' needs a unit, e.g. '{trimmed}s' or '{trimmed}ms'"
+            ));
         }
         humantime::parse_duration(trimmed)
             .map(ConfigDuration)
@@ -65,10 +67,23 @@ mod tests {
 
     #[test]
     fn parses_units_and_rejects_bare_numbers() {
-        assert_eq!(ConfigDuration::parse("250ms").unwrap().0, Duration::from_millis(250));
-        assert_eq!(ConfigDuration::parse("1m").unwrap().0, Duration::from_secs(60));
-        assert_eq!(ConfigDuration::parse("1h").unwrap().0, Duration::from_secs(3600));
-        assert!(ConfigDuration::parse("5").unwrap_err().contains("needs a unit"));
+        assert_eq!(
+            ConfigDuration::parse("250ms").unwrap().0,
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            ConfigDuration::parse("1m").unwrap().0,
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            ConfigDuration::parse("1h").unwrap().0,
+            Duration::from_secs(3600)
+        );
+        assert!(
+            ConfigDuration::parse("5")
+                .unwrap_err()
+                .contains("needs a unit")
+        );
         assert!(ConfigDuration::parse("5 parsecs").is_err());
     }
 }

@@ -15,7 +15,12 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(file: &str, message: impl Into<String>) -> Self {
-        Self { file: file.to_string(), position: None, component: None, message: message.into() }
+        Self {
+            file: file.to_string(),
+            position: None,
+            component: None,
+            message: message.into(),
+        }
     }
 
     pub fn at(mut self, position: Option<(usize, usize)>) -> Self {
@@ -47,7 +52,10 @@ impl fmt::Display for ConfigError {
 pub type ConfigWarning = ConfigError;
 
 /// Suggests the closest candidate by edit distance, for "did you mean" hints.
-pub fn suggest<'a>(unknown: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn suggest<'a>(
+    unknown: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (strsim::damerau_levenshtein(unknown, c), c))
@@ -58,7 +66,9 @@ pub fn suggest<'a>(unknown: &str, candidates: impl IntoIterator<Item = &'a str>)
 
 /// `" (did you mean 'x'?)"` or an empty string.
 pub fn did_you_mean<'a>(unknown: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
-    suggest(unknown, candidates).map(|s| format!(" (did you mean '{s}'?)")).unwrap_or_default()
+    suggest(unknown, candidates)
+        .map(|s| format!(" (did you mean '{s}'?)"))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -67,7 +77,9 @@ mod tests {
 
     #[test]
     fn formats_with_and_without_position() {
-        let e = ConfigError::new("p.yaml", "bad").at(Some((3, 5))).component("x");
+        let e = ConfigError::new("p.yaml", "bad")
+            .at(Some((3, 5)))
+            .component("x");
         assert_eq!(e.to_string(), "p.yaml:3:5: component 'x': bad");
         assert_eq!(ConfigError::new("p.yaml", "bad").to_string(), "p.yaml: bad");
     }
@@ -77,6 +89,9 @@ mod tests {
         let names = ["workers", "ordered", "buffer"];
         assert_eq!(suggest("workrs", names), Some("workers"));
         assert_eq!(suggest("zzz", names), None);
-        assert_eq!(did_you_mean("valdi", ["valid", "enrich"]), " (did you mean 'valid'?)");
+        assert_eq!(
+            did_you_mean("valdi", ["valid", "enrich"]),
+            " (did you mean 'valid'?)"
+        );
     }
 }

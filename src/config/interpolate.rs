@@ -23,7 +23,11 @@ pub struct Shift {
 
 /// Maps a position in the expanded text back to the file as written.
 pub fn unshift(shifts: &[Shift], (line, column): (usize, usize)) -> (usize, usize) {
-    let delta: isize = shifts.iter().filter(|s| s.line == line && s.column <= column).map(|s| s.delta).sum();
+    let delta: isize = shifts
+        .iter()
+        .filter(|s| s.line == line && s.column <= column)
+        .map(|s| s.delta)
+        .sum();
     (line, (column as isize + delta).max(1) as usize)
 }
 
@@ -49,9 +53,9 @@ pub fn interpolate_with_shifts(
     while let Some(at) = rest.find('$') {
         out.push_str(&rest[..at]);
         let tail = &rest[at..];
-        if tail.starts_with("$${") {
+        if let Some(after) = tail.strip_prefix("$${") {
             out.push_str("${");
-            rest = &tail[3..];
+            rest = after;
             consumed += at + 3;
             continue;
         }
@@ -104,13 +108,21 @@ pub fn interpolate_with_shifts(
         let original = tail[..end + 1].chars().count() as isize;
         if written != original {
             let (_, column) = line_col(&out, out.len());
-            shifts.push(Shift { line, column, delta: original - written });
+            shifts.push(Shift {
+                line,
+                column,
+                delta: original - written,
+            });
         }
         rest = &tail[end + 1..];
         consumed += at + end + 1;
     }
     out.push_str(rest);
-    if errors.is_empty() { Ok((out, shifts)) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok((out, shifts))
+    } else {
+        Err(errors)
+    }
 }
 
 /// Interpolates from the process environment.
@@ -142,7 +154,10 @@ mod tests {
     #[test]
     fn replaces_set_variables_and_defaults() {
         let v = vars();
-        let out = interpolate("a: ${HOME}/x\nb: ${NOPE:-dflt}\nc: $$x $${HOME}", from_map(&v));
+        let out = interpolate(
+            "a: ${HOME}/x\nb: ${NOPE:-dflt}\nc: $$x $${HOME}",
+            from_map(&v),
+        );
         assert_eq!(out.unwrap(), "a: /home/u/x\nb: dflt\nc: $$x ${HOME}");
     }
 

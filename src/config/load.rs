@@ -59,15 +59,28 @@ pub fn load_file(path: &Path) -> (Option<RawPipeline>, Vec<ConfigError>) {
     let file = path.display().to_string();
     match std::fs::read_to_string(path) {
         Ok(text) => {
-            let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
             parse(&text, &file, &stem)
         }
-        Err(e) => (None, vec![ConfigError::new(&file, format!("cannot read the file: {e}"))]),
+        Err(e) => (
+            None,
+            vec![ConfigError::new(
+                &file,
+                format!("cannot read the file: {e}"),
+            )],
+        ),
     }
 }
 
 /// Parses pipeline text; `default_name` is used when `name:` is absent.
-pub fn parse(text: &str, file: &str, default_name: &str) -> (Option<RawPipeline>, Vec<ConfigError>) {
+pub fn parse(
+    text: &str,
+    file: &str,
+    default_name: &str,
+) -> (Option<RawPipeline>, Vec<ConfigError>) {
     let (text, shifts) = match interpolate_env(text) {
         Ok(t) => t,
         Err(errs) => {
@@ -81,11 +94,16 @@ pub fn parse(text: &str, file: &str, default_name: &str) -> (Option<RawPipeline>
     let root: Value = match serde_yaml::from_str(&text) {
         Ok(v) => v,
         Err(e) => {
-            let pos = e.location().map(|l| super::interpolate::unshift(&shifts, (l.line(), l.column())));
+            let pos = e
+                .location()
+                .map(|l| super::interpolate::unshift(&shifts, (l.line(), l.column())));
             let msg = e.to_string();
             // serde_yaml appends " at line L column C"; the position prefix says it already.
             let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
-            return (None, vec![ConfigError::new(file, format!("invalid YAML: {msg}")).at(pos)]);
+            return (
+                None,
+                vec![ConfigError::new(file, format!("invalid YAML: {msg}")).at(pos)],
+            );
         }
     };
     let positions = Positions::parse(&text, shifts);
@@ -104,7 +122,10 @@ pub fn parse(text: &str, file: &str, default_name: &str) -> (Option<RawPipeline>
         Value::Mapping(m) => m,
         Value::Null => Mapping::new(),
         _ => {
-            errors.push(raw.error("a pipeline file must be a mapping with sources, transforms and sinks").at(Some((1, 1))));
+            errors.push(
+                raw.error("a pipeline file must be a mapping with sources, transforms and sinks")
+                    .at(Some((1, 1))),
+            );
             return (Some(raw), errors);
         }
     };
@@ -116,16 +137,33 @@ pub fn parse(text: &str, file: &str, default_name: &str) -> (Option<RawPipeline>
         match key.as_str() {
             "name" => match value {
                 Value::String(s) => raw.name = s,
-                _ => errors.push(raw.error("'name' must be a string").at(raw.positions.find(&["name"], Target::Value))),
+                _ => errors.push(
+                    raw.error("'name' must be a string")
+                        .at(raw.positions.find(&["name"], Target::Value)),
+                ),
             },
             "sources" | "transforms" | "sinks" => {
                 for (name, body) in section(&raw, &key, value, &mut errors) {
                     let parsed = match key.as_str() {
                         "sources" => parse_source(&raw, &name, body).map(|s| raw.sources.push(s)),
-                        "transforms" => parse_stage(&raw, "transforms", &name, body, TransformKind::TYPES, TransformKind::from_value)
-                            .map(|s| raw.transforms.push(s)),
-                        _ => parse_stage(&raw, "sinks", &name, body, SinkKind::TYPES, SinkKind::from_value)
-                            .map(|s| raw.sinks.push(s)),
+                        "transforms" => parse_stage(
+                            &raw,
+                            "transforms",
+                            &name,
+                            body,
+                            TransformKind::TYPES,
+                            TransformKind::from_value,
+                        )
+                        .map(|s| raw.transforms.push(s)),
+                        _ => parse_stage(
+                            &raw,
+                            "sinks",
+                            &name,
+                            body,
+                            SinkKind::TYPES,
+                            SinkKind::from_value,
+                        )
+                        .map(|s| raw.sinks.push(s)),
                     };
                     if let Err(errs) = parsed {
                         errors.extend(errs);
@@ -134,8 +172,11 @@ pub fn parse(text: &str, file: &str, default_name: &str) -> (Option<RawPipeline>
                 }
             }
             other => errors.push(
-                raw.error(format!("unknown top-level key '{other}'{}", did_you_mean(other, TOP_LEVEL_KEYS.iter().copied())))
-                    .at(raw.positions.find(&[other], Target::Key)),
+                raw.error(format!(
+                    "unknown top-level key '{other}'{}",
+                    did_you_mean(other, TOP_LEVEL_KEYS.iter().copied())
+                ))
+                .at(raw.positions.find(&[other], Target::Key)),
             ),
         }
     }
@@ -143,7 +184,12 @@ pub fn parse(text: &str, file: &str, default_name: &str) -> (Option<RawPipeline>
 }
 
 /// The components of one section, in file order.
-fn section(raw: &RawPipeline, key: &str, value: Value, errors: &mut Vec<ConfigError>) -> Vec<(String, Value)> {
+fn section(
+    raw: &RawPipeline,
+    key: &str,
+    value: Value,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<(String, Value)> {
     match value {
         Value::Null => Vec::new(),
         Value::Mapping(m) => m
@@ -151,13 +197,21 @@ fn section(raw: &RawPipeline, key: &str, value: Value, errors: &mut Vec<ConfigEr
             .filter_map(|(k, v)| match k {
                 Value::String(s) => Some((s, v)),
                 other => {
-                    errors.push(raw.error(format!("component names must be strings, not {other:?}")).at(raw.positions.find(&[key], Target::Key)));
+                    errors.push(
+                        raw.error(format!("component names must be strings, not {other:?}"))
+                            .at(raw.positions.find(&[key], Target::Key)),
+                    );
                     None
                 }
             })
             .collect(),
         _ => {
-            errors.push(raw.error(format!("'{key}' must be a mapping of component names to configs")).at(raw.positions.find(&[key], Target::Value)));
+            errors.push(
+                raw.error(format!(
+                    "'{key}' must be a mapping of component names to configs"
+                ))
+                .at(raw.positions.find(&[key], Target::Value)),
+            );
             Vec::new()
         }
     }
@@ -175,22 +229,41 @@ fn split(
     let err = |msg: String, path: &[&str], target| {
         let mut full = vec![section, name];
         full.extend_from_slice(path);
-        raw.error(msg).component(name).at(raw.positions.find(&full, target))
+        raw.error(msg)
+            .component(name)
+            .at(raw.positions.find(&full, target))
     };
     let Value::Mapping(map) = body else {
-        return Err(vec![err("a component must be a mapping with a 'type'".into(), &[], Target::Key)]);
+        return Err(vec![err(
+            "a component must be a mapping with a 'type'".into(),
+            &[],
+            Target::Key,
+        )]);
     };
     let type_name = match map.get("type") {
         Some(Value::String(t)) => t.clone(),
-        Some(_) => return Err(vec![err("'type' must be a string".into(), &["type"], Target::Value)]),
+        Some(_) => {
+            return Err(vec![err(
+                "'type' must be a string".into(),
+                &["type"],
+                Target::Value,
+            )]);
+        }
         None => {
-            return Err(vec![err(format!("missing 'type' (one of: {})", types.join(", ")), &[], Target::Key)]);
+            return Err(vec![err(
+                format!("missing 'type' (one of: {})", types.join(", ")),
+                &[],
+                Target::Key,
+            )]);
         }
     };
     if !types.contains(&type_name.as_str()) {
         let kind = section.trim_end_matches('s');
         return Err(vec![err(
-            format!("unknown {kind} type '{type_name}'{}", did_you_mean(&type_name, types.iter().copied())),
+            format!(
+                "unknown {kind} type '{type_name}'{}",
+                did_you_mean(&type_name, types.iter().copied())
+            ),
             &["type"],
             Target::Value,
         )]);
@@ -211,27 +284,42 @@ fn split(
 }
 
 fn parse_source(raw: &RawPipeline, name: &str, body: Value) -> Result<RawSource, Vec<ConfigError>> {
-    let (type_name, common, specific) = split(raw, "sources", name, body, SOURCE_KEYS, SourceKind::TYPES)?;
+    let (type_name, common, specific) =
+        split(raw, "sources", name, body, SOURCE_KEYS, SourceKind::TYPES)?;
     let common = serde_path_to_error::deserialize::<_, SourceCommon>(Value::Mapping(common));
-    let kind = SourceKind::from_value(&type_name, Value::Mapping(specific)).expect("type checked in split");
+    let kind = SourceKind::from_value(&type_name, Value::Mapping(specific))
+        .expect("type checked in split");
     let mut errors = Vec::new();
     let all_keys: Vec<&str> = SOURCE_KEYS.iter().copied().chain(["type"]).collect();
-    let common = common.map_err(|e| errors.push(serde_error(raw, "sources", name, &e, &all_keys))).ok();
-    let kind = kind.map_err(|e| errors.push(serde_error(raw, "sources", name, &e, &all_keys))).ok();
+    let common = common
+        .map_err(|e| errors.push(serde_error(raw, "sources", name, &e, &all_keys)))
+        .ok();
+    let kind = kind
+        .map_err(|e| errors.push(serde_error(raw, "sources", name, &e, &all_keys)))
+        .ok();
     if let Some(kind) = &kind {
         for (path, message) in kind.check() {
             let mut full = vec!["sources", name];
             full.extend(path.iter().copied());
-            errors.push(raw.error(format!("{}: {message}", path.join("."))).component(name).at(raw.positions.find(&full, Target::Value)));
+            errors.push(
+                raw.error(format!("{}: {message}", path.join(".")))
+                    .component(name)
+                    .at(raw.positions.find(&full, Target::Value)),
+            );
         }
     }
     match (common, kind) {
-        (Some(common), Some(kind)) if errors.is_empty() => Ok(RawSource { name: name.to_string(), common, kind }),
+        (Some(common), Some(kind)) if errors.is_empty() => Ok(RawSource {
+            name: name.to_string(),
+            common,
+            kind,
+        }),
         _ => Err(errors),
     }
 }
 
-type FromValue<K> = fn(&str, Value) -> Option<Result<K, serde_path_to_error::Error<serde_yaml::Error>>>;
+type FromValue<K> =
+    fn(&str, Value) -> Option<Result<K, serde_path_to_error::Error<serde_yaml::Error>>>;
 
 fn parse_stage<K>(
     raw: &RawPipeline,
@@ -252,7 +340,11 @@ fn parse_stage<K>(
         .map_err(|e| errors.push(serde_error(raw, section, name, &e, &all_keys)))
         .ok();
     match (common, kind) {
-        (Some(common), Some(kind)) => Ok(RawStage { name: name.to_string(), common, kind }),
+        (Some(common), Some(kind)) => Ok(RawStage {
+            name: name.to_string(),
+            common,
+            kind,
+        }),
         _ => Err(errors),
     }
 }
@@ -283,24 +375,50 @@ fn serde_error(
         }
         let field_path = path[2..].join(".");
         // serde lists the expected fields in backticks after "expected".
-        let expected: Vec<&str> = rest.split_once("expected").map_or(Vec::new(), |(_, e)| e.split('`').skip(1).step_by(2).collect());
+        let expected: Vec<&str> = rest.split_once("expected").map_or(Vec::new(), |(_, e)| {
+            e.split('`').skip(1).step_by(2).collect()
+        });
         let at_top = path.len() == 2;
-        let candidates = expected.iter().copied().chain(if at_top { shared_keys.to_vec() } else { Vec::new() });
+        let candidates = expected.iter().copied().chain(if at_top {
+            shared_keys.to_vec()
+        } else {
+            Vec::new()
+        });
         let hint = did_you_mean(&field, candidates);
-        let hint = if hint.is_empty() && !expected.is_empty() { format!(" (expected one of: {})", expected.join(", ")) } else { hint };
-        let prefix = if at_top { String::new() } else { format!("{field_path}: ") };
+        let hint = if hint.is_empty() && !expected.is_empty() {
+            format!(" (expected one of: {})", expected.join(", "))
+        } else {
+            hint
+        };
+        let prefix = if at_top {
+            String::new()
+        } else {
+            format!("{field_path}: ")
+        };
         path.push(field.clone());
-        (format!("{prefix}unknown field '{field}'{hint}"), Target::Key)
+        (
+            format!("{prefix}unknown field '{field}'{hint}"),
+            Target::Key,
+        )
     } else if let Some(rest) = inner.strip_prefix("missing field `") {
         let field = rest.split('`').next().unwrap_or_default();
-        let prefix = if path.len() == 2 { String::new() } else { format!("{field_path}: ") };
+        let prefix = if path.len() == 2 {
+            String::new()
+        } else {
+            format!("{field_path}: ")
+        };
         (format!("{prefix}missing field '{field}'"), Target::Key)
     } else if field_path.is_empty() {
         (inner.replace('`', "'"), Target::Key)
     } else {
-        (format!("{field_path}: {}", inner.replace('`', "'")), Target::Value)
+        (
+            format!("{field_path}: {}", inner.replace('`', "'")),
+            Target::Value,
+        )
     };
-    raw.error(message).component(name).at(raw.positions.find(&path, target))
+    raw.error(message)
+        .component(name)
+        .at(raw.positions.find(&path, target))
 }
 
 #[cfg(test)]
@@ -308,7 +426,11 @@ mod tests {
     use super::*;
 
     fn errors(text: &str) -> Vec<String> {
-        parse(text, "p.yaml", "p").1.iter().map(ToString::to_string).collect()
+        parse(text, "p.yaml", "p")
+            .1
+            .iter()
+            .map(ToString::to_string)
+            .collect()
     }
 
     #[test]
@@ -344,7 +466,10 @@ mod tests {
 
     #[test]
     fn interpolation_and_yaml_errors_have_positions() {
-        assert_eq!(errors("name: ${NOPE_NOT_SET_X}\n")[0], "p.yaml:1:7: environment variable 'NOPE_NOT_SET_X' is not set (set it, or give a default: '${NOPE_NOT_SET_X:-value}')");
+        assert_eq!(
+            errors("name: ${NOPE_NOT_SET_X}\n")[0],
+            "p.yaml:1:7: environment variable 'NOPE_NOT_SET_X' is not set (set it, or give a default: '${NOPE_NOT_SET_X:-value}')"
+        );
         assert!(errors("sources: [\n")[0].starts_with("p.yaml:2:1: invalid YAML"));
     }
 }

@@ -26,7 +26,11 @@ impl Positions {
     pub fn parse(text: &str, shifts: Vec<Shift>) -> Self {
         // marked-yaml rejects anchors and tags that serde_yaml accepts; then
         // errors carry the nearest position we can find (none).
-        Self { root: marked_yaml::parse_yaml(0, text).ok(), lines: text.lines().map(String::from).collect(), shifts }
+        Self {
+            root: marked_yaml::parse_yaml(0, text).ok(),
+            lines: text.lines().map(String::from).collect(),
+            shifts,
+        }
     }
 
     /// A position in the interpolated text, as the user sees it in the file.
@@ -48,7 +52,9 @@ impl Positions {
             let last = i + 1 == path.len();
             match node {
                 Node::Mapping(m) => {
-                    let Some((key, value)) = m.iter().find(|(k, _)| k.as_str() == seg) else { return best };
+                    let Some((key, value)) = m.iter().find(|(k, _)| k.as_str() == seg) else {
+                        return best;
+                    };
                     best = mark(key.span()).or(best);
                     if last && target == Target::Value {
                         return mark(value.span()).or(best);
@@ -56,7 +62,9 @@ impl Positions {
                     node = value;
                 }
                 Node::Sequence(s) => {
-                    let Some(item) = seg.parse::<usize>().ok().and_then(|i| s.get(i)) else { return best };
+                    let Some(item) = seg.parse::<usize>().ok().and_then(|i| s.get(i)) else {
+                        return best;
+                    };
                     best = mark(item.span()).or(best);
                     node = item;
                 }
@@ -68,13 +76,22 @@ impl Positions {
 
     /// Position of the character `offset` (in bytes) inside the scalar at
     /// `path`, for errors inside jq programs. Exact for single-line scalars.
-    pub fn inside_value<S: AsRef<str>>(&self, path: &[S], text: &str, offset: usize) -> Option<(usize, usize)> {
+    pub fn inside_value<S: AsRef<str>>(
+        &self,
+        path: &[S],
+        text: &str,
+        offset: usize,
+    ) -> Option<(usize, usize)> {
         let (line, col) = self.find_raw(path, Target::Value)?;
         let before = &text[..offset.min(text.len())];
         if before.contains('\n') {
             return Some(self.user((line, col)));
         }
-        let quoted = self.lines.get(line - 1).and_then(|l| l.chars().nth(col - 1)).is_some_and(|c| c == '\'' || c == '"');
+        let quoted = self
+            .lines
+            .get(line - 1)
+            .and_then(|l| l.chars().nth(col - 1))
+            .is_some_and(|c| c == '\'' || c == '"');
         Some(self.user((line, col + usize::from(quoted) + before.chars().count())))
     }
 }
@@ -96,9 +113,21 @@ mod tests {
     #[test]
     fn finds_keys_values_and_sequence_items() {
         let p = Positions::parse_plain("transforms:\n  a:\n    workers: 3\n    inputs: [x, y]\n");
-        assert_eq!(p.find(&["transforms", "a", "workers"], Target::Key), Some((3, 5)));
-        assert_eq!(p.find(&["transforms", "a", "workers"], Target::Value), Some((3, 14)));
-        assert_eq!(p.find(&["transforms", "a", "inputs", "1"], Target::Value), Some((4, 17)));
-        assert_eq!(p.find(&["transforms", "a", "nope"], Target::Key), Some((2, 3)));
+        assert_eq!(
+            p.find(&["transforms", "a", "workers"], Target::Key),
+            Some((3, 5))
+        );
+        assert_eq!(
+            p.find(&["transforms", "a", "workers"], Target::Value),
+            Some((3, 14))
+        );
+        assert_eq!(
+            p.find(&["transforms", "a", "inputs", "1"], Target::Value),
+            Some((4, 17))
+        );
+        assert_eq!(
+            p.find(&["transforms", "a", "nope"], Target::Key),
+            Some((2, 3))
+        );
     }
 }

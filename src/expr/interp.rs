@@ -24,48 +24,65 @@ pub struct CompileProblem {
 
 impl Interpreted {
     pub fn compile(code: &str) -> Result<Self, Vec<CompileProblem>> {
-        let defs = jaq_core::defs().chain(jaq_std::defs()).chain(jaq_json::defs());
-        let funs = jaq_core::funs().chain(jaq_std::funs()).chain(jaq_json::funs());
+        let defs = jaq_core::defs()
+            .chain(jaq_std::defs())
+            .chain(jaq_json::defs());
+        let funs = jaq_core::funs()
+            .chain(jaq_std::funs())
+            .chain(jaq_json::funs());
         let arena = Arena::default();
         let program = File { code, path: () };
         let modules = Loader::new(defs).load(&arena, program).map_err(|errs| {
             let mut problems = Vec::new();
             for (_, e) in errs {
                 match e {
-                    jaq_core::load::Error::Lex(v) => problems.extend(v.into_iter().map(|(expect, found)| CompileProblem {
-                        span: span_in(code, found),
-                        message: format!("expected {}", expect.as_str()),
-                    })),
-                    jaq_core::load::Error::Parse(v) => problems.extend(v.into_iter().map(|(expect, found)| CompileProblem {
-                        span: span_in(code, found),
-                        message: if found.is_empty() {
-                            format!("expected {} at the end of the program", expect.as_str())
-                        } else {
-                            format!("expected {}, found '{found}'", expect.as_str())
-                        },
-                    })),
-                    jaq_core::load::Error::Io(v) => problems.extend(v.into_iter().map(|(path, msg)| CompileProblem {
-                        span: span_in(code, path),
-                        message: msg,
-                    })),
+                    jaq_core::load::Error::Lex(v) => {
+                        problems.extend(v.into_iter().map(|(expect, found)| CompileProblem {
+                            span: span_in(code, found),
+                            message: format!("expected {}", expect.as_str()),
+                        }))
+                    }
+                    jaq_core::load::Error::Parse(v) => {
+                        problems.extend(v.into_iter().map(|(expect, found)| CompileProblem {
+                            span: span_in(code, found),
+                            message: if found.is_empty() {
+                                format!("expected {} at the end of the program", expect.as_str())
+                            } else {
+                                format!("expected {}, found '{found}'", expect.as_str())
+                            },
+                        }))
+                    }
+                    jaq_core::load::Error::Io(v) => {
+                        problems.extend(v.into_iter().map(|(path, msg)| CompileProblem {
+                            span: span_in(code, path),
+                            message: msg,
+                        }))
+                    }
                 }
             }
             problems
         })?;
-        let filter = Compiler::default().with_funs(funs).compile(modules).map_err(|errs| {
-            errs.into_iter()
-                .flat_map(|(_, v)| v)
-                .map(|(name, undefined)| CompileProblem {
-                    span: span_in(code, name),
-                    message: format!("undefined {} '{name}'", undefined.as_str()),
-                })
-                .collect::<Vec<_>>()
-        })?;
+        let filter = Compiler::default()
+            .with_funs(funs)
+            .compile(modules)
+            .map_err(|errs| {
+                errs.into_iter()
+                    .flat_map(|(_, v)| v)
+                    .map(|(name, undefined)| CompileProblem {
+                        span: span_in(code, name),
+                        message: format!("undefined {} '{name}'", undefined.as_str()),
+                    })
+                    .collect::<Vec<_>>()
+            })?;
         Ok(Self { filter })
     }
 
     /// Runs the filter and hands each output to `emit`; stops at the first error.
-    pub fn run(&self, input: &Value, mut emit: impl FnMut(Value) -> EvalResult<bool>) -> EvalResult<()> {
+    pub fn run(
+        &self,
+        input: &Value,
+        mut emit: impl FnMut(Value) -> EvalResult<bool>,
+    ) -> EvalResult<()> {
         let ctx = Ctx::<Data>::new(&self.filter.lut, Vars::new([]));
         for out in self.filter.id.run((ctx, to_val(input))) {
             let v = jaq_core::unwrap_valr(out).map_err(|e| EvalError(e.to_string()))?;
@@ -99,7 +116,11 @@ fn to_val(v: &Value) -> Val {
         },
         Value::String(s) => Val::from(s.clone()),
         Value::Array(a) => a.iter().map(to_val).collect(),
-        Value::Object(m) => Val::obj(m.iter().map(|(k, v)| (Val::from(k.clone()), to_val(v))).collect()),
+        Value::Object(m) => Val::obj(
+            m.iter()
+                .map(|(k, v)| (Val::from(k.clone()), to_val(v)))
+                .collect(),
+        ),
     }
 }
 

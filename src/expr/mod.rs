@@ -10,8 +10,8 @@ mod native;
 pub mod value;
 
 use crate::event::Event;
-pub use value::EvalError;
 use serde_json::Value;
+pub use value::EvalError;
 
 /// A program that failed to compile, with the byte range of the problem.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,7 +35,12 @@ pub struct Program {
 
 impl std::fmt::Debug for Program {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Program({:?}, native: {})", self.source, self.is_native())
+        write!(
+            f,
+            "Program({:?}, native: {})",
+            self.source,
+            self.is_native()
+        )
     }
 }
 
@@ -46,7 +51,13 @@ impl Program {
         // The interpreter compile is the single source of syntax and
         // undefined-name errors, so both paths accept the same programs.
         let interpreted = interp::Interpreted::compile(code).map_err(|problems| {
-            problems.into_iter().map(|p| ProgramError { span: p.span, message: p.message }).collect::<Vec<_>>()
+            problems
+                .into_iter()
+                .map(|p| ProgramError {
+                    span: p.span,
+                    message: p.message,
+                })
+                .collect::<Vec<_>>()
         })?;
         let exec = match parse_term(code) {
             Some(term) => match native::compile_value(&term) {
@@ -58,16 +69,28 @@ impl Program {
             },
             None => Exec::Interp(interpreted),
         };
-        Ok(Self { source: code.to_string(), exec })
+        Ok(Self {
+            source: code.to_string(),
+            exec,
+        })
     }
 
     /// Compiles for the interpreter only; tests use it to check that both
     /// paths agree.
     pub fn compile_interpreted(code: &str) -> Result<Self, Vec<ProgramError>> {
         let interpreted = interp::Interpreted::compile(code).map_err(|problems| {
-            problems.into_iter().map(|p| ProgramError { span: p.span, message: p.message }).collect::<Vec<_>>()
+            problems
+                .into_iter()
+                .map(|p| ProgramError {
+                    span: p.span,
+                    message: p.message,
+                })
+                .collect::<Vec<_>>()
         })?;
-        Ok(Self { source: code.to_string(), exec: Exec::Interp(interpreted) })
+        Ok(Self {
+            source: code.to_string(),
+            exec: Exec::Interp(interpreted),
+        })
     }
 
     pub fn source(&self) -> &str {
@@ -84,7 +107,10 @@ impl Program {
     pub fn test(&self, event: &Event) -> Result<bool, EvalError> {
         match &self.exec {
             Exec::Value(f) => Ok(value::truthy(&*f(event)?)),
-            Exec::Step(f) => Ok(f(event.clone()).map_err(|(e, _)| e)?.as_ref().is_some_and(value::truthy)),
+            Exec::Step(f) => Ok(f(event.clone())
+                .map_err(|(e, _)| e)?
+                .as_ref()
+                .is_some_and(value::truthy)),
             Exec::Interp(i) => {
                 let mut result = false;
                 i.run(event, |v| {
@@ -150,7 +176,10 @@ mod tests {
     use serde_json::json;
 
     fn both(code: &str) -> (Program, Program) {
-        (Program::compile(code).unwrap(), Program::compile_interpreted(code).unwrap())
+        (
+            Program::compile(code).unwrap(),
+            Program::compile_interpreted(code).unwrap(),
+        )
     }
 
     fn sorted(v: &[Value]) -> String {
@@ -159,7 +188,11 @@ mod tests {
                 Value::Object(m) => {
                     let mut keys: Vec<_> = m.iter().collect();
                     keys.sort_by(|a, b| a.0.cmp(b.0));
-                    Value::Object(keys.into_iter().map(|(k, v)| (k.clone(), canon(v))).collect())
+                    Value::Object(
+                        keys.into_iter()
+                            .map(|(k, v)| (k.clone(), canon(v)))
+                            .collect(),
+                    )
                 }
                 Value::Array(a) => Value::Array(a.iter().map(canon).collect()),
                 other => other.clone(),
@@ -170,7 +203,9 @@ mod tests {
 
     fn run(p: &Program, input: &Value) -> Result<Vec<Value>, EvalError> {
         let mut out = Vec::new();
-        p.outputs(input.clone(), &mut out).map(|_| out).map_err(|(e, _)| e)
+        p.outputs(input.clone(), &mut out)
+            .map(|_| out)
+            .map_err(|(e, _)| e)
     }
 
     #[test]
@@ -242,6 +277,11 @@ mod tests {
         let (err, event) = p.map(json!({"a": 5}), &mut out).unwrap_err();
         assert_eq!(err.0, "Cannot index number with \"b\"");
         assert_eq!(event, json!({"a": 5}));
-        assert!(Program::compile(".x").unwrap().test(&json!({"x": 0})).unwrap());
+        assert!(
+            Program::compile(".x")
+                .unwrap()
+                .test(&json!({"x": 0}))
+                .unwrap()
+        );
     }
 }

@@ -34,7 +34,14 @@ pub fn compile_step(term: &T) -> Option<StepFn> {
                 None => Ok(None),
             }))
         }
-        Term::BinOp(lhs, op @ (BinaryOp::Assign | BinaryOp::Update | BinaryOp::UpdateMath(_) | BinaryOp::UpdateAlt), rhs) => {
+        Term::BinOp(
+            lhs,
+            op @ (BinaryOp::Assign
+            | BinaryOp::Update
+            | BinaryOp::UpdateMath(_)
+            | BinaryOp::UpdateAlt),
+            rhs,
+        ) => {
             let path = static_path(lhs)?;
             let rhs = compile_value(rhs)?;
             Some(match op {
@@ -109,6 +116,27 @@ pub fn compile_step(term: &T) -> Option<StepFn> {
             }))
         }
         Term::Call("empty", args) if args.is_empty() => Some(Box::new(|_| Ok(None))),
+        Term::IfThenElse(branches, otherwise) => {
+            let mut arms = Vec::with_capacity(branches.len());
+            for (cond, then) in branches {
+                arms.push((compile_value(cond)?, compile_step(then)?));
+            }
+            // `if c then a end` is `if c then a else . end`.
+            let otherwise: StepFn = match otherwise {
+                Some(t) => compile_step(t)?,
+                None => Box::new(|v| Ok(Some(v))),
+            };
+            Some(Box::new(move |v| {
+                for (cond, then) in &arms {
+                    match cond(&v) {
+                        Ok(c) if value::truthy(&c) => return then(v),
+                        Ok(_) => {}
+                        Err(e) => return Err((e, v)),
+                    }
+                }
+                otherwise(v)
+            }))
+        }
         other => {
             let f = compile_value(other)?;
             Some(Box::new(move |v| match f(&v) {
@@ -136,9 +164,11 @@ fn collect_comma<'s>(term: &T<'s>, f: &mut impl FnMut(&T<'s>)) -> Option<()> {
 /// `.a.b[0]` as a list of keys, if every part is a literal.
 fn static_path(term: &T) -> Option<Vec<PathKey>> {
     match term {
-        Term::Path(base, path) if matches!(**base, Term::Id) => {
-            path.0.iter().map(|(part, opt)| static_key(part, opt)).collect()
-        }
+        Term::Path(base, path) if matches!(**base, Term::Id) => path
+            .0
+            .iter()
+            .map(|(part, opt)| static_key(part, opt))
+            .collect(),
         _ => None,
     }
 }
@@ -157,7 +187,9 @@ fn static_key(part: &Part<T>, opt: &Opt) -> Option<PathKey> {
 }
 
 fn literal_str(term: &T) -> Option<String> {
-    let Term::Str(None, parts) = term else { return None };
+    let Term::Str(None, parts) = term else {
+        return None;
+    };
     let mut s = String::new();
     for p in parts {
         match p {
@@ -203,12 +235,19 @@ pub fn compile_value(term: &T) -> Option<ValueFn> {
             "false" => Box::new(|_| owned(Value::Bool(false))),
             "null" => Box::new(|_| owned(Value::Null)),
             "not" => Box::new(|v| owned(Value::Bool(!value::truthy(v)))),
+            "length" => Box::new(|v| owned(value::length(v)?)),
             _ => return None,
         },
         Term::Path(base, path) => {
-            let keys: Vec<PathKey> = path.0.iter().map(|(p, o)| static_key(p, o)).collect::<Option<_>>()?;
+            let keys: Vec<PathKey> = path
+                .0
+                .iter()
+                .map(|(p, o)| static_key(p, o))
+                .collect::<Option<_>>()?;
             if matches!(**base, Term::Id) {
-                Box::new(move |v| Ok(value::get_path(v, &keys)?.map_or(Cow::Owned(Value::Null), Cow::Borrowed)))
+                Box::new(move |v| {
+                    Ok(value::get_path(v, &keys)?.map_or(Cow::Owned(Value::Null), Cow::Borrowed))
+                })
             } else {
                 let base = compile_value(base)?;
                 Box::new(move |v| {
@@ -226,7 +265,13 @@ pub fn compile_value(term: &T) -> Option<ValueFn> {
             let mut fs = Vec::new();
             collect_comma(items, &mut |t| fs.push(compile_value(t)))?;
             let fs: Vec<ValueFn> = fs.into_iter().collect::<Option<_>>()?;
-            Box::new(move |v| owned(Value::Array(fs.iter().map(|f| f(v).map(Cow::into_owned)).collect::<EvalResult<_>>()?)))
+            Box::new(move |v| {
+                owned(Value::Array(
+                    fs.iter()
+                        .map(|f| f(v).map(Cow::into_owned))
+                        .collect::<EvalResult<_>>()?,
+                ))
+            })
         }
         Term::Obj(entries) => {
             let mut fields = Vec::new();
@@ -241,7 +286,8 @@ pub fn compile_value(term: &T) -> Option<ValueFn> {
                     None => {
                         let path = [PathKey::Field(key.clone())];
                         let f: ValueFn = Box::new(move |v| {
-                            Ok(value::get_path(v, &path)?.map_or(Cow::Owned(Value::Null), Cow::Borrowed))
+                            Ok(value::get_path(v, &path)?
+                                .map_or(Cow::Owned(Value::Null), Cow::Borrowed))
                         });
                         f
                     }
@@ -257,6 +303,27 @@ pub fn compile_value(term: &T) -> Option<ValueFn> {
             })
         }
         Term::BinOp(l, op, r) => compile_binop(l, op, r)?,
+        Term::IfThenElse(branches, otherwise) => {
+            let mut arms = Vec::with_capacity(branches.len());
+            for (cond, then) in branches {
+                arms.push((compile_value(cond)?, compile_value(then)?));
+            }
+            let otherwise: Option<ValueFn> = match otherwise {
+                Some(t) => Some(compile_value(t)?),
+                None => None,
+            };
+            Box::new(move |v| {
+                for (cond, then) in &arms {
+                    if value::truthy(&*cond(v)?) {
+                        return then(v);
+                    }
+                }
+                match &otherwise {
+                    Some(f) => f(v),
+                    None => Ok(Cow::Borrowed(v)),
+                }
+            })
+        }
         _ => return None,
     })
 }
@@ -294,10 +361,14 @@ fn compile_binop(l: &T, op: &BinaryOp<&str>, r: &T) -> Option<ValueFn> {
             owned(rf(&mid)?.into_owned())
         }),
         BinaryOp::And => Box::new(move |v| {
-            owned(Value::Bool(value::truthy(&*lf(v)?) && value::truthy(&*rf(v)?)))
+            owned(Value::Bool(
+                value::truthy(&*lf(v)?) && value::truthy(&*rf(v)?),
+            ))
         }),
         BinaryOp::Or => Box::new(move |v| {
-            owned(Value::Bool(value::truthy(&*lf(v)?) || value::truthy(&*rf(v)?)))
+            owned(Value::Bool(
+                value::truthy(&*lf(v)?) || value::truthy(&*rf(v)?),
+            ))
         }),
         // `a // b`: errors and falsy values of `a` both select `b`.
         BinaryOp::Alt => Box::new(move |v| match lf(v) {

@@ -94,7 +94,10 @@ fn compare_numbers(x: &Number, y: &Number) -> Ordering {
     match (x.as_i64(), y.as_i64()) {
         (Some(a), Some(b)) => a.cmp(&b),
         _ => {
-            let (a, b) = (x.as_f64().unwrap_or(f64::NAN), y.as_f64().unwrap_or(f64::NAN));
+            let (a, b) = (
+                x.as_f64().unwrap_or(f64::NAN),
+                y.as_f64().unwrap_or(f64::NAN),
+            );
             a.partial_cmp(&b).unwrap_or(Ordering::Equal)
         }
     }
@@ -153,16 +156,25 @@ pub fn math(op: MathOp, l: Value, r: Value) -> EvalResult<Value> {
             a.extend(b);
             Ok(Value::Object(a))
         }
-        (Sub, Value::Array(a), Value::Array(b)) => {
-            Ok(Value::Array(a.into_iter().filter(|x| !b.iter().any(|y| compare(x, y).is_eq())).collect()))
-        }
+        (Sub, Value::Array(a), Value::Array(b)) => Ok(Value::Array(
+            a.into_iter()
+                .filter(|x| !b.iter().any(|y| compare(x, y).is_eq()))
+                .collect(),
+        )),
         (Mul, Value::Object(a), Value::Object(b)) => Ok(Value::Object(deep_merge(a, b))),
         (Div, Value::String(a), Value::String(b)) => Ok(Value::Array(if a.is_empty() {
             Vec::new()
         } else {
-            a.split(b.as_str()).map(|s| Value::String(s.to_string())).collect()
+            a.split(b.as_str())
+                .map(|s| Value::String(s.to_string()))
+                .collect()
         })),
-        (op, l, r) => Err(EvalError(format!("{} and {} cannot be {}", describe(&l), describe(&r), op.verb()))),
+        (op, l, r) => Err(EvalError(format!(
+            "{} and {} cannot be {}",
+            describe(&l),
+            describe(&r),
+            op.verb()
+        ))),
     }
 }
 
@@ -331,13 +343,30 @@ pub fn delete_path(target: &mut Value, path: &[PathKey]) -> EvalResult<()> {
                 delete_path(&mut a[slot], rest)
             }
         }
-        (other, PathKey::Field(k)) => {
-            Err(EvalError(format!("Cannot delete field at object index of {} (\"{k}\")", type_name(other))))
-        }
-        (other, PathKey::Index(_)) => {
-            Err(EvalError(format!("Cannot delete field at index of {}", type_name(other))))
-        }
+        (other, PathKey::Field(k)) => Err(EvalError(format!(
+            "Cannot delete field at object index of {} (\"{k}\")",
+            type_name(other)
+        ))),
+        (other, PathKey::Index(_)) => Err(EvalError(format!(
+            "Cannot delete field at index of {}",
+            type_name(other)
+        ))),
     }
+}
+
+/// jq's `length`: characters, elements, keys, absolute value; null is 0.
+pub fn length(v: &Value) -> EvalResult<Value> {
+    Ok(match v {
+        Value::Null => Value::from(0),
+        Value::String(s) => Value::from(s.chars().count()),
+        Value::Array(a) => Value::from(a.len()),
+        Value::Object(m) => Value::from(m.len()),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => Value::from(i.unsigned_abs()),
+            None => number(n.as_f64().unwrap_or(0.0).abs()),
+        },
+        Value::Bool(_) => return Err(EvalError(format!("{} has no length", describe(v)))),
+    })
 }
 
 /// jq's `tostring` as used by string interpolation.
@@ -355,7 +384,16 @@ mod tests {
 
     #[test]
     fn orders_like_jq() {
-        let ordered = [json!(null), json!(false), json!(true), json!(-1), json!(2.5), json!("a"), json!([1]), json!({})];
+        let ordered = [
+            json!(null),
+            json!(false),
+            json!(true),
+            json!(-1),
+            json!(2.5),
+            json!("a"),
+            json!([1]),
+            json!({}),
+        ];
         for w in ordered.windows(2) {
             assert_eq!(compare(&w[0], &w[1]), Ordering::Less, "{} < {}", w[0], w[1]);
         }
@@ -368,7 +406,10 @@ mod tests {
         assert_eq!(math(MathOp::Div, json!(4), json!(2)).unwrap(), json!(2));
         assert_eq!(math(MathOp::Div, json!(3), json!(2)).unwrap(), json!(1.5));
         assert_eq!(math(MathOp::Rem, json!(-5), json!(3)).unwrap(), json!(-2));
-        assert_eq!(math(MathOp::Add, json!(null), json!("x")).unwrap(), json!("x"));
+        assert_eq!(
+            math(MathOp::Add, json!(null), json!("x")).unwrap(),
+            json!("x")
+        );
         let err = math(MathOp::Add, json!(1), json!("a")).unwrap_err();
         assert_eq!(err.0, "number (1) and string (\"a\") cannot be added");
         assert!(math(MathOp::Div, json!(1), json!(0)).is_err());
@@ -377,11 +418,19 @@ mod tests {
     #[test]
     fn paths_set_get_delete() {
         let mut v = json!({"a": 1, "b": {"c": 2}, "d": 3});
-        set_path(&mut v, &[PathKey::Field("x".into()), PathKey::Field("y".into())], json!(true)).unwrap();
+        set_path(
+            &mut v,
+            &[PathKey::Field("x".into()), PathKey::Field("y".into())],
+            json!(true),
+        )
+        .unwrap();
         assert_eq!(v, json!({"a": 1, "b": {"c": 2}, "d": 3, "x": {"y": true}}));
         delete_path(&mut v, &[PathKey::Field("b".into())]).unwrap();
         assert_eq!(v.to_string(), r#"{"a":1,"d":3,"x":{"y":true}}"#);
         assert!(index(&json!(5), &PathKey::Field("a".into())).is_err());
-        assert_eq!(get_path(&v, &[PathKey::Field("nope".into())]).unwrap(), None);
+        assert_eq!(
+            get_path(&v, &[PathKey::Field("nope".into())]).unwrap(),
+            None
+        );
     }
 }

@@ -24,9 +24,19 @@ pub struct InputRef {
 }
 
 pub enum Role {
-    Source { common: SourceCommon, kind: SourceKind },
-    Transform { common: StageCommon, kind: TransformKind, built: Arc<dyn Transform> },
-    Sink { common: StageCommon, kind: SinkKind },
+    Source {
+        common: SourceCommon,
+        kind: SourceKind,
+    },
+    Transform {
+        common: StageCommon,
+        kind: TransformKind,
+        built: Arc<dyn Transform>,
+    },
+    Sink {
+        common: StageCommon,
+        kind: SinkKind,
+    },
 }
 
 pub struct Component {
@@ -111,18 +121,30 @@ pub fn compile(raw: RawPipeline) -> Result<(Pipeline, Vec<ConfigWarning>), Vec<C
         raw.positions.find(&full, target)
     };
     let err = |section: &str, name: &str, path: &[&str], target: Target, msg: String| {
-        raw.error(msg).component(name).at(at(section, name, path, target))
+        raw.error(msg)
+            .component(name)
+            .at(at(section, name, path, target))
     };
 
     // Names: syntax and uniqueness across sections.
     let mut all: Vec<(&str, &str)> = Vec::new();
     all.extend(raw.sources.iter().map(|s| ("sources", s.name.as_str())));
-    all.extend(raw.transforms.iter().map(|s| ("transforms", s.name.as_str())));
+    all.extend(
+        raw.transforms
+            .iter()
+            .map(|s| ("transforms", s.name.as_str())),
+    );
     all.extend(raw.sinks.iter().map(|s| ("sinks", s.name.as_str())));
     let mut seen: HashMap<&str, &str> = HashMap::new();
     for &(section, name) in &all {
         if !valid_name(name) {
-            errors.push(err(section, name, &[], Target::Key, format!("invalid name '{name}': names match [a-z][a-z0-9_]*")));
+            errors.push(err(
+                section,
+                name,
+                &[],
+                Target::Key,
+                format!("invalid name '{name}': names match [a-z][a-z0-9_]*"),
+            ));
         }
         if let Some(first) = seen.insert(name, section) {
             errors.push(err(section, name, &[], Target::Key, format!("duplicate component name '{name}' (also in {first}); names are unique across the file")));
@@ -145,7 +167,15 @@ pub fn compile(raw: RawPipeline) -> Result<(Pipeline, Vec<ConfigWarning>), Vec<C
         if s.common.on_error == OnError::Route {
             ports.push(Some("errors".to_string()));
         }
-        components.push(Component { name: s.name.clone(), role: Role::Source { common: s.common.clone(), kind: s.kind.clone() }, inputs: Vec::new(), ports });
+        components.push(Component {
+            name: s.name.clone(),
+            role: Role::Source {
+                common: s.common.clone(),
+                kind: s.kind.clone(),
+            },
+            inputs: Vec::new(),
+            ports,
+        });
         raw_inputs.push(("sources", &s.name, &[]));
     }
     for t in &raw.transforms {
@@ -160,7 +190,13 @@ pub fn compile(raw: RawPipeline) -> Result<(Pipeline, Vec<ConfigWarning>), Vec<C
                 }
             }
             if r.routes.is_empty() {
-                errors.push(err("transforms", &t.name, &["routes"], Target::Key, "needs at least one route".into()));
+                errors.push(err(
+                    "transforms",
+                    &t.name,
+                    &["routes"],
+                    Target::Key,
+                    "needs at least one route".into(),
+                ));
             }
         }
         if t.common.on_error == OnError::Route {
@@ -176,34 +212,80 @@ pub fn compile(raw: RawPipeline) -> Result<(Pipeline, Vec<ConfigWarning>), Vec<C
                         // The program text the error's span refers to.
                         p.error.span.end <= c.len()
                     });
-                    let pos = code.and_then(|c| raw.positions.inside_value(&path, c, p.error.span.start));
-                    let excerpt = code.and_then(|c| c.get(p.error.span.clone())).filter(|s| !s.is_empty());
+                    let pos =
+                        code.and_then(|c| raw.positions.inside_value(&path, c, p.error.span.start));
+                    let excerpt = code
+                        .and_then(|c| c.get(p.error.span.clone()))
+                        .filter(|s| !s.is_empty());
                     let hint = excerpt.map(|s| format!(" at '{s}'")).unwrap_or_default();
-                    errors.push(raw.error(format!("{}: invalid jq program{hint}: {}", p.key.join("."), p.error.message)).component(&t.name).at(pos));
+                    errors.push(
+                        raw.error(format!(
+                            "{}: invalid jq program{hint}: {}",
+                            p.key.join("."),
+                            p.error.message
+                        ))
+                        .component(&t.name)
+                        .at(pos),
+                    );
                 }
                 unbuilt.push(("transforms", t.name.as_str(), t.common.inputs.as_slice()));
                 continue;
             }
         };
-        components.push(Component { name: t.name.clone(), role: Role::Transform { common: t.common.clone(), kind: t.kind.clone(), built }, inputs: Vec::new(), ports });
+        components.push(Component {
+            name: t.name.clone(),
+            role: Role::Transform {
+                common: t.common.clone(),
+                kind: t.kind.clone(),
+                built,
+            },
+            inputs: Vec::new(),
+            ports,
+        });
         raw_inputs.push(("transforms", &t.name, &t.common.inputs));
     }
     for s in &raw.sinks {
         check_stage(&s.common, "sinks", &s.name, &err, &mut errors);
-        let ports = if s.common.on_error == OnError::Route { vec![Some("errors".to_string())] } else { Vec::new() };
-        components.push(Component { name: s.name.clone(), role: Role::Sink { common: s.common.clone(), kind: s.kind.clone() }, inputs: Vec::new(), ports });
+        let ports = if s.common.on_error == OnError::Route {
+            vec![Some("errors".to_string())]
+        } else {
+            Vec::new()
+        };
+        components.push(Component {
+            name: s.name.clone(),
+            role: Role::Sink {
+                common: s.common.clone(),
+                kind: s.kind.clone(),
+            },
+            inputs: Vec::new(),
+            ports,
+        });
         raw_inputs.push(("sinks", &s.name, &s.common.inputs));
     }
 
     // Inputs: resolve `name` and `name.port`.
-    let ids: HashMap<&str, usize> = components.iter().enumerate().map(|(i, c)| (c.name.as_str(), i)).collect();
-    let names: Vec<&str> = all.iter().map(|(_, n)| *n).chain(raw.broken.iter().map(String::as_str)).collect();
+    let ids: HashMap<&str, usize> = components
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.name.as_str(), i))
+        .collect();
+    let names: Vec<&str> = all
+        .iter()
+        .map(|(_, n)| *n)
+        .chain(raw.broken.iter().map(String::as_str))
+        .collect();
     let mut resolved: Vec<Vec<InputRef>> = vec![Vec::new(); components.len() + unbuilt.len()];
     let unbuilt_names: Vec<&str> = unbuilt.iter().map(|(_, n, _)| *n).collect();
     raw_inputs.extend(unbuilt);
     for (id, (section, name, inputs)) in raw_inputs.iter().enumerate() {
         if *section != "sources" && inputs.is_empty() {
-            errors.push(err(section, name, &["inputs"], Target::Key, "'inputs' is empty: name at least one component to read from".into()));
+            errors.push(err(
+                section,
+                name,
+                &["inputs"],
+                Target::Key,
+                "'inputs' is empty: name at least one component to read from".into(),
+            ));
         }
         for (i, input) in inputs.iter().enumerate() {
             let idx = i.to_string();
@@ -215,7 +297,10 @@ pub fn compile(raw: RawPipeline) -> Result<(Pipeline, Vec<ConfigWarning>), Vec<C
             let Some(&tid) = ids.get(target) else {
                 if !raw.broken.iter().any(|b| b == target) && !unbuilt_names.contains(&target) {
                     let candidates = names.iter().copied().filter(|n| n != name);
-                    errors.push(e(format!("unknown input '{input}'{}", did_you_mean(target, candidates))));
+                    errors.push(e(format!(
+                        "unknown input '{input}'{}",
+                        did_you_mean(target, candidates)
+                    )));
                 }
                 continue;
             };
@@ -229,16 +314,35 @@ pub fn compile(raw: RawPipeline) -> Result<(Pipeline, Vec<ConfigWarning>), Vec<C
                 continue;
             }
             if !tc.ports.contains(&port) {
-                let available: Vec<String> = tc.ports.iter().map(|p| match p { Some(p) => format!("{target}.{p}"), None => target.to_string() }).collect();
+                let available: Vec<String> = tc
+                    .ports
+                    .iter()
+                    .map(|p| match p {
+                        Some(p) => format!("{target}.{p}"),
+                        None => target.to_string(),
+                    })
+                    .collect();
                 let msg = match &port {
-                    Some(p) if p == "errors" => format!("'{target}.errors' exists only with on_error: route on '{target}'"),
-                    Some(p) => format!("'{target}' has no output '{p}'{}; outputs: {}", did_you_mean(p, tc.ports.iter().flatten().map(String::as_str)), available.join(", ")),
-                    None => format!("'{target}' has no default output; use one of: {}", available.join(", ")),
+                    Some(p) if p == "errors" => {
+                        format!("'{target}.errors' exists only with on_error: route on '{target}'")
+                    }
+                    Some(p) => format!(
+                        "'{target}' has no output '{p}'{}; outputs: {}",
+                        did_you_mean(p, tc.ports.iter().flatten().map(String::as_str)),
+                        available.join(", ")
+                    ),
+                    None => format!(
+                        "'{target}' has no default output; use one of: {}",
+                        available.join(", ")
+                    ),
                 };
                 errors.push(e(msg));
                 continue;
             }
-            let r = InputRef { component: tid, port };
+            let r = InputRef {
+                component: tid,
+                port,
+            };
             if resolved[id].contains(&r) {
                 errors.push(e(format!("input '{input}' is listed twice")));
                 continue;
@@ -254,16 +358,31 @@ pub fn compile(raw: RawPipeline) -> Result<(Pipeline, Vec<ConfigWarning>), Vec<C
     if let Some(cycle) = find_cycle(&components) {
         let path: Vec<&str> = cycle.iter().map(|&i| components[i].name.as_str()).collect();
         let first = &components[cycle[0]];
-        errors.push(raw.error(format!("cycle: {}", path.join(" -> "))).component(&first.name).at(at("transforms", &first.name, &["inputs"], Target::Key)));
+        errors.push(
+            raw.error(format!("cycle: {}", path.join(" -> ")))
+                .component(&first.name)
+                .at(at("transforms", &first.name, &["inputs"], Target::Key)),
+        );
     }
 
     // Outputs nobody reads.
-    let pipeline = Pipeline { name: raw.name.clone(), file: raw.file.clone(), components };
+    let pipeline = Pipeline {
+        name: raw.name.clone(),
+        file: raw.file.clone(),
+        components,
+    };
     let consumers = pipeline.consumers();
     for (id, c) in pipeline.components.iter().enumerate() {
-        let section = match c.role { Role::Source { .. } => "sources", Role::Transform { .. } => "transforms", Role::Sink { .. } => "sinks" };
+        let section = match c.role {
+            Role::Source { .. } => "sources",
+            Role::Transform { .. } => "transforms",
+            Role::Sink { .. } => "sinks",
+        };
         for port in &c.ports {
-            let r = InputRef { component: id, port: port.clone() };
+            let r = InputRef {
+                component: id,
+                port: port.clone(),
+            };
             if consumers.contains_key(&r) {
                 continue;
             }
@@ -294,10 +413,25 @@ fn check_stage(
     errors: &mut Vec<ConfigError>,
 ) {
     if common.workers == 0 || common.workers > MAX_WORKERS {
-        errors.push(err(section, name, &["workers"], Target::Value, format!("workers must be between 1 and {MAX_WORKERS}, not {}", common.workers)));
+        errors.push(err(
+            section,
+            name,
+            &["workers"],
+            Target::Value,
+            format!(
+                "workers must be between 1 and {MAX_WORKERS}, not {}",
+                common.workers
+            ),
+        ));
     }
     if common.buffer.size == 0 {
-        errors.push(err(section, name, &["buffer", "size"], Target::Value, "buffer.size must be at least 1".into()));
+        errors.push(err(
+            section,
+            name,
+            &["buffer", "size"],
+            Target::Value,
+            "buffer.size must be at least 1".into(),
+        ));
     }
 }
 
@@ -312,27 +446,41 @@ fn find_cycle(components: &[Component]) -> Option<Vec<usize>> {
     }
     let mut colour = vec![0u8; components.len()];
     let mut stack = Vec::new();
-    fn visit(n: usize, down: &[Vec<usize>], colour: &mut [u8], stack: &mut Vec<usize>) -> Option<Vec<usize>> {
+    fn visit(
+        n: usize,
+        down: &[Vec<usize>],
+        colour: &mut [u8],
+        stack: &mut Vec<usize>,
+    ) -> Option<Vec<usize>> {
         colour[n] = 1;
         stack.push(n);
         for &m in &down[n] {
             if colour[m] == 1 {
-                let start = stack.iter().position(|&x| x == m).expect("m is on the stack");
+                let start = stack
+                    .iter()
+                    .position(|&x| x == m)
+                    .expect("m is on the stack");
                 let mut cycle = stack[start..].to_vec();
                 cycle.push(m);
                 return Some(cycle);
             }
-            if colour[m] == 0 {
-                if let Some(c) = visit(m, down, colour, stack) {
-                    return Some(c);
-                }
+            if colour[m] == 0
+                && let Some(c) = visit(m, down, colour, stack)
+            {
+                return Some(c);
             }
         }
         stack.pop();
         colour[n] = 2;
         None
     }
-    (0..components.len()).find_map(|n| if colour[n] == 0 { visit(n, &downstream, &mut colour, &mut stack) } else { None })
+    (0..components.len()).find_map(|n| {
+        if colour[n] == 0 {
+            visit(n, &downstream, &mut colour, &mut stack)
+        } else {
+            None
+        }
+    })
 }
 
 /// Loads, parses and validates one file: all problems of the file, or the
@@ -352,7 +500,11 @@ pub fn load(path: &std::path::Path) -> Result<(Pipeline, Vec<ConfigWarning>), Ve
 }
 
 /// Like `load`, from text.
-pub fn load_str(text: &str, file: &str, default_name: &str) -> Result<(Pipeline, Vec<ConfigWarning>), Vec<ConfigError>> {
+pub fn load_str(
+    text: &str,
+    file: &str,
+    default_name: &str,
+) -> Result<(Pipeline, Vec<ConfigWarning>), Vec<ConfigError>> {
     let (raw, mut errors) = crate::config::parse(text, file, default_name);
     let Some(raw) = raw else { return Err(errors) };
     match compile(raw) {
@@ -386,7 +538,19 @@ mod tests {
         )
         .unwrap();
         assert!(w.is_empty());
-        assert_eq!(p.components[2].inputs, vec![InputRef { component: 1, port: Some("x".into()) }, InputRef { component: 1, port: Some("unmatched".into()) }]);
+        assert_eq!(
+            p.components[2].inputs,
+            vec![
+                InputRef {
+                    component: 1,
+                    port: Some("x".into())
+                },
+                InputRef {
+                    component: 1,
+                    port: Some("unmatched".into())
+                }
+            ]
+        );
     }
 
     #[test]

@@ -15,7 +15,11 @@ fn label(p: &Pipeline, id: usize) -> String {
         };
         let mut controls = format!("buffer {} {policy}", s.buffer.size);
         if s.workers > 1 {
-            controls.push_str(&format!(", workers {}{}", s.workers, if s.ordered { " ordered" } else { " unordered" }));
+            controls.push_str(&format!(
+                ", workers {}{}",
+                s.workers,
+                if s.ordered { " ordered" } else { " unordered" }
+            ));
         }
         parts.push(controls);
     }
@@ -40,11 +44,20 @@ pub fn dot(p: &Pipeline) -> String {
             Role::Transform { .. } => "box",
             Role::Sink { .. } => "house",
         };
-        s.push_str(&format!("  \"{}\" [shape={shape}, label=\"{}\"];\n", c.name, label(p, id)));
+        s.push_str(&format!(
+            "  \"{}\" [shape={shape}, label=\"{}\"];\n",
+            c.name,
+            label(p, id)
+        ));
     }
     for (from, to, port) in edges(p) {
-        let attr = port.map(|p| format!(" [label=\"{p}\"]")).unwrap_or_default();
-        s.push_str(&format!("  \"{}\" -> \"{}\"{attr};\n", p.components[from].name, p.components[to].name));
+        let attr = port
+            .map(|p| format!(" [label=\"{p}\"]"))
+            .unwrap_or_default();
+        s.push_str(&format!(
+            "  \"{}\" -> \"{}\"{attr};\n",
+            p.components[from].name, p.components[to].name
+        ));
     }
     s.push_str("}\n");
     s

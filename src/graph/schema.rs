@@ -27,7 +27,10 @@ fn variants(
         .map(|(tag, schema)| {
             let own = object(schema);
             let mut properties = Map::new();
-            properties.insert("type".into(), json!({"const": tag, "description": "The component type."}));
+            properties.insert(
+                "type".into(),
+                json!({"const": tag, "description": "The component type."}),
+            );
             let mut required = vec![json!("type")];
             for part in [&shared, &own] {
                 if let Some(Value::Object(p)) = part.get("properties") {
@@ -94,7 +97,8 @@ pub fn pipeline_schema() -> Value {
 }
 
 pub fn pipeline_schema_text() -> String {
-    let mut text = serde_json::to_string_pretty(&pipeline_schema()).expect("a JSON value serialises");
+    let mut text =
+        serde_json::to_string_pretty(&pipeline_schema()).expect("a JSON value serialises");
     text.push('\n');
     text
 }

@@ -41,18 +41,32 @@ impl Shared {
 }
 
 /// Creates a queue holding up to `capacity` events (at least 1).
-pub fn channel(capacity: usize, policy: WhenFull, metrics: ComponentMetrics) -> (BufferSender, BufferReceiver) {
+pub fn channel(
+    capacity: usize,
+    policy: WhenFull,
+    metrics: ComponentMetrics,
+) -> (BufferSender, BufferReceiver) {
     let capacity = capacity.max(1);
     metrics.buffer_capacity.set(capacity as i64);
     let shared = Arc::new(Shared {
-        state: Mutex::new(State { queue: VecDeque::new(), events: 0, senders: 1, receiver_alive: true }),
+        state: Mutex::new(State {
+            queue: VecDeque::new(),
+            events: 0,
+            senders: 1,
+            receiver_alive: true,
+        }),
         capacity,
         policy,
         filled: Notify::new(),
         drained: Notify::new(),
         metrics,
     });
-    (BufferSender { shared: shared.clone() }, BufferReceiver { shared })
+    (
+        BufferSender {
+            shared: shared.clone(),
+        },
+        BufferReceiver { shared },
+    )
 }
 
 /// The producing side; clone it for each upstream (fan-in).
@@ -63,7 +77,9 @@ pub struct BufferSender {
 impl Clone for BufferSender {
     fn clone(&self) -> Self {
         self.shared.lock().senders += 1;
-        Self { shared: self.shared.clone() }
+        Self {
+            shared: self.shared.clone(),
+        }
     }
 }
 
@@ -91,7 +107,11 @@ impl BufferSender {
         let cap = self.shared.capacity;
         while !batch.is_empty() {
             // A batch larger than the whole queue goes in capacity-sized parts.
-            let rest = if batch.len() > cap { batch.split_off(cap) } else { Vec::new() };
+            let rest = if batch.len() > cap {
+                batch.split_off(cap)
+            } else {
+                Vec::new()
+            };
             let result = self.send_fitting(batch).await;
             if let Err(Undelivered(n)) = result {
                 return Err(Undelivered(n + rest.len()));
@@ -115,7 +135,10 @@ impl BufferSender {
                 let room = shared.capacity - state.events;
                 match shared.policy {
                     WhenFull::Block if batch.len() > room => {}
-                    WhenFull::Block => return Ok(push(shared, &mut state, batch)),
+                    WhenFull::Block => {
+                        push(shared, &mut state, batch);
+                        return Ok(());
+                    }
                     WhenFull::DropNewest => {
                         let dropped = batch.len().saturating_sub(room);
                         batch.truncate(room);
@@ -129,7 +152,9 @@ impl BufferSender {
                         let mut dropped = 0;
                         while shared.capacity - state.events < batch.len() {
                             let need = batch.len() - (shared.capacity - state.events);
-                            let Some(front) = state.queue.front_mut() else { break };
+                            let Some(front) = state.queue.front_mut() else {
+                                break;
+                            };
                             let take = need.min(front.len());
                             front.drain(..take);
                             if front.is_empty() {
@@ -212,7 +237,9 @@ impl BufferReceiver {
 
     /// A handle that reads the queue length after the receiver moved into its task.
     pub fn gauge(&self) -> BufferGauge {
-        BufferGauge { shared: self.shared.clone() }
+        BufferGauge {
+            shared: self.shared.clone(),
+        }
     }
 }
 

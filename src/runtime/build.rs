@@ -46,17 +46,29 @@ pub fn build(pipeline: Pipeline, metrics: &Arc<Metrics>) -> Pieces {
     let mut queues = Vec::new();
     for (id, c) in pipeline.components.iter().enumerate() {
         if let Some(stage) = c.stage() {
-            let (tx, rx) = buffer::channel(stage.buffer.size, stage.buffer.when_full, component_metrics[id].clone());
+            let (tx, rx) = buffer::channel(
+                stage.buffer.size,
+                stage.buffer.when_full,
+                component_metrics[id].clone(),
+            );
             queues.push(rx.gauge());
             senders.insert(id, tx);
             receivers.insert(id, rx);
         }
     }
     let fanout = |id: usize, port: &Option<String>| {
-        let key = InputRef { component: id, port: port.clone() };
-        let targets: Vec<BufferSender> =
-            consumers.get(&key).map(|ids| ids.iter().map(|t| senders[t].clone()).collect()).unwrap_or_default();
-        Fanout::new(targets, component_metrics[id].output(crate::graph::Pipeline::port_label(port)))
+        let key = InputRef {
+            component: id,
+            port: port.clone(),
+        };
+        let targets: Vec<BufferSender> = consumers
+            .get(&key)
+            .map(|ids| ids.iter().map(|t| senders[t].clone()).collect())
+            .unwrap_or_default();
+        Fanout::new(
+            targets,
+            component_metrics[id].output(crate::graph::Pipeline::port_label(port)),
+        )
     };
     let errors_for = |id: usize| {
         let c = &pipeline.components[id];
@@ -64,7 +76,10 @@ pub fn build(pipeline: Pipeline, metrics: &Arc<Metrics>) -> Pieces {
         ErrorHandler {
             name: c.name.clone(),
             on_error: c.on_error(),
-            errors: c.ports.contains(&errors_port).then(|| fanout(id, &errors_port)),
+            errors: c
+                .ports
+                .contains(&errors_port)
+                .then(|| fanout(id, &errors_port)),
             metrics: component_metrics[id].clone(),
             control: control.clone(),
         }
@@ -89,22 +104,53 @@ pub fn build(pipeline: Pipeline, metrics: &Arc<Metrics>) -> Pieces {
                     .ports
                     .iter()
                     .filter(|p| p.as_deref() != Some("errors"))
-                    .map(|p| PortOutput { fanout: fanout(id, p), is_unmatched: p.as_deref() == Some("unmatched") })
+                    .map(|p| PortOutput {
+                        fanout: fanout(id, p),
+                        is_unmatched: p.as_deref() == Some("unmatched"),
+                    })
                     .collect();
-                let conc = Concurrency { workers: common.workers, ordered: common.ordered };
+                let conc = Concurrency {
+                    workers: common.workers,
+                    ordered: common.ordered,
+                };
                 let input = receivers.remove(&id).expect("every transform has a queue");
-                Box::pin(stage::run_transform(built.clone(), input, conc, ports, errors_for(id), m))
+                Box::pin(stage::run_transform(
+                    built.clone(),
+                    input,
+                    conc,
+                    ports,
+                    errors_for(id),
+                    m,
+                ))
             }
             Role::Sink { common, kind } => {
-                let conc = Concurrency { workers: common.workers, ordered: common.ordered };
+                let conc = Concurrency {
+                    workers: common.workers,
+                    ordered: common.ordered,
+                };
                 let input = receivers.remove(&id).expect("every sink has a queue");
                 let written = m.output("default");
-                Box::pin(stage::run_sink(Arc::from(kind.build()), input, conc, written, errors_for(id), m))
+                Box::pin(stage::run_sink(
+                    Arc::from(kind.build()),
+                    input,
+                    conc,
+                    written,
+                    errors_for(id),
+                    m,
+                ))
             }
         };
-        tasks.push(Task { component: c.name.clone(), future });
+        tasks.push(Task {
+            component: c.name.clone(),
+            future,
+        });
     }
     // Only the fan-outs hold senders now: a queue closes when its last producer ends.
     drop(senders);
-    Pieces { name: pipeline.name, control, tasks, queues }
+    Pieces {
+        name: pipeline.name,
+        control,
+        tasks,
+        queues,
+    }
 }

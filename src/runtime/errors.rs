@@ -18,7 +18,12 @@ pub struct Failed {
 
 impl Failed {
     pub fn new(event: Event, message: impl Into<String>, error_type: &'static str) -> Self {
-        Self { event, message: message.into(), error_type, attempts: 1 }
+        Self {
+            event,
+            message: message.into(),
+            error_type,
+            attempts: 1,
+        }
     }
 }
 
@@ -60,7 +65,10 @@ impl ErrorHandler {
             (OnError::Stop, _) => {
                 let first = &failed[0];
                 self.metrics.discard(DiscardReason::Error, failed.len());
-                self.control.fail(&self.name, format!("{} error: {}", first.error_type, first.message));
+                self.control.fail(
+                    &self.name,
+                    format!("{} error: {}", first.error_type, first.message),
+                );
             }
             _ => {
                 let first = &failed[0];

@@ -49,6 +49,89 @@ impl Fanout {
         if let Err(Undelivered(n)) = last.send(batch).await {
             lost += n;
         }
-        if lost == 0 { Ok(()) } else { Err(Undelivered(lost)) }
+        if lost == 0 {
+            Ok(())
+        } else {
+            Err(Undelivered(lost))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::controls::WhenFull;
+    use crate::runtime::buffer::{self, BufferReceiver};
+    use crate::telemetry::{DiscardReason, Metrics};
+    use serde_json::json;
+
+    fn consumer(
+        cap: usize,
+        policy: WhenFull,
+    ) -> (
+        BufferSender,
+        BufferReceiver,
+        crate::telemetry::ComponentMetrics,
+    ) {
+        let m = Metrics::new().component("p", "c", "sink", "blackhole");
+        let (tx, rx) = buffer::channel(cap, policy, m.clone());
+        (tx, rx, m)
+    }
+
+    fn batch(n: usize) -> Batch {
+        (0..n).map(|i| json!({ "i": i })).collect()
+    }
+
+    #[tokio::test]
+    async fn a_full_blocking_consumer_holds_back_its_siblings_without_loss() {
+        let (full_tx, mut full_rx, _) = consumer(5, WhenFull::Block);
+        let (free_tx, mut free_rx, _) = consumer(100, WhenFull::Block);
+        let out = Fanout::new(
+            vec![full_tx, free_tx],
+            Metrics::new()
+                .component("p", "src", "source", "generator")
+                .output("default"),
+        );
+        out.send(batch(5)).await.unwrap();
+        let second = tokio::spawn(async move {
+            out.send(batch(5)).await.unwrap();
+            out
+        });
+        tokio::task::yield_now().await;
+        assert!(!second.is_finished());
+        assert_eq!(
+            free_rx.len(),
+            5,
+            "the sibling waits behind the full consumer"
+        );
+        assert_eq!(full_rx.recv().await.unwrap().len(), 5);
+        let out = second.await.unwrap();
+        drop(out);
+        assert_eq!(full_rx.recv().await.unwrap().len(), 5);
+        assert_eq!(free_rx.recv().await.unwrap().len(), 10);
+    }
+
+    #[tokio::test]
+    async fn a_full_dropping_consumer_sheds_while_its_siblings_get_everything() {
+        for policy in [WhenFull::DropNewest, WhenFull::DropOldest] {
+            let (full_tx, mut full_rx, full_m) = consumer(5, policy);
+            let (free_tx, mut free_rx, _) = consumer(100, WhenFull::Block);
+            let out = Fanout::new(
+                vec![full_tx, free_tx],
+                Metrics::new()
+                    .component("p", "src", "source", "generator")
+                    .output("default"),
+            );
+            for _ in 0..4 {
+                out.send(batch(5)).await.unwrap();
+            }
+            drop(out);
+            assert_eq!(free_rx.recv().await.unwrap().len(), 20);
+            let kept = full_rx.recv().await.unwrap();
+            assert_eq!(kept.len(), 5);
+            assert_eq!(full_m.families_discarded(DiscardReason::BufferFull), 15);
+            let first = kept[0]["i"].as_u64().unwrap();
+            assert_eq!(first, 0, "{policy:?} keeps whole batches of 0..5");
+        }
     }
 }

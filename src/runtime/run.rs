@@ -2,8 +2,8 @@
 //! panics is reported with its component name and stops the pipeline
 //! (drained, exit 1).
 
-use super::build::{Pieces, build};
 use super::buffer::BufferGauge;
+use super::build::{Pieces, build};
 use super::control::PipelineControl;
 use crate::graph::Pipeline;
 use crate::telemetry::Metrics;
@@ -14,25 +14,44 @@ use tracing::Instrument;
 pub struct RunningPipeline {
     pub name: String,
     control: PipelineControl,
-    tasks: Vec<(String, JoinHandle<Result<(), crate::components::ComponentError>>)>,
+    tasks: Vec<(
+        String,
+        JoinHandle<Result<(), crate::components::ComponentError>>,
+    )>,
     queues: Vec<BufferGauge>,
 }
 
 impl RunningPipeline {
     /// Builds and spawns every task of `pipeline` (on the current runtime).
     pub fn start(pipeline: Pipeline, metrics: &Arc<Metrics>) -> Self {
-        let Pieces { name, control, tasks, queues } = build(pipeline, metrics);
+        Self::spawn(build(pipeline, metrics))
+    }
+
+    /// Spawns already-built pieces.
+    pub fn spawn(pieces: Pieces) -> Self {
+        let Pieces {
+            name,
+            control,
+            tasks,
+            queues,
+        } = pieces;
         let tasks = tasks
             .into_iter()
             .map(|t| {
                 // The span names the task in every log line it writes.
-                let span = tracing::info_span!("component", pipeline = %name, component = %t.component);
+                let span =
+                    tracing::info_span!("component", pipeline = %name, component = %t.component);
                 let handle = tokio::spawn(t.future.instrument(span));
                 (t.component, handle)
             })
             .collect();
         tracing::info!(pipeline = %name, "pipeline started");
-        Self { name, control, tasks, queues }
+        Self {
+            name,
+            control,
+            tasks,
+            queues,
+        }
     }
 
     /// Stops the sources; everything downstream drains and ends.
@@ -64,7 +83,9 @@ impl RunningPipeline {
                         .unwrap_or_else(|| "unknown panic".into());
                     self.control.fail(&component, format!("panicked: {msg}"));
                 }
-                Err(e) => self.control.fail(&component, format!("task ended abnormally: {e}")),
+                Err(e) => self
+                    .control
+                    .fail(&component, format!("task ended abnormally: {e}")),
             }
         }
         match self.control.failure() {

@@ -24,8 +24,13 @@ pub struct Concurrency {
 /// Runs `work` on every batch from `input` and passes each result to `emit`
 /// (one at a time, in input order when `ordered`). A panic in `work` is
 /// re-raised in the stage task, where the supervisor reports it by name.
-async fn drive<T, W, E, F>(mut input: BufferReceiver, conc: Concurrency, metrics: &ComponentMetrics, work: W, mut emit: E)
-where
+async fn drive<T, W, E, F>(
+    mut input: BufferReceiver,
+    conc: Concurrency,
+    metrics: &ComponentMetrics,
+    work: W,
+    mut emit: E,
+) where
     T: Send + 'static,
     W: Fn(Batch) -> T + Send + Sync + 'static,
     E: FnMut(T) -> F,
@@ -50,7 +55,11 @@ where
         return;
     }
     let work = Arc::new(timed);
-    let batches = futures_util::stream::unfold(input, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+    let batches =
+        futures_util::stream::unfold(
+            input,
+            |mut rx| async move { rx.recv().await.map(|b| (b, rx)) },
+        );
     let spawned = batches.map(move |batch| {
         let work = work.clone();
         async move {
@@ -96,22 +105,28 @@ pub async fn run_transform(
         out
     };
     let (ports, errors, m) = (&ports, &errors, &metrics);
-    drive(input, conc, &metrics, work, |out: TransformOutput| async move {
-        m.discard(DiscardReason::Filtered, out.filtered);
-        for (port, batch) in ports.iter().zip(out.ports) {
-            if batch.is_empty() {
-                continue;
+    drive(
+        input,
+        conc,
+        &metrics,
+        work,
+        |out: TransformOutput| async move {
+            m.discard(DiscardReason::Filtered, out.filtered);
+            for (port, batch) in ports.iter().zip(out.ports) {
+                if batch.is_empty() {
+                    continue;
+                }
+                if port.is_unmatched && !port.fanout.has_consumers() {
+                    m.discard(DiscardReason::Unmatched, batch.len());
+                    continue;
+                }
+                if let Err(lost) = port.fanout.send(batch).await {
+                    m.discard(DiscardReason::Error, lost.0);
+                }
             }
-            if port.is_unmatched && !port.fanout.has_consumers() {
-                m.discard(DiscardReason::Unmatched, batch.len());
-                continue;
-            }
-            if let Err(lost) = port.fanout.send(batch).await {
-                m.discard(DiscardReason::Error, lost.0);
-            }
-        }
-        errors.handle(out.failed).await;
-    })
+            errors.handle(out.failed).await;
+        },
+    )
     .await;
     Ok(())
 }
@@ -132,7 +147,11 @@ pub async fn run_sink(
             Ok(()) => written_ref.inc_by(encoded.events.len() as u64),
             Err(e) => {
                 let message = e.to_string();
-                let failed = encoded.events.into_iter().map(|ev| Failed::new(ev, message.clone(), "io")).collect();
+                let failed = encoded
+                    .events
+                    .into_iter()
+                    .map(|ev| Failed::new(ev, message.clone(), "io"))
+                    .collect();
                 errors_ref.handle(failed).await;
             }
         }

@@ -3,8 +3,8 @@
 //! the hot path only does atomic adds, once per batch.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use std::sync::Arc;
 
@@ -54,53 +54,109 @@ impl Metrics {
     pub fn new() -> Arc<Self> {
         let registry = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
-            registry.register(Box::new(c.clone())).expect("metric registered once");
+            let c = IntCounterVec::new(Opts::new(name, help), labels)
+                .expect("static metric definition");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("metric registered once");
             c
         };
         let gauge = |name: &str, help: &str, labels: &[&str]| {
-            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
-            registry.register(Box::new(g.clone())).expect("metric registered once");
+            let g =
+                IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("metric registered once");
             g
         };
         let processing = HistogramVec::new(
-            HistogramOpts::new("flowgate_processing_seconds", "Time one stage spent on one batch.")
-                .buckets(vec![0.00001, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
+            HistogramOpts::new(
+                "flowgate_processing_seconds",
+                "Time one stage spent on one batch.",
+            )
+            .buckets(vec![
+                0.00001, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
+            ]),
             &COMPONENT_LABELS,
         )
         .expect("static metric definition");
-        registry.register(Box::new(processing.clone())).expect("metric registered once");
-        let build_info = gauge("flowgate_build_info", "Always 1; the version label says which build runs.", &["version"]);
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        registry
+            .register(Box::new(processing.clone()))
+            .expect("metric registered once");
+        let build_info = gauge(
+            "flowgate_build_info",
+            "Always 1; the version label says which build runs.",
+            &["version"],
+        );
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         #[cfg(target_os = "linux")]
         registry
-            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
             .expect("process collector registered once");
         Arc::new(Self {
-            events_in: counter("flowgate_events_in_total", "Events a component received.", &COMPONENT_LABELS),
-            events_out: counter("flowgate_events_out_total", "Events a component emitted, by output.", &with_extra("output")),
+            events_in: counter(
+                "flowgate_events_in_total",
+                "Events a component received.",
+                &COMPONENT_LABELS,
+            ),
+            events_out: counter(
+                "flowgate_events_out_total",
+                "Events a component emitted, by output.",
+                &with_extra("output"),
+            ),
             discarded: counter(
                 "flowgate_events_discarded_total",
                 "Events dropped by a configured rule, by reason.",
                 &with_extra("reason"),
             ),
-            errors: counter("flowgate_errors_total", "Failures, by error type.", &with_extra("error_type")),
-            buffer_events: gauge("flowgate_buffer_events", "Events in the stage's input queue.", &COMPONENT_LABELS),
+            errors: counter(
+                "flowgate_errors_total",
+                "Failures, by error type.",
+                &with_extra("error_type"),
+            ),
+            buffer_events: gauge(
+                "flowgate_buffer_events",
+                "Events in the stage's input queue.",
+                &COMPONENT_LABELS,
+            ),
             buffer_capacity: gauge(
                 "flowgate_buffer_capacity_events",
                 "Events the stage's input queue holds.",
                 &COMPONENT_LABELS,
             ),
-            workers_busy: gauge("flowgate_workers_busy", "Workers of the stage busy on a batch.", &COMPONENT_LABELS),
-            config_reloads: counter("flowgate_config_reloads_total", "Configuration reloads, by result.", &["result"]),
+            workers_busy: gauge(
+                "flowgate_workers_busy",
+                "Workers of the stage busy on a batch.",
+                &COMPONENT_LABELS,
+            ),
+            config_reloads: counter(
+                "flowgate_config_reloads_total",
+                "Configuration reloads, by result.",
+                &["result"],
+            ),
             processing,
             registry,
         })
     }
 
     /// Handles for one component, with its four labels fixed.
-    pub fn component(self: &Arc<Self>, pipeline: &str, name: &str, kind: &str, type_name: &str) -> ComponentMetrics {
-        let labels = [pipeline.to_string(), name.to_string(), kind.to_string(), type_name.to_string()];
+    pub fn component(
+        self: &Arc<Self>,
+        pipeline: &str,
+        name: &str,
+        kind: &str,
+        type_name: &str,
+    ) -> ComponentMetrics {
+        let labels = [
+            pipeline.to_string(),
+            name.to_string(),
+            kind.to_string(),
+            type_name.to_string(),
+        ];
         let l: [&str; 4] = [&labels[0], &labels[1], &labels[2], &labels[3]];
         ComponentMetrics {
             events_in: self.events_in.with_label_values(&l),
@@ -114,7 +170,10 @@ impl Metrics {
                 DiscardReason::Error,
                 DiscardReason::Unmatched,
             ]
-            .map(|r| self.discarded.with_label_values(&[l[0], l[1], l[2], l[3], r.as_str()])),
+            .map(|r| {
+                self.discarded
+                    .with_label_values(&[l[0], l[1], l[2], l[3], r.as_str()])
+            }),
             labels,
             families: self.clone(),
         }
@@ -148,7 +207,13 @@ pub struct ComponentMetrics {
 
 impl ComponentMetrics {
     fn with<'a>(&'a self, extra: &'a str) -> [&'a str; 5] {
-        [&self.labels[0], &self.labels[1], &self.labels[2], &self.labels[3], extra]
+        [
+            &self.labels[0],
+            &self.labels[1],
+            &self.labels[2],
+            &self.labels[3],
+            extra,
+        ]
     }
 
     /// The `events_out_total` counter of one output port (resolve once).
@@ -171,7 +236,10 @@ impl ComponentMetrics {
     /// Counts failures of one type (called per batch, so the label lookup is cheap enough).
     pub fn errors(&self, error_type: &str, n: usize) {
         if n > 0 {
-            self.families.errors.with_label_values(&self.with(error_type)).inc_by(n as u64);
+            self.families
+                .errors
+                .with_label_values(&self.with(error_type))
+                .inc_by(n as u64);
         }
     }
 
@@ -186,7 +254,12 @@ impl ComponentMetrics {
     pub fn families_discarded(&self, reason: DiscardReason) -> u64 {
         self.discarded
             .iter()
-            .zip([DiscardReason::Filtered, DiscardReason::BufferFull, DiscardReason::Error, DiscardReason::Unmatched])
+            .zip([
+                DiscardReason::Filtered,
+                DiscardReason::BufferFull,
+                DiscardReason::Error,
+                DiscardReason::Unmatched,
+            ])
             .find(|(_, r)| *r == reason)
             .map_or(0, |(c, _)| c.get())
     }

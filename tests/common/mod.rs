@@ -22,7 +22,9 @@ pub struct Scratch {
 
 impl Scratch {
     pub fn new() -> Self {
-        Self { dir: tempfile::tempdir().expect("temp dir") }
+        Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -32,13 +34,19 @@ impl Scratch {
     /// Writes `text` to `name`, replacing `$DIR` with the scratch dir.
     pub fn write(&self, name: &str, text: &str) -> PathBuf {
         let p = self.path(name);
-        std::fs::write(&p, text.replace("$DIR", &self.dir.path().display().to_string())).expect("write");
+        std::fs::write(
+            &p,
+            text.replace("$DIR", &self.dir.path().display().to_string()),
+        )
+        .expect("write");
         p
     }
 
     pub fn read_lines(&self, name: &str) -> Vec<serde_json::Value> {
         let text = std::fs::read_to_string(self.path(name)).unwrap_or_default();
-        text.lines().map(|l| serde_json::from_str(l).expect("output line is JSON")).collect()
+        text.lines()
+            .map(|l| serde_json::from_str(l).expect("output line is JSON"))
+            .collect()
     }
 }
 
@@ -77,7 +85,11 @@ fn wait_with_timeout(mut child: Child, limit: Duration) -> Output {
     });
     loop {
         if let Some(status) = child.try_wait().expect("try_wait") {
-            return Output { status, stdout: out_t.join().unwrap(), stderr: err_t.join().unwrap() };
+            return Output {
+                status,
+                stdout: out_t.join().unwrap(),
+                stderr: err_t.join().unwrap(),
+            };
         }
         if start.elapsed() > limit {
             let _ = child.kill();
@@ -125,8 +137,14 @@ impl Daemon {
                 l.push('\n');
             }
         });
-        let address = rx.recv_timeout(Duration::from_secs(30)).expect("daemon logged its metrics address");
-        Self { child, address, log }
+        let address = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("daemon logged its metrics address");
+        Self {
+            child,
+            address,
+            log,
+        }
     }
 
     pub fn get(&self, path: &str) -> (u16, String) {
@@ -138,7 +156,10 @@ impl Daemon {
     }
 
     pub fn signal(&self, sig: &str) {
-        let status = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().expect("kill");
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
         assert!(status.success());
     }
 
@@ -151,7 +172,10 @@ impl Daemon {
             }
             if start.elapsed() > limit {
                 let _ = self.child.kill();
-                panic!("flowgate did not exit within {limit:?}; log:\n{}", self.log.lock().unwrap());
+                panic!(
+                    "flowgate did not exit within {limit:?}; log:\n{}",
+                    self.log.lock().unwrap()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -173,11 +197,22 @@ impl Drop for Daemon {
 pub fn http_get(address: &str, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(address).expect("connect to metrics address");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
-    let code = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let code = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (code, body)
 }
 
@@ -189,7 +224,14 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         if n != name {
             return None;
         }
-        if labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))) { value.parse().ok() } else { None }
+        if labels
+            .iter()
+            .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+        {
+            value.parse().ok()
+        } else {
+            None
+        }
     })
 }
 

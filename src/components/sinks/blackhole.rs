@@ -21,7 +21,11 @@ pub struct Blackhole;
 #[async_trait::async_trait]
 impl Sink for Blackhole {
     fn encode(&self, batch: Batch) -> Encoded {
-        Encoded { bytes: Vec::new(), events: batch, failed: Vec::new() }
+        Encoded {
+            bytes: Vec::new(),
+            events: batch,
+            failed: Vec::new(),
+        }
     }
 
     async fn write(&self, _: &Encoded) -> Result<(), ComponentError> {

@@ -22,7 +22,11 @@ pub struct FileSinkConfig {
 
 impl FileSinkConfig {
     pub fn build(&self) -> FileSink {
-        FileSink { path: self.path.clone(), codec: self.codec, file: tokio::sync::Mutex::new(None) }
+        FileSink {
+            path: self.path.clone(),
+            codec: self.codec,
+            file: tokio::sync::Mutex::new(None),
+        }
     }
 }
 
@@ -52,7 +56,9 @@ impl Sink for FileSink {
         let mut slot = self.file.lock().await;
         if slot.is_none() {
             if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                tokio::fs::create_dir_all(dir).await.map_err(|e| self.io("creating the directory of", e))?;
+                tokio::fs::create_dir_all(dir)
+                    .await
+                    .map_err(|e| self.io("creating the directory of", e))?;
             }
             let file = tokio::fs::OpenOptions::new()
                 .create(true)
@@ -63,7 +69,9 @@ impl Sink for FileSink {
             *slot = Some(file);
         }
         let file = slot.as_mut().expect("opened above");
-        file.write_all(&encoded.bytes).await.map_err(|e| self.io("writing", e))
+        file.write_all(&encoded.bytes)
+            .await
+            .map_err(|e| self.io("writing", e))
     }
 
     async fn flush(&self) -> Result<(), ComponentError> {

@@ -46,7 +46,11 @@ pub enum OutputCodec {
 
 /// Encodes a batch as lines; events that cannot be encoded fail one by one.
 pub fn encode_lines(batch: Batch, codec: OutputCodec) -> Encoded {
-    let mut out = Encoded { bytes: Vec::with_capacity(batch.len() * 192), events: Vec::with_capacity(batch.len()), failed: Vec::new() };
+    let mut out = Encoded {
+        bytes: Vec::with_capacity(batch.len() * 192),
+        events: Vec::with_capacity(batch.len()),
+        failed: Vec::new(),
+    };
     for event in batch {
         match codec {
             OutputCodec::Json => {
@@ -59,7 +63,11 @@ pub fn encode_lines(batch: Batch, codec: OutputCodec) -> Encoded {
                     let _ = writeln!(out.bytes, "{s}");
                 }
                 _ => {
-                    out.failed.push(Failed::new(event, "codec text needs a string field 'message'", "encode"));
+                    out.failed.push(Failed::new(
+                        event,
+                        "codec text needs a string field 'message'",
+                        "encode",
+                    ));
                     continue;
                 }
             },

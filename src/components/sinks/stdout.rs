@@ -18,7 +18,10 @@ pub struct StdoutConfig {
 
 impl StdoutConfig {
     pub fn build(&self) -> Stdout {
-        Stdout { codec: self.codec, out: tokio::sync::Mutex::new(tokio::io::stdout()) }
+        Stdout {
+            codec: self.codec,
+            out: tokio::sync::Mutex::new(tokio::io::stdout()),
+        }
     }
 }
 
@@ -34,10 +37,20 @@ impl Sink for Stdout {
     }
 
     async fn write(&self, encoded: &Encoded) -> Result<(), ComponentError> {
-        self.out.lock().await.write_all(&encoded.bytes).await.map_err(|e| ComponentError::io("writing to stdout", e))
+        self.out
+            .lock()
+            .await
+            .write_all(&encoded.bytes)
+            .await
+            .map_err(|e| ComponentError::io("writing to stdout", e))
     }
 
     async fn flush(&self) -> Result<(), ComponentError> {
-        self.out.lock().await.flush().await.map_err(|e| ComponentError::io("flushing stdout", e))
+        self.out
+            .lock()
+            .await
+            .flush()
+            .await
+            .map_err(|e| ComponentError::io("flushing stdout", e))
     }
 }

@@ -19,7 +19,10 @@ pub struct FileSourceConfig {
 
 impl FileSourceConfig {
     pub fn build(&self) -> FileSource {
-        FileSource { path: self.path.clone(), codec: self.codec }
+        FileSource {
+            path: self.path.clone(),
+            codec: self.codec,
+        }
     }
 }
 
@@ -32,7 +35,8 @@ pub struct FileSource {
 impl Source for FileSource {
     async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), ComponentError> {
         let what = format!("file '{}'", self.path.display());
-        let file = std::fs::File::open(&self.path).map_err(|e| ComponentError::io(format!("opening {what}"), e))?;
+        let file = std::fs::File::open(&self.path)
+            .map_err(|e| ComponentError::io(format!("opening {what}"), e))?;
         super::lines::run(file, self.codec, &ctx, &what).await
     }
 }

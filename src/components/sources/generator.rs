@@ -28,10 +28,13 @@ impl GeneratorConfig {
         if self.events.is_empty() {
             problems.push((vec!["events"], "needs at least one event".to_string()));
         }
-        if let Some(rate) = self.rate {
-            if !(rate > 0.0 && rate.is_finite()) {
-                problems.push((vec!["rate"], format!("must be a positive number of events per second, not {rate}")));
-            }
+        if let Some(rate) = self.rate
+            && !(rate > 0.0 && rate.is_finite())
+        {
+            problems.push((
+                vec!["rate"],
+                format!("must be a positive number of events per second, not {rate}"),
+            ));
         }
         problems
     }

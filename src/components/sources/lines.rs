@@ -14,7 +14,9 @@ use tokio::task::JoinHandle;
 const CHUNK_BYTES: usize = 256 * 1024;
 
 fn decode_parallelism() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8)
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 8)
 }
 
 /// The events and failures of one chunk, in input order.
@@ -25,7 +27,11 @@ struct Decoded {
 }
 
 fn decode_chunk(chunk: &[u8], codec: Codec) -> Decoded {
-    let mut decoded = Decoded { batches: Vec::new(), failed: Vec::new(), lines: 0 };
+    let mut decoded = Decoded {
+        batches: Vec::new(),
+        failed: Vec::new(),
+        lines: 0,
+    };
     let mut batch = Vec::with_capacity(MAX_BATCH.min(chunk.len() / 64 + 1));
     for line in chunk.split(|b| *b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -38,7 +44,10 @@ fn decode_chunk(chunk: &[u8], codec: Codec) -> Decoded {
                 Ok(event @ serde_json::Value::Object(_)) => batch.push(event),
                 Ok(other) => decoded.failed.push(Failed::new(
                     raw_line_event(&String::from_utf8_lossy(line)),
-                    format!("line is a JSON {}, not an object", crate::expr::value::type_name(&other)),
+                    format!(
+                        "line is a JSON {}, not an object",
+                        crate::expr::value::type_name(&other)
+                    ),
                     "decode",
                 )),
                 Err(e) => decoded.failed.push(Failed::new(
@@ -50,7 +59,9 @@ fn decode_chunk(chunk: &[u8], codec: Codec) -> Decoded {
             Codec::Text => batch.push(raw_line_event(&String::from_utf8_lossy(line))),
         }
         if batch.len() == MAX_BATCH {
-            decoded.batches.push(std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH)));
+            decoded
+                .batches
+                .push(std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH)));
         }
     }
     if !batch.is_empty() {
@@ -158,12 +169,24 @@ mod tests {
     fn decodes_json_and_text_skipping_empty_lines() {
         let d = decode_chunk(b"{\"a\":1}\r\n\n[1]\nnot json\n{\"b\":2}", Codec::Json);
         assert_eq!(d.lines, 4);
-        assert_eq!(d.batches.concat(), vec![serde_json::json!({"a": 1}), serde_json::json!({"b": 2})]);
+        assert_eq!(
+            d.batches.concat(),
+            vec![serde_json::json!({"a": 1}), serde_json::json!({"b": 2})]
+        );
         assert_eq!(d.failed.len(), 2);
         assert_eq!(d.failed[0].message, "line is a JSON array, not an object");
-        assert_eq!(d.failed[1].event, serde_json::json!({"message": "not json"}));
+        assert_eq!(
+            d.failed[1].event,
+            serde_json::json!({"message": "not json"})
+        );
         let t = decode_chunk(b"x\r\n\ny", Codec::Text);
-        assert_eq!(t.batches.concat(), vec![serde_json::json!({"message": "x"}), serde_json::json!({"message": "y"})]);
+        assert_eq!(
+            t.batches.concat(),
+            vec![
+                serde_json::json!({"message": "x"}),
+                serde_json::json!({"message": "y"})
+            ]
+        );
     }
 
     #[test]

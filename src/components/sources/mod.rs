@@ -1,8 +1,8 @@
 //! Sources: components that make events.
 
+pub mod file;
 pub mod generator;
 pub mod lines;
-pub mod file;
 pub mod stdin;
 
 use super::{Source, catalogue};

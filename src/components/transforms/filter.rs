@@ -37,7 +37,9 @@ impl Transform for Filter {
             match self.condition.test(&event) {
                 Ok(true) => kept.push(event),
                 Ok(false) => out.filtered += 1,
-                Err(e) => out.failed.push(Failed::new(event, e.to_string(), "program")),
+                Err(e) => out
+                    .failed
+                    .push(Failed::new(event, e.to_string(), "program")),
             }
         }
     }
@@ -50,9 +52,21 @@ mod tests {
 
     #[test]
     fn keeps_matching_counts_filtered_and_fails_on_errors() {
-        let f = FilterConfig { condition: ".n > 1".into() }.build().unwrap();
+        let f = FilterConfig {
+            condition: ".n > 1".into(),
+        }
+        .build()
+        .unwrap();
         let mut out = TransformOutput::with_ports(1, 4);
-        f.process(vec![json!({"n": 1}), json!({"n": 2}), json!({"n": {"x": 1}}), json!(5)], &mut out);
+        f.process(
+            vec![
+                json!({"n": 1}),
+                json!({"n": 2}),
+                json!({"n": {"x": 1}}),
+                json!(5),
+            ],
+            &mut out,
+        );
         assert_eq!(out.ports[0], vec![json!({"n": 2}), json!({"n": {"x": 1}})]);
         assert_eq!(out.filtered, 1);
         assert_eq!(out.failed.len(), 1);

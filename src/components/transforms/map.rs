@@ -36,7 +36,8 @@ impl Transform for Map {
         let emitted = &mut out.ports[0];
         for event in batch {
             if let Err((e, event)) = self.program.map(event, emitted) {
-                out.failed.push(Failed::new(event, e.to_string(), "program"));
+                out.failed
+                    .push(Failed::new(event, e.to_string(), "program"));
             }
         }
     }
@@ -49,13 +50,35 @@ mod tests {
 
     #[test]
     fn maps_drops_splits_and_fails() {
-        let m = MapConfig { program: "if .n == 0 then empty elif .n == 2 then (., .) else .x = 1 end".into() }
-            .build()
-            .unwrap();
+        let m = MapConfig {
+            program: "if .n == 0 then empty elif .n == 2 then (., .) else .x = 1 end".into(),
+        }
+        .build()
+        .unwrap();
         let mut out = TransformOutput::with_ports(1, 4);
-        m.process(vec![json!({"n": 0}), json!({"n": 1}), json!({"n": 2}), json!({"n": [1]})], &mut out);
-        assert_eq!(out.ports[0], vec![json!({"n": 1, "x": 1}), json!({"n": 2}), json!({"n": 2}), json!({"n": [1], "x": 1})]);
-        let m = MapConfig { program: ".a.b = 1".into() }.build().unwrap();
+        m.process(
+            vec![
+                json!({"n": 0}),
+                json!({"n": 1}),
+                json!({"n": 2}),
+                json!({"n": [1]}),
+            ],
+            &mut out,
+        );
+        assert_eq!(
+            out.ports[0],
+            vec![
+                json!({"n": 1, "x": 1}),
+                json!({"n": 2}),
+                json!({"n": 2}),
+                json!({"n": [1], "x": 1})
+            ]
+        );
+        let m = MapConfig {
+            program: ".a.b = 1".into(),
+        }
+        .build()
+        .unwrap();
         let mut out = TransformOutput::with_ports(1, 1);
         m.process(vec![json!({"a": 3})], &mut out);
         assert_eq!(out.failed[0].event, json!({"a": 3}));

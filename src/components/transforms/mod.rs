@@ -29,12 +29,19 @@ pub struct ProgramProblem {
 }
 
 /// Compiles `code`, recording problems under `key`.
-pub(crate) fn compile(code: &str, key: &[&str], problems: &mut Vec<ProgramProblem>) -> Option<Program> {
+pub(crate) fn compile(
+    code: &str,
+    key: &[&str],
+    problems: &mut Vec<ProgramProblem>,
+) -> Option<Program> {
     match Program::compile(code) {
         Ok(p) => Some(p),
         Err(errors) => {
             let key: Vec<String> = key.iter().map(|k| k.to_string()).collect();
-            problems.extend(errors.into_iter().map(|error| ProgramProblem { key: key.clone(), error }));
+            problems.extend(errors.into_iter().map(|error| ProgramProblem {
+                key: key.clone(),
+                error,
+            }));
             None
         }
     }
@@ -45,7 +52,13 @@ impl TransformKind {
     pub fn ports(&self) -> Vec<Option<String>> {
         match self {
             Self::Filter(_) | Self::Map(_) => vec![None],
-            Self::Route(c) => c.routes.keys().cloned().map(Some).chain([Some("unmatched".to_string())]).collect(),
+            Self::Route(c) => c
+                .routes
+                .keys()
+                .cloned()
+                .map(Some)
+                .chain([Some("unmatched".to_string())])
+                .collect(),
         }
     }
 

@@ -34,12 +34,18 @@ pub struct RouteConfig {
 impl RouteConfig {
     pub fn build(&self) -> Result<Route, Vec<super::ProgramProblem>> {
         let mut problems = Vec::new();
-        let predicates: Vec<Option<Program>> =
-            self.routes.iter().map(|(name, code)| super::compile(code, &["routes", name], &mut problems)).collect();
+        let predicates: Vec<Option<Program>> = self
+            .routes
+            .iter()
+            .map(|(name, code)| super::compile(code, &["routes", name], &mut problems))
+            .collect();
         if !problems.is_empty() {
             return Err(problems);
         }
-        Ok(Route { predicates: predicates.into_iter().flatten().collect(), mode: self.mode })
+        Ok(Route {
+            predicates: predicates.into_iter().flatten().collect(),
+            mode: self.mode,
+        })
     }
 }
 
@@ -64,7 +70,8 @@ impl Transform for Route {
                     }
                     Ok(false) => {}
                     Err(e) => {
-                        out.failed.push(Failed::new(event, e.to_string(), "program"));
+                        out.failed
+                            .push(Failed::new(event, e.to_string(), "program"));
                         continue 'events;
                     }
                 }
@@ -88,8 +95,14 @@ mod tests {
     use serde_json::json;
 
     fn route(mode: RouteMode) -> Route {
-        let routes = [("big", ".n > 10"), ("even", ".n % 2 == 0")].map(|(k, v)| (k.to_string(), v.to_string()));
-        RouteConfig { routes: routes.into_iter().collect(), mode }.build().unwrap()
+        let routes = [("big", ".n > 10"), ("even", ".n % 2 == 0")]
+            .map(|(k, v)| (k.to_string(), v.to_string()));
+        RouteConfig {
+            routes: routes.into_iter().collect(),
+            mode,
+        }
+        .build()
+        .unwrap()
     }
 
     #[test]
