@@ -159,7 +159,7 @@ fn jq_outputs(program: &str, inputs: &[Value]) -> Vec<String> {
 
 fn ours(program: &Program, input: &Value) -> String {
     let mut out = Vec::new();
-    match program.outputs(input.clone(), &mut out) {
+    match program.outputs(input.clone().into(), &mut out) {
         Ok(()) => serde_json::to_string(&out).unwrap(),
         Err(_) => "\"__error__\"".to_string(),
     }

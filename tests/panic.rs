@@ -12,7 +12,7 @@ use flowgate::runtime::errors::ErrorHandler;
 use flowgate::runtime::fanout::Fanout;
 use flowgate::runtime::stage::{Concurrency, PortOutput, run_transform};
 use flowgate::telemetry::Metrics;
-use serde_json::json;
+
 use std::sync::Arc;
 
 struct PanicsOnThird;
@@ -73,7 +73,7 @@ async fn a_panicking_worker_is_caught_named_and_fails_the_pipeline() {
         };
         let running = RunningPipeline::spawn(pieces);
         for n in 0..5 {
-            if tx.send(vec![json!({ "n": n })]).await.is_err() {
+            if tx.send(vec![flowgate::ev!({ "n": n })]).await.is_err() {
                 break;
             }
             tokio::task::yield_now().await;
@@ -96,6 +96,6 @@ async fn a_panicking_worker_is_caught_named_and_fails_the_pipeline() {
             "events before the panic may pass, none after: {got}"
         );
         // Upstream sends to the dead stage report the undelivered events.
-        assert!(tx.send(vec![json!({"n": 9})]).await.is_err());
+        assert!(tx.send(vec![flowgate::ev!({"n": 9})]).await.is_err());
     }
 }

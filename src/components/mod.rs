@@ -9,7 +9,7 @@ pub mod sinks;
 pub mod sources;
 pub mod transforms;
 
-use crate::event::{Batch, Event};
+use crate::event::Batch;
 use crate::runtime::errors::{ErrorHandler, Failed};
 use crate::runtime::fanout::Fanout;
 use crate::telemetry::ComponentMetrics;
@@ -138,9 +138,4 @@ impl ComponentError {
     }
 }
 
-/// The event for a line a source could not decode: `{"message": line}`.
-pub fn raw_line_event(line: &str) -> Event {
-    let mut m = serde_json::Map::new();
-    m.insert("message".into(), Event::String(line.to_string()));
-    Event::Object(m)
-}
+pub use crate::event::message_event as raw_line_event;

@@ -3,11 +3,11 @@
 //! this path costs a few microseconds per event.
 
 use super::value::{EvalError, EvalResult};
+use crate::event::{Map, Number, Value};
 use jaq_core::data::JustLut;
 use jaq_core::load::{Arena, File, Loader};
 use jaq_core::{Compiler, Ctx, Vars};
 use jaq_json::Val;
-use serde_json::{Map, Number, Value};
 
 type Data = JustLut<Val>;
 
@@ -114,11 +114,11 @@ fn to_val(v: &Value) -> Val {
             Some(i) => Val::from(i),
             None => Val::from(n.as_f64().unwrap_or(f64::NAN)),
         },
-        Value::String(s) => Val::from(s.clone()),
+        Value::String(s) => Val::from(s.to_string()),
         Value::Array(a) => a.iter().map(to_val).collect(),
         Value::Object(m) => Val::obj(
             m.iter()
-                .map(|(k, v)| (Val::from(k.clone()), to_val(v)))
+                .map(|(k, v)| (Val::from(k.to_string()), to_val(v)))
                 .collect(),
         ),
     }
@@ -137,13 +137,15 @@ fn from_val(v: &Val) -> EvalResult<Value> {
                 _ => Value::Null, // NaN and infinities print as null in jq -c
             }
         }
-        Val::TStr(b) | Val::BStr(b) => Value::String(String::from_utf8_lossy(b).into_owned()),
+        Val::TStr(b) | Val::BStr(b) => Value::String(String::from_utf8_lossy(b).into()),
         Val::Arr(a) => Value::Array(a.iter().map(from_val).collect::<EvalResult<_>>()?),
         Val::Obj(o) => {
             let mut m = Map::with_capacity(o.len());
             for (k, val) in o.iter() {
                 let key = match k {
-                    Val::TStr(b) | Val::BStr(b) => String::from_utf8_lossy(b).into_owned(),
+                    Val::TStr(b) | Val::BStr(b) => {
+                        crate::event::Str::from(String::from_utf8_lossy(b))
+                    }
                     other => return Err(EvalError(format!("object key {other} is not a string"))),
                 };
                 m.insert(key, from_val(val)?);

@@ -10,7 +10,7 @@ mod native;
 pub mod value;
 
 use crate::event::Event;
-use serde_json::Value;
+use crate::event::Value;
 pub use value::EvalError;
 
 /// A program that failed to compile, with the byte range of the problem.
@@ -173,7 +173,7 @@ fn parse_term(code: &str) -> Option<jaq_core::load::parse::Term<&str>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::ev as json;
 
     fn both(code: &str) -> (Program, Program) {
         (

@@ -1,5 +1,5 @@
 //! Compiles the common subset of jq into Rust closures over
-//! `serde_json::Value`: paths, literals, string interpolation, object and
+//! flowgate's `Value`: paths, literals, string interpolation, object and
 //! array construction, comparisons, `and`/`or`/`not`, `//`, arithmetic,
 //! assignment (`=`, `|=`, `+=` ...), `del`, `select`, `empty` and pipes.
 //! Anything else returns `None` and runs on the jaq interpreter instead.
@@ -9,11 +9,11 @@
 //! which keeps this file small and its semantics easy to check against jq.
 
 use super::value::{self, EvalError, EvalResult, MathOp, PathKey};
+use crate::event::{Map, Str, Value};
 use jaq_core::load::lex::StrPart;
 use jaq_core::load::parse::{BinaryOp, Term};
 use jaq_core::ops::{Cmp, Math};
 use jaq_core::path::{Opt, Part};
-use serde_json::{Map, Value};
 use std::borrow::Cow;
 
 pub type ValueFn = Box<dyn for<'a> Fn(&'a Value) -> EvalResult<Cow<'a, Value>> + Send + Sync>;
@@ -180,7 +180,7 @@ fn static_key(part: &Part<T>, opt: &Opt) -> Option<PathKey> {
     match part {
         Part::Index(t) => match t {
             Term::Num(n) => n.parse::<i64>().ok().map(PathKey::Index),
-            t => literal_str(t).map(PathKey::Field),
+            t => literal_str(t).map(|s| PathKey::Field(s.into())),
         },
         Part::Range(..) => None,
     }
@@ -225,7 +225,7 @@ pub fn compile_value(term: &T) -> Option<ValueFn> {
         }
         Term::Str(None, parts) => match literal_str(term) {
             Some(s) => {
-                let lit = Value::String(s);
+                let lit = Value::String(s.into());
                 Box::new(move |_| owned(lit.clone()))
             }
             None => compile_interpolation(parts)?,
@@ -284,7 +284,7 @@ pub fn compile_value(term: &T) -> Option<ValueFn> {
                     Some(t) => compile_value(t)?,
                     // `{a}` is `{a: .a}`
                     None => {
-                        let path = [PathKey::Field(key.clone())];
+                        let path = [PathKey::Field(key.as_str().into())];
                         let f: ValueFn = Box::new(move |v| {
                             Ok(value::get_path(v, &path)?
                                 .map_or(Cow::Owned(Value::Null), Cow::Borrowed))
@@ -297,7 +297,7 @@ pub fn compile_value(term: &T) -> Option<ValueFn> {
             Box::new(move |v| {
                 let mut m = Map::with_capacity(fields.len());
                 for (k, f) in &fields {
-                    m.insert(k.clone(), f(v)?.into_owned());
+                    m.insert(Str::from(k.as_str()), f(v)?.into_owned());
                 }
                 owned(Value::Object(m))
             })
@@ -349,7 +349,7 @@ fn compile_interpolation(parts: &[StrPart<&str, T>]) -> Option<ValueFn> {
                 Piece::Expr(f) => s.push_str(&value::to_text(&*f(v)?)),
             }
         }
-        owned(Value::String(s))
+        owned(Value::String(s.into()))
     }))
 }
 

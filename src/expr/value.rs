@@ -1,9 +1,9 @@
-//! jq semantics on `serde_json::Value`: truthiness, ordering, arithmetic,
+//! jq semantics on flowgate's `Value`: truthiness, ordering, arithmetic,
 //! indexing and path updates, with jq's error messages. The native
 //! evaluator uses these; the jaq fallback has its own, and tests check both
 //! agree with `jq -c`.
 
-use serde_json::{Map, Number, Value};
+use crate::event::{Map, Number, Str, Value};
 use std::cmp::Ordering;
 
 /// A runtime error of a program, e.g. `Cannot index number with "a"`.
@@ -70,8 +70,8 @@ pub fn compare(a: &Value, b: &Value) -> Ordering {
             x.len().cmp(&y.len())
         }
         (Value::Object(x), Value::Object(y)) => {
-            let mut kx: Vec<&String> = x.keys().collect();
-            let mut ky: Vec<&String> = y.keys().collect();
+            let mut kx: Vec<&Str> = x.keys().collect();
+            let mut ky: Vec<&Str> = y.keys().collect();
             kx.sort();
             ky.sort();
             match kx.cmp(&ky) {
@@ -79,7 +79,10 @@ pub fn compare(a: &Value, b: &Value) -> Ordering {
                 o => return o,
             }
             for k in kx {
-                let o = compare(&x[k.as_str()], &y[k.as_str()]);
+                let o = compare(
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                );
                 if o != Ordering::Equal {
                     return o;
                 }
@@ -166,7 +169,7 @@ pub fn math(op: MathOp, l: Value, r: Value) -> EvalResult<Value> {
             Vec::new()
         } else {
             a.split(b.as_str())
-                .map(|s| Value::String(s.to_string()))
+                .map(|s| Value::String(s.into()))
                 .collect()
         })),
         (op, l, r) => Err(EvalError(format!(
@@ -215,7 +218,7 @@ fn number_math(op: MathOp, a: &Number, b: &Number) -> EvalResult<Value> {
     }
 }
 
-fn deep_merge(mut a: Map<String, Value>, b: Map<String, Value>) -> Map<String, Value> {
+fn deep_merge(mut a: Map, b: Map) -> Map {
     for (k, v) in b {
         match (a.get_mut(&k), v) {
             (Some(Value::Object(old)), Value::Object(new)) => {
@@ -243,7 +246,7 @@ pub fn negate(v: Value) -> EvalResult<Value> {
 /// One step of a path: `.key` or `.[index]`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PathKey {
-    Field(String),
+    Field(Str),
     Index(i64),
 }
 
@@ -287,7 +290,7 @@ pub fn set_path(target: &mut Value, path: &[PathKey], value: Value) -> EvalResul
                 m.insert(k.clone(), value);
                 Ok(())
             } else {
-                set_path(m.entry(k.clone()).or_insert(Value::Null), rest, value)
+                set_path(m.entry_or_insert_with(k, || Value::Null), rest, value)
             }
         }
         (Value::Array(a), PathKey::Index(i)) => {
@@ -324,7 +327,7 @@ pub fn delete_path(target: &mut Value, path: &[PathKey]) -> EvalResult<()> {
         (Value::Null, _) => Ok(()),
         (Value::Object(m), PathKey::Field(k)) => {
             if rest.is_empty() {
-                m.shift_remove(k);
+                m.remove(k);
                 Ok(())
             } else if let Some(child) = m.get_mut(k) {
                 delete_path(child, rest)
@@ -372,7 +375,7 @@ pub fn length(v: &Value) -> EvalResult<Value> {
 /// jq's `tostring` as used by string interpolation.
 pub fn to_text(v: &Value) -> String {
     match v {
-        Value::String(s) => s.clone(),
+        Value::String(s) => s.to_string(),
         other => other.to_string(),
     }
 }
@@ -380,7 +383,7 @@ pub fn to_text(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::ev as json;
 
     #[test]
     fn orders_like_jq() {

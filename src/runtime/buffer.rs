@@ -17,6 +17,8 @@ use tokio::sync::Notify;
 struct State {
     queue: VecDeque<Batch>,
     events: usize,
+    /// Events the stage took from the queue and has not handed on yet.
+    in_flight: usize,
     senders: usize,
     receiver_alive: bool,
 }
@@ -52,6 +54,7 @@ pub fn channel(
         state: Mutex::new(State {
             queue: VecDeque::new(),
             events: 0,
+            in_flight: 0,
             senders: 1,
             receiver_alive: true,
         }),
@@ -213,6 +216,7 @@ impl BufferReceiver {
                         batch.extend(next);
                     }
                     state.events -= batch.len();
+                    state.in_flight += batch.len();
                     shared.metrics.buffer_events.set(state.events as i64);
                     drop(state);
                     shared.drained.notify_waiters();
@@ -243,23 +247,32 @@ impl BufferReceiver {
     }
 }
 
-/// Reads how many events wait in a queue.
+/// Reads how many events a stage holds: queued, or taken and not yet
+/// handed on.
 #[derive(Clone)]
 pub struct BufferGauge {
     shared: Arc<Shared>,
 }
 
 impl BufferGauge {
+    /// Queued plus in-flight events (what a shutdown deadline leaves undelivered).
     pub fn events(&self) -> usize {
-        self.shared.lock().events
+        let state = self.shared.lock();
+        state.events + state.in_flight
+    }
+
+    /// The stage has handed on (or dropped by rule) `n` events it received.
+    pub fn settle(&self, n: usize) {
+        let mut state = self.shared.lock();
+        state.in_flight = state.in_flight.saturating_sub(n);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ev as json;
     use crate::telemetry::Metrics;
-    use serde_json::json;
 
     fn events(n: usize, start: usize) -> Batch {
         (start..start + n).map(|i| json!({ "i": i })).collect()

@@ -61,9 +61,9 @@ impl Fanout {
 mod tests {
     use super::*;
     use crate::config::controls::WhenFull;
+    use crate::ev as json;
     use crate::runtime::buffer::{self, BufferReceiver};
     use crate::telemetry::{DiscardReason, Metrics};
-    use serde_json::json;
 
     fn consumer(
         cap: usize,

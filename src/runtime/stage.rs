@@ -36,16 +36,26 @@ async fn drive<T, W, E, F>(
     E: FnMut(T) -> F,
     F: Future<Output = ()>,
 {
+    let gauge = input.gauge();
     let timed = {
         let metrics = metrics.clone();
         move |batch: Batch| {
-            metrics.events_in.inc_by(batch.len() as u64);
+            let n = batch.len();
+            metrics.events_in.inc_by(n as u64);
             metrics.workers_busy.inc();
             let started = Instant::now();
             let result = work(batch);
             metrics.processing.observe(started.elapsed().as_secs_f64());
             metrics.workers_busy.dec();
-            result
+            (result, n)
+        }
+    };
+    let mut emit = move |(result, n): (T, usize)| {
+        let done = emit(result);
+        let gauge = gauge.clone();
+        async move {
+            done.await;
+            gauge.settle(n);
         }
     };
     if conc.workers <= 1 {

@@ -59,7 +59,7 @@ pub fn encode_lines(batch: Batch, codec: OutputCodec) -> Encoded {
                 out.bytes.push(b'\n');
             }
             OutputCodec::Text => match event.get("message") {
-                Some(serde_json::Value::String(s)) => {
+                Some(crate::event::Value::String(s)) => {
                     let _ = writeln!(out.bytes, "{s}");
                 }
                 _ => {

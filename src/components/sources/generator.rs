@@ -41,7 +41,12 @@ impl GeneratorConfig {
 
     pub fn build(&self) -> Generator {
         Generator {
-            events: self.events.iter().cloned().map(Event::Object).collect(),
+            events: self
+                .events
+                .iter()
+                .cloned()
+                .map(|m| Event::from(serde_json::Value::Object(m)))
+                .collect(),
             count: self.count,
             rate: self.rate,
         }

@@ -40,8 +40,8 @@ fn decode_chunk(chunk: &[u8], codec: Codec) -> Decoded {
         }
         decoded.lines += 1;
         match codec {
-            Codec::Json => match serde_json::from_slice::<serde_json::Value>(line) {
-                Ok(event @ serde_json::Value::Object(_)) => batch.push(event),
+            Codec::Json => match serde_json::from_slice::<crate::event::Value>(line) {
+                Ok(event @ crate::event::Value::Object(_)) => batch.push(event),
                 Ok(other) => decoded.failed.push(Failed::new(
                     raw_line_event(&String::from_utf8_lossy(line)),
                     format!(
@@ -171,21 +171,15 @@ mod tests {
         assert_eq!(d.lines, 4);
         assert_eq!(
             d.batches.concat(),
-            vec![serde_json::json!({"a": 1}), serde_json::json!({"b": 2})]
+            vec![crate::ev!({"a": 1}), crate::ev!({"b": 2})]
         );
         assert_eq!(d.failed.len(), 2);
         assert_eq!(d.failed[0].message, "line is a JSON array, not an object");
-        assert_eq!(
-            d.failed[1].event,
-            serde_json::json!({"message": "not json"})
-        );
+        assert_eq!(d.failed[1].event, crate::ev!({"message": "not json"}));
         let t = decode_chunk(b"x\r\n\ny", Codec::Text);
         assert_eq!(
             t.batches.concat(),
-            vec![
-                serde_json::json!({"message": "x"}),
-                serde_json::json!({"message": "y"})
-            ]
+            vec![crate::ev!({"message": "x"}), crate::ev!({"message": "y"})]
         );
     }
 

@@ -48,7 +48,7 @@ impl Transform for Filter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::ev as json;
 
     #[test]
     fn keeps_matching_counts_filtered_and_fails_on_errors() {

@@ -46,7 +46,7 @@ impl Transform for Map {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::ev as json;
 
     #[test]
     fn maps_drops_splits_and_fails() {

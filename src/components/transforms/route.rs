@@ -92,7 +92,7 @@ impl Transform for Route {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::ev as json;
 
     fn route(mode: RouteMode) -> Route {
         let routes = [("big", ".n > 10"), ("even", ".n % 2 == 0")]
