@@ -118,3 +118,100 @@ impl Source for Generator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::controls::{OnError, WhenFull};
+    use crate::runtime::buffer;
+    use crate::runtime::control::PipelineControl;
+    use crate::runtime::errors::ErrorHandler;
+    use crate::runtime::fanout::Fanout;
+    use crate::telemetry::Metrics;
+    use tokio_util::sync::CancellationToken;
+
+    fn run(
+        config: GeneratorConfig,
+        shutdown: CancellationToken,
+    ) -> (tokio::task::JoinHandle<()>, buffer::BufferReceiver) {
+        let metrics = Metrics::new();
+        let m = metrics.component("p", "g", "source", "generator");
+        let (tx, rx) = buffer::channel(
+            100_000,
+            WhenFull::Block,
+            metrics.component("p", "o", "sink", "blackhole"),
+        );
+        let ctx = SourceContext {
+            name: "g".into(),
+            output: Fanout::new(vec![tx], m.output("default")),
+            errors: ErrorHandler {
+                name: "g".into(),
+                on_error: OnError::Drop,
+                errors: None,
+                metrics: m.clone(),
+                control: PipelineControl::new(),
+            },
+            shutdown,
+            metrics: m,
+        };
+        let task = tokio::spawn(async move {
+            Box::new(config.build()).run(ctx).await.unwrap();
+        });
+        (task, rx)
+    }
+
+    fn config(count: Option<u64>, rate: Option<f64>) -> GeneratorConfig {
+        let events = vec![serde_json::json!({"a": 1}), serde_json::json!({"b": 2})];
+        GeneratorConfig {
+            events: events
+                .into_iter()
+                .map(|v| v.as_object().unwrap().clone())
+                .collect(),
+            count,
+            rate,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn emits_count_events_cycled_at_the_configured_rate() {
+        let started = tokio::time::Instant::now();
+        let (task, mut rx) = run(config(Some(250), Some(100.0)), CancellationToken::new());
+        task.await.unwrap();
+        let elapsed = started.elapsed().as_secs_f64();
+        assert!(
+            (2.4..=2.6).contains(&elapsed),
+            "250 events at 100/s take 2.5 s, took {elapsed}"
+        );
+        let mut all = Vec::new();
+        while let Some(b) = rx.recv().await {
+            all.extend(b);
+        }
+        assert_eq!(all.len(), 250);
+        assert_eq!(all[0], serde_json::json!({"a": 1}));
+        assert_eq!(all[1], serde_json::json!({"b": 2}));
+        assert_eq!(all[249], serde_json::json!({"b": 2}));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_endless_generator_stops_on_shutdown() {
+        let shutdown = CancellationToken::new();
+        let (task, _rx) = run(config(None, Some(1000.0)), shutdown.clone());
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+
+    #[test]
+    fn rejects_empty_events_and_bad_rates() {
+        let mut c = config(None, Some(0.0));
+        c.events.clear();
+        let problems: Vec<String> = c.check().into_iter().map(|(_, m)| m).collect();
+        assert_eq!(
+            problems,
+            vec![
+                "needs at least one event",
+                "must be a positive number of events per second, not 0"
+            ]
+        );
+    }
+}
