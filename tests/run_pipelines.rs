@@ -4,6 +4,16 @@ mod common;
 use common::*;
 use serde_json::json;
 
+/// Runs an example pipeline from the repository with its outputs in `s`.
+fn run_example(file: &str, s: &Scratch) -> std::process::Output {
+    std::process::Command::new(bin())
+        .args(["run", file, "--metrics-address", "off"])
+        .env("OUT_DIR", s.dir.path())
+        .current_dir(repo())
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn quickstart_prints_tagged_server_errors_and_exits_0() {
     let out = run(
@@ -35,17 +45,7 @@ fn quickstart_prints_tagged_server_errors_and_exits_0() {
 #[test]
 fn log_triage_routes_levels_and_dead_letters_bad_lines() {
     let s = Scratch::new();
-    let out = std::process::Command::new(bin())
-        .args([
-            "run",
-            "pipelines/log_triage.yaml",
-            "--metrics-address",
-            "off",
-        ])
-        .env("OUT_DIR", s.dir.path())
-        .current_dir(repo())
-        .output()
-        .unwrap();
+    let out = run_example("pipelines/log_triage.yaml", &s);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let input = std::fs::read_to_string(repo().join("pipelines/data/app.log.ndjson")).unwrap();
     let events: Vec<serde_json::Value> = input
@@ -79,17 +79,7 @@ fn log_triage_routes_levels_and_dead_letters_bad_lines() {
 #[test]
 fn fan_out_and_fan_in_deliver_every_event_to_every_consumer() {
     let s = Scratch::new();
-    let out = std::process::Command::new(bin())
-        .args([
-            "run",
-            "pipelines/fanout_workers.yaml",
-            "--metrics-address",
-            "off",
-        ])
-        .env("OUT_DIR", s.dir.path())
-        .current_dir(repo())
-        .output()
-        .unwrap();
+    let out = run_example("pipelines/fanout_workers.yaml", &s);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let audit = s.read_lines("audit.ndjson");
     // 20000 orders cycle over 4 events: lamps (total 160) and desk refunds reach the audit.

@@ -11,6 +11,7 @@ pub mod value;
 
 use crate::event::Event;
 use crate::event::Value;
+use std::borrow::Cow;
 pub use value::EvalError;
 
 /// A program that failed to compile, with the byte range of the problem.
@@ -50,15 +51,7 @@ impl Program {
     pub fn compile(code: &str) -> Result<Self, Vec<ProgramError>> {
         // The interpreter compile is the single source of syntax and
         // undefined-name errors, so both paths accept the same programs.
-        let interpreted = interp::Interpreted::compile(code).map_err(|problems| {
-            problems
-                .into_iter()
-                .map(|p| ProgramError {
-                    span: p.span,
-                    message: p.message,
-                })
-                .collect::<Vec<_>>()
-        })?;
+        let interpreted = interpret(code)?;
         let exec = match parse_term(code) {
             Some(term) => match native::compile_value(&term) {
                 Some(f) => Exec::Value(f),
@@ -78,15 +71,7 @@ impl Program {
     /// Compiles for the interpreter only; tests use it to check that both
     /// paths agree.
     pub fn compile_interpreted(code: &str) -> Result<Self, Vec<ProgramError>> {
-        let interpreted = interp::Interpreted::compile(code).map_err(|problems| {
-            problems
-                .into_iter()
-                .map(|p| ProgramError {
-                    span: p.span,
-                    message: p.message,
-                })
-                .collect::<Vec<_>>()
-        })?;
+        let interpreted = interpret(code)?;
         Ok(Self {
             source: code.to_string(),
             exec: Exec::Interp(interpreted),
@@ -127,6 +112,8 @@ impl Program {
     pub fn outputs(&self, event: Event, out: &mut Vec<Value>) -> Result<(), (EvalError, Event)> {
         match &self.exec {
             Exec::Value(f) => match f(&event) {
+                // `.` (or a program that returns its input) moves the event on.
+                Ok(Cow::Borrowed(v)) if std::ptr::eq(v, &event) => out.push(event),
                 Ok(v) => out.push(v.into_owned()),
                 Err(e) => return Err((e, event)),
             },
@@ -164,6 +151,18 @@ impl Program {
         }
         Ok(())
     }
+}
+
+fn interpret(code: &str) -> Result<interp::Interpreted, Vec<ProgramError>> {
+    interp::Interpreted::compile(code).map_err(|problems| {
+        problems
+            .into_iter()
+            .map(|p| ProgramError {
+                span: p.span,
+                message: p.message,
+            })
+            .collect()
+    })
 }
 
 fn parse_term(code: &str) -> Option<jaq_core::load::parse::Term<&str>> {

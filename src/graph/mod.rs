@@ -486,17 +486,7 @@ fn find_cycle(components: &[Component]) -> Option<Vec<usize>> {
 /// Loads, parses and validates one file: all problems of the file, or the
 /// pipeline and its warnings.
 pub fn load(path: &std::path::Path) -> Result<(Pipeline, Vec<ConfigWarning>), Vec<ConfigError>> {
-    let (raw, mut errors) = crate::config::load_file(path);
-    let Some(raw) = raw else { return Err(errors) };
-    match compile(raw) {
-        Ok(ok) if errors.is_empty() => Ok(ok),
-        Ok(_) => Err(errors),
-        Err(more) => {
-            errors.extend(more);
-            errors.sort_by_key(|e| e.position.unwrap_or((usize::MAX, 0)));
-            Err(errors)
-        }
-    }
+    finish(crate::config::load_file(path))
 }
 
 /// Like `load`, from text.
@@ -505,7 +495,13 @@ pub fn load_str(
     file: &str,
     default_name: &str,
 ) -> Result<(Pipeline, Vec<ConfigWarning>), Vec<ConfigError>> {
-    let (raw, mut errors) = crate::config::parse(text, file, default_name);
+    finish(crate::config::parse(text, file, default_name))
+}
+
+/// Validates a parsed pipeline, merging parse and graph problems in file order.
+fn finish(
+    (raw, mut errors): (Option<RawPipeline>, Vec<ConfigError>),
+) -> Result<(Pipeline, Vec<ConfigWarning>), Vec<ConfigError>> {
     let Some(raw) = raw else { return Err(errors) };
     match compile(raw) {
         Ok(ok) if errors.is_empty() => Ok(ok),
