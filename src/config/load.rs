@@ -99,7 +99,15 @@ pub fn parse(
                 .map(|l| super::interpolate::unshift(&shifts, (l.line(), l.column())));
             let msg = e.to_string();
             // serde_yaml appends " at line L column C"; the position prefix says it already.
-            let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+            let mut msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+            let tab_at_error = e.location().is_some_and(|l| {
+                text.lines()
+                    .nth(l.line().saturating_sub(1))
+                    .is_some_and(|line| line.starts_with('\t'))
+            });
+            if tab_at_error {
+                msg.push_str(" (YAML does not allow tabs for indentation: use spaces)");
+            }
             return (
                 None,
                 vec![ConfigError::new(file, format!("invalid YAML: {msg}")).at(pos)],
@@ -366,7 +374,7 @@ fn serde_error(
             _ => {}
         }
     }
-    let inner = err.inner().to_string();
+    let inner = plain_types(&err.inner().to_string());
     let field_path = path[2..].join(".");
     let (message, target) = if let Some(rest) = inner.strip_prefix("unknown field `") {
         let field = rest.split('`').next().unwrap_or_default().to_string();
@@ -421,6 +429,22 @@ fn serde_error(
         .at(raw.positions.find(&path, target))
 }
 
+/// serde names Rust types in its messages; users wrote YAML.
+fn plain_types(message: &str) -> String {
+    [
+        ("expected usize", "expected a whole number (0 or more)"),
+        ("expected u64", "expected a whole number (0 or more)"),
+        ("expected u32", "expected a whole number (0 or more)"),
+        ("expected f64", "expected a number"),
+        ("expected a sequence", "expected a list, e.g. [a, b]"),
+        ("expected a map", "expected a mapping of keys to values"),
+        ("invalid type: sequence", "invalid type: list"),
+        ("invalid type: map", "invalid type: mapping"),
+    ]
+    .iter()
+    .fold(message.to_string(), |m, (from, to)| m.replace(from, to))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -457,7 +481,7 @@ mod tests {
             vec![
                 "p.yaml:3:11: component 'g': unknown source type 'generatr' (did you mean 'generator'?)",
                 "p.yaml:9:5: component 'f': unknown field 'workrs' (did you mean 'workers'?)",
-                "p.yaml:14:20: component 'm': buffer.size: invalid type: string \"many\", expected usize",
+                "p.yaml:14:20: component 'm': buffer.size: invalid type: string \"many\", expected a whole number (0 or more)",
                 "p.yaml:16:37: component 'o': unknown field 'colour'",
                 "p.yaml:17:1: unknown top-level key 'extra'",
             ]
@@ -471,5 +495,9 @@ mod tests {
             "p.yaml:1:7: environment variable 'NOPE_NOT_SET_X' is not set (set it, or give a default: '${NOPE_NOT_SET_X:-value}')"
         );
         assert!(errors("sources: [\n")[0].starts_with("p.yaml:2:1: invalid YAML"));
+        assert!(
+            errors("sources:\n\tin: {type: stdin}\n")[0]
+                .ends_with("(YAML does not allow tabs for indentation: use spaces)")
+        );
     }
 }
