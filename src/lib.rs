@@ -18,6 +18,7 @@
 pub mod cli;
 pub mod components;
 pub mod config;
+pub mod controls;
 pub mod daemon;
 pub mod event;
 pub mod expr;

@@ -2,8 +2,10 @@
 //! input buffer and error handling. Component-specific keys live with each
 //! component in `components/`.
 
+use super::duration::ConfigDuration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 /// What a stage does with an event it failed to process.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -65,6 +67,132 @@ fn default_true() -> bool {
     true
 }
 
+/// What a stage does with events over its rate limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenLimited {
+    /// Delay them until the bucket allows: backpressure reaches the source.
+    #[default]
+    Wait,
+    /// Discard them (`flowgate_events_discarded_total{reason="rate_limited"}`).
+    Drop,
+}
+
+fn one_second() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(1))
+}
+
+fn default_max_keys() -> usize {
+    10_000
+}
+
+/// Token bucket: `rate` events per `per`, bursts up to `burst`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Events allowed per `per` (at least 1).
+    #[schemars(range(min = 1))]
+    pub rate: u32,
+    /// The period `rate` refers to, e.g. `1s`, `1m`.
+    #[serde(default = "one_second")]
+    pub per: ConfigDuration,
+    /// Largest burst (bucket size); default: `rate`.
+    #[serde(default)]
+    #[schemars(range(min = 1))]
+    pub burst: Option<u32>,
+    /// jq expression: one bucket per distinct value (per-key limits), e.g. `.customer_id`.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Live keys kept; the least recently used is evicted beyond this.
+    #[serde(default = "default_max_keys")]
+    #[schemars(range(min = 1))]
+    pub max_keys: usize,
+    /// `wait` (delay, backpressure) or `drop`.
+    #[serde(default)]
+    pub when_limited: WhenLimited,
+}
+
+fn default_attempts() -> u32 {
+    1
+}
+
+fn hundred_ms() -> ConfigDuration {
+    ConfigDuration(Duration::from_millis(100))
+}
+
+fn ten_seconds() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(10))
+}
+
+/// Retries of failed attempts, with exponential backoff and full jitter.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Total attempts, the first included (1 = no retry).
+    #[serde(default = "default_attempts")]
+    #[schemars(range(min = 1))]
+    pub attempts: u32,
+    /// Backoff before the first retry; doubles each retry, randomised in [0, backoff).
+    #[serde(default = "hundred_ms")]
+    pub initial_backoff: ConfigDuration,
+    /// Largest backoff.
+    #[serde(default = "ten_seconds")]
+    pub max_backoff: ConfigDuration,
+}
+
+/// What an open breaker does with new events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenOpen {
+    /// Fail them at once (error type `breaker_open`); they follow `on_error`.
+    #[default]
+    Reject,
+    /// Hold them (backpressure) until a half-open trial succeeds.
+    Wait,
+}
+
+fn default_min_calls() -> u32 {
+    20
+}
+
+fn sixty_seconds() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(60))
+}
+
+fn thirty_seconds() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(30))
+}
+
+/// Stops calling a failing stage for a while, then tries again.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreakerConfig {
+    /// Open after this many failures in a row.
+    #[serde(default)]
+    #[schemars(range(min = 1))]
+    pub consecutive_failures: Option<u32>,
+    /// Or open when this fraction (0 < x <= 1) of at least `min_calls` calls in `window` failed.
+    #[serde(default)]
+    pub failure_rate: Option<f64>,
+    /// Calls in the window before `failure_rate` applies.
+    #[serde(default = "default_min_calls")]
+    #[schemars(range(min = 1))]
+    pub min_calls: u32,
+    /// Sliding window for `failure_rate`.
+    #[serde(default = "sixty_seconds")]
+    pub window: ConfigDuration,
+    /// Time open before a half-open trial.
+    #[serde(default = "thirty_seconds")]
+    pub open_for: ConfigDuration,
+    /// Successful trial calls needed to close again.
+    #[serde(default = "default_attempts")]
+    #[schemars(range(min = 1))]
+    pub half_open_calls: u32,
+    /// `reject` (fail events at once) or `wait` (hold them until a trial succeeds).
+    #[serde(default)]
+    pub when_open: WhenOpen,
+}
+
 /// Keys shared by every transform and sink.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -84,6 +212,18 @@ pub struct StageCommon {
     /// What happens to an event the stage fails on: `drop`, `route` (to `<name>.errors`) or `stop`.
     #[serde(default)]
     pub on_error: OnError,
+    /// Token-bucket rate limit on events entering the stage.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Limit for one attempt of the stage on a batch (sinks) or event; a timeout is a failure.
+    #[serde(default)]
+    pub timeout: Option<ConfigDuration>,
+    /// Retries of failed attempts (timeouts, I/O errors; not program errors).
+    #[serde(default)]
+    pub retry: Option<RetryConfig>,
+    /// Circuit breaker around the stage's work.
+    #[serde(default)]
+    pub circuit_breaker: Option<CircuitBreakerConfig>,
 }
 
 /// Keys shared by every source.
@@ -94,8 +234,12 @@ pub struct SourceCommon {
     /// line in `.message`) or `stop`.
     #[serde(default)]
     pub on_error: OnError,
+    /// Token-bucket rate limit on the events the source emits.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
 }
 
 /// Names of the shared keys, used to split a component mapping.
-pub const STAGE_KEYS: &[&str] = &["inputs", "workers", "ordered", "buffer", "on_error"];
-pub const SOURCE_KEYS: &[&str] = &["on_error"];
+pub const STAGE_KEYS: &[&str] =
+    &["inputs", "workers", "ordered", "buffer", "on_error", "rate_limit", "timeout", "retry", "circuit_breaker"];
+pub const SOURCE_KEYS: &[&str] = &["on_error", "rate_limit"];

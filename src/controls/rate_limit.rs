@@ -1,0 +1,268 @@
+//! Token-bucket rate limits (GCRA, from `governor`), one per stage or one
+//! per key. Buckets read tokio's clock, so waits honour
+//! `tokio::time::pause()` in tests.
+//!
+//! Ordering: with `when_limited: wait` events leave in input order; a key
+//! over its limit delays the events behind it in the same batch (at most
+//! one batch, `MAX_BATCH` events), and the stage's input queue absorbs the
+//! rest — the queue's `when_full` decides what happens then.
+
+use crate::config::controls::{RateLimitConfig, WhenLimited};
+use crate::event::{Batch, Event, Str, Value};
+use crate::expr::Program;
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter as Gcra};
+use lru::LruCache;
+use prometheus::{Counter, IntCounter};
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// governor's clock on tokio time.
+#[derive(Clone, Debug)]
+pub struct TokioClock {
+    start: tokio::time::Instant,
+}
+
+impl Clock for TokioClock {
+    type Instant = Duration;
+
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+}
+
+type Bucket = Gcra<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>;
+
+enum Buckets {
+    One(Bucket),
+    PerKey { key: Program, buckets: Mutex<LruCache<Str, Bucket>> },
+}
+
+/// Metric handles the limiter reports to.
+pub struct RateLimitMetrics {
+    pub delay_seconds: Counter,
+    pub evictions: IntCounter,
+}
+
+pub struct RateLimiter {
+    quota: Quota,
+    burst: NonZeroU32,
+    when: WhenLimited,
+    clock: TokioClock,
+    buckets: Buckets,
+    metrics: Option<RateLimitMetrics>,
+}
+
+/// Problems in a rate-limit config, as (key, message).
+pub fn check(config: &RateLimitConfig) -> Vec<(&'static str, String)> {
+    let mut problems = Vec::new();
+    if config.rate == 0 {
+        problems.push(("rate", "rate_limit.rate must be at least 1".to_string()));
+    }
+    if config.per.0.is_zero() {
+        problems.push(("per", "rate_limit.per must be longer than 0s".to_string()));
+    }
+    if config.burst == Some(0) {
+        problems.push(("burst", "rate_limit.burst must be at least 1".to_string()));
+    }
+    if config.max_keys == 0 {
+        problems.push(("max_keys", "rate_limit.max_keys must be at least 1".to_string()));
+    }
+    problems
+}
+
+impl RateLimiter {
+    /// Builds the limiter; `config` must have passed `check`.
+    pub fn new(config: &RateLimitConfig, key: Option<Program>, metrics: Option<RateLimitMetrics>) -> Self {
+        let rate = NonZeroU32::new(config.rate).unwrap_or(NonZeroU32::MIN);
+        let burst = config.burst.and_then(NonZeroU32::new).unwrap_or(rate);
+        let period = (config.per.0 / rate.get()).max(Duration::from_nanos(1));
+        let quota = Quota::with_period(period).expect("period is not zero").allow_burst(burst);
+        let clock = TokioClock { start: tokio::time::Instant::now() };
+        let buckets = match key {
+            None => Buckets::One(Gcra::direct_with_clock(quota, clock.clone())),
+            Some(key) => {
+                let cap = NonZeroUsize::new(config.max_keys).unwrap_or(NonZeroUsize::MIN);
+                Buckets::PerKey { key, buckets: Mutex::new(LruCache::new(cap)) }
+            }
+        };
+        Self { quota, burst, when: config.when_limited, clock, buckets, metrics }
+    }
+
+    /// Lets a batch through the limit: with `wait` every event, after the
+    /// needed delay; with `drop` the events within the limit. Returns the
+    /// admitted events and how many were dropped.
+    pub async fn admit(&self, batch: Batch) -> (Batch, usize) {
+        match &self.buckets {
+            Buckets::One(bucket) => self.admit_one(bucket, batch).await,
+            Buckets::PerKey { key, buckets } => self.admit_keyed(key, buckets, batch).await,
+        }
+    }
+
+    async fn admit_one(&self, bucket: &Bucket, mut batch: Batch) -> (Batch, usize) {
+        match self.when {
+            WhenLimited::Wait => {
+                let mut left = batch.len();
+                while left > 0 {
+                    let n = left.min(self.burst.get() as usize);
+                    let cells = NonZeroU32::new(n as u32).expect("n > 0");
+                    loop {
+                        match bucket.check_n(cells) {
+                            Ok(Ok(())) => break,
+                            Ok(Err(not_until)) => self.sleep(not_until.wait_time_from(self.clock.now())).await,
+                            Err(_) => unreachable!("n is at most the burst"),
+                        }
+                    }
+                    left -= n;
+                }
+                (batch, 0)
+            }
+            WhenLimited::Drop => {
+                // Tokens do not come back within one batch: stop at the first refusal.
+                let allowed = batch.iter().take_while(|_| bucket.check().is_ok()).count();
+                let dropped = batch.len() - allowed;
+                batch.truncate(allowed);
+                (batch, dropped)
+            }
+        }
+    }
+
+    async fn admit_keyed(&self, key: &Program, buckets: &Mutex<LruCache<Str, Bucket>>, batch: Batch) -> (Batch, usize) {
+        let keys: Vec<Str> = batch.iter().map(|e| key_of(key, e)).collect();
+        let mut admitted = Vec::with_capacity(batch.len());
+        let mut dropped = 0;
+        for (event, k) in batch.into_iter().zip(keys) {
+            loop {
+                let wait = {
+                    let mut map = buckets.lock().unwrap_or_else(|e| e.into_inner());
+                    if !map.contains(&k) {
+                        let fresh = Gcra::direct_with_clock(self.quota, self.clock.clone());
+                        if map.push(k.clone(), fresh).is_some()
+                            && let Some(m) = &self.metrics
+                        {
+                            m.evictions.inc();
+                        }
+                    }
+                    let bucket = map.get(&k).expect("inserted above");
+                    match bucket.check() {
+                        Ok(()) => None,
+                        Err(not_until) => Some(not_until.wait_time_from(self.clock.now())),
+                    }
+                };
+                match (wait, self.when) {
+                    (None, _) => {
+                        admitted.push(event);
+                        break;
+                    }
+                    (Some(_), WhenLimited::Drop) => {
+                        dropped += 1;
+                        break;
+                    }
+                    (Some(w), WhenLimited::Wait) => self.sleep(w).await,
+                }
+            }
+        }
+        (admitted, dropped)
+    }
+
+    async fn sleep(&self, d: Duration) {
+        let d = d.max(Duration::from_micros(100));
+        if let Some(m) = &self.metrics {
+            m.delay_seconds.inc_by(d.as_secs_f64());
+        }
+        tokio::time::sleep(d).await;
+    }
+}
+
+/// The bucket key of an event: a string as is, anything else as JSON.
+fn key_of(program: &Program, event: &Event) -> Str {
+    let mut out = Vec::with_capacity(1);
+    match program.outputs(event.clone(), &mut out) {
+        Ok(()) => match out.into_iter().next() {
+            Some(Value::String(s)) => s,
+            Some(other) => Str::from(other.to_string()),
+            None => Str::from("null"),
+        },
+        Err(_) => Str::from("null"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::duration::ConfigDuration;
+    use crate::ev;
+
+    fn config(rate: u32, burst: Option<u32>, when: WhenLimited) -> RateLimitConfig {
+        RateLimitConfig { rate, per: ConfigDuration(Duration::from_secs(1)), burst, key: None, max_keys: 2, when_limited: when }
+    }
+
+    fn batch(n: usize, key: &str) -> Batch {
+        (0..n).map(|i| ev!({"i": i, "k": key})).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waits_to_hold_the_rate_and_allows_the_burst_at_once() {
+        let l = RateLimiter::new(&config(100, Some(10), WhenLimited::Wait), None, None);
+        let start = tokio::time::Instant::now();
+        let (out, dropped) = l.admit(batch(10, "a")).await;
+        assert_eq!((out.len(), dropped), (10, 0));
+        assert_eq!(start.elapsed(), Duration::ZERO, "the burst passes at once");
+        let (out, _) = l.admit(batch(200, "a")).await;
+        assert_eq!(out.len(), 200);
+        let secs = start.elapsed().as_secs_f64();
+        assert!((1.9..=2.1).contains(&secs), "200 more events at 100/s take ~2 s, took {secs}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drop_mode_keeps_what_fits() {
+        let l = RateLimiter::new(&config(100, Some(5), WhenLimited::Drop), None, None);
+        let (out, dropped) = l.admit(batch(8, "a")).await;
+        assert_eq!((out.len(), dropped), (5, 3));
+        assert_eq!(out[4]["i"], 4);
+        tokio::time::advance(Duration::from_millis(30)).await;
+        let (out, dropped) = l.admit(batch(8, "a")).await;
+        assert_eq!((out.len(), dropped), (3, 5), "3 tokens came back in 30 ms");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn per_key_buckets_are_independent_and_bounded() {
+        let mut c = config(1, Some(2), WhenLimited::Drop);
+        c.key = Some(".k".into());
+        let m = crate::telemetry::Metrics::new();
+        let metrics = RateLimitMetrics { delay_seconds: Counter::new("d", "d").unwrap(), evictions: IntCounter::new("e", "e").unwrap() };
+        let evictions = metrics.evictions.clone();
+        drop(m);
+        let l = RateLimiter::new(&c, Some(Program::compile(".k").unwrap()), Some(metrics));
+        let mut input = batch(3, "a");
+        input.extend(batch(3, "b"));
+        let (out, dropped) = l.admit(input).await;
+        assert_eq!(dropped, 2);
+        assert_eq!(out.iter().filter(|e| e["k"] == "a").count(), 2);
+        assert_eq!(out.iter().filter(|e| e["k"] == "b").count(), 2);
+        l.admit(batch(1, "c")).await;
+        assert_eq!(evictions.get(), 1, "max_keys 2: the least recently used key goes");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn per_key_wait_delays_only_by_the_keys_own_rate() {
+        let mut c = config(10, Some(1), WhenLimited::Wait);
+        c.key = Some(".k".into());
+        c.max_keys = 100;
+        let l = RateLimiter::new(&c, Some(Program::compile(".k").unwrap()), None);
+        let start = tokio::time::Instant::now();
+        let mut input = batch(1, "a");
+        input.extend(batch(1, "b"));
+        input.extend(batch(1, "c"));
+        let (out, _) = l.admit(input).await;
+        assert_eq!(out.len(), 3);
+        assert_eq!(start.elapsed(), Duration::ZERO, "one event per key fits every bucket");
+        let (out, _) = l.admit(batch(3, "a")).await;
+        assert_eq!(out.len(), 3);
+        let secs = start.elapsed().as_secs_f64();
+        assert!((0.29..=0.31).contains(&secs), "3 more events of one key at 10/s: {secs}");
+    }
+}
