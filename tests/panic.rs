@@ -3,6 +3,7 @@
 
 use flowgate::components::{Transform, TransformOutput};
 use flowgate::config::controls::{OnError, WhenFull};
+use flowgate::controls::StageControls;
 use flowgate::event::Batch;
 use flowgate::runtime::RunningPipeline;
 use flowgate::runtime::buffer;
@@ -60,7 +61,8 @@ async fn a_panicking_worker_is_caught_named_and_fails_the_pipeline() {
             },
             ports,
             errors,
-            m,
+            m.clone(),
+            StageControls::for_source(&Default::default(), &m),
         );
         let pieces = Pieces {
             name: "p".into(),

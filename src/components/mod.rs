@@ -64,6 +64,34 @@ pub struct SourceContext {
     pub errors: ErrorHandler,
     pub shutdown: CancellationToken,
     pub metrics: ComponentMetrics,
+    /// The source's `rate_limit`, applied by `emit`.
+    pub controls: crate::controls::StageControls,
+}
+
+impl SourceContext {
+    /// Sends a batch downstream through the source's rate limit; waiting
+    /// for the limit or for room downstream is backpressure.
+    pub async fn emit(&self, mut batch: Batch) {
+        // Under a rate limit, events leave in bursts as the bucket allows
+        // rather than all at once when the whole batch has been admitted.
+        let chunk = self.controls.release_size().unwrap_or(batch.len()).max(1);
+        while !batch.is_empty() {
+            let rest = if batch.len() > chunk {
+                batch.split_off(chunk)
+            } else {
+                Vec::new()
+            };
+            let gated = self.controls.gate(batch).await;
+            self.metrics.discard(
+                crate::telemetry::DiscardReason::RateLimited,
+                gated.rate_limited,
+            );
+            if let Err(lost) = self.output.send(gated.batch).await {
+                tracing::warn!(component = %self.name, "{} events could not be delivered: a consumer stopped", lost.0);
+            }
+            batch = rest;
+        }
+    }
 }
 
 /// A source ends when its input is exhausted or `shutdown` is cancelled.
@@ -82,6 +110,8 @@ pub struct TransformOutput {
     pub filtered: usize,
     /// Events that matched no route and have nowhere to go.
     pub unmatched: usize,
+    /// Events discarded by `rate_limit.when_limited: drop`.
+    pub rate_limited: usize,
 }
 
 impl TransformOutput {

@@ -240,6 +240,15 @@ pub struct SourceCommon {
 }
 
 /// Names of the shared keys, used to split a component mapping.
-pub const STAGE_KEYS: &[&str] =
-    &["inputs", "workers", "ordered", "buffer", "on_error", "rate_limit", "timeout", "retry", "circuit_breaker"];
+pub const STAGE_KEYS: &[&str] = &[
+    "inputs",
+    "workers",
+    "ordered",
+    "buffer",
+    "on_error",
+    "rate_limit",
+    "timeout",
+    "retry",
+    "circuit_breaker",
+];
 pub const SOURCE_KEYS: &[&str] = &["on_error", "rate_limit"];

@@ -76,7 +76,11 @@ pub enum Admission {
 }
 
 impl CircuitBreaker {
-    pub fn new(config: CircuitBreakerConfig, component: &str, metrics: Option<BreakerMetrics>) -> Self {
+    pub fn new(
+        config: CircuitBreakerConfig,
+        component: &str,
+        metrics: Option<BreakerMetrics>,
+    ) -> Self {
         if let Some(m) = &metrics {
             m.state.set(0);
         }
@@ -133,7 +137,9 @@ impl CircuitBreaker {
 
     /// Open turns half-open once `open_for` has passed.
     fn refresh(&self, inner: &mut Inner, now: Instant) {
-        if inner.state == State::Open && now.duration_since(inner.opened_at) >= self.config.open_for.0 {
+        if inner.state == State::Open
+            && now.duration_since(inner.opened_at) >= self.config.open_for.0
+        {
             self.transition(inner, State::HalfOpen, now);
         }
     }
@@ -166,7 +172,11 @@ impl CircuitBreaker {
             let reopen_in = {
                 let inner = self.lock();
                 match inner.state {
-                    State::Open => self.config.open_for.0.saturating_sub(Instant::now().duration_since(inner.opened_at)),
+                    State::Open => self
+                        .config
+                        .open_for
+                        .0
+                        .saturating_sub(Instant::now().duration_since(inner.opened_at)),
                     // Half-open with every trial slot taken: wait for their outcome.
                     _ => Duration::from_secs(3600),
                 }
@@ -210,7 +220,11 @@ impl CircuitBreaker {
     fn count(&self, inner: &mut Inner, now: Instant, success: bool) {
         let window = self.config.window.0;
         let bucket = window / BUCKETS;
-        while inner.window.front().is_some_and(|(start, _, _)| now.duration_since(*start) >= window) {
+        while inner
+            .window
+            .front()
+            .is_some_and(|(start, _, _)| now.duration_since(*start) >= window)
+        {
             inner.window.pop_front();
         }
         match inner.window.back_mut() {
@@ -223,11 +237,22 @@ impl CircuitBreaker {
     }
 
     fn should_open(&self, inner: &Inner) -> bool {
-        if self.config.consecutive_failures.is_some_and(|n| inner.consecutive >= n) {
+        if self
+            .config
+            .consecutive_failures
+            .is_some_and(|n| inner.consecutive >= n)
+        {
             return true;
         }
-        let Some(rate) = self.config.failure_rate else { return false };
-        let (calls, failures) = inner.window.iter().fold((0u64, 0u64), |(c, f), (_, bc, bf)| (c + u64::from(*bc), f + u64::from(*bf)));
+        let Some(rate) = self.config.failure_rate else {
+            return false;
+        };
+        let (calls, failures) = inner
+            .window
+            .iter()
+            .fold((0u64, 0u64), |(c, f), (_, bc, bf)| {
+                (c + u64::from(*bc), f + u64::from(*bf))
+            });
         calls >= u64::from(self.config.min_calls) && failures as f64 >= rate * calls as f64
     }
 }
@@ -264,7 +289,11 @@ mod tests {
         assert_eq!(b.state(), State::HalfOpen);
         assert_eq!(b.admit(), Admission::Call);
         assert_eq!(b.admit(), Admission::Call);
-        assert_eq!(b.admit(), Admission::Rejected, "only half_open_calls trials");
+        assert_eq!(
+            b.admit(),
+            Admission::Rejected,
+            "only half_open_calls trials"
+        );
         b.record([true]);
         assert_eq!(b.state(), State::HalfOpen);
         b.record([true]);

@@ -38,7 +38,10 @@ type Bucket = Gcra<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>
 
 enum Buckets {
     One(Bucket),
-    PerKey { key: Program, buckets: Mutex<LruCache<Str, Bucket>> },
+    PerKey {
+        key: Program,
+        buckets: Mutex<LruCache<Str, Bucket>>,
+    },
 }
 
 /// Metric handles the limiter reports to.
@@ -69,27 +72,54 @@ pub fn check(config: &RateLimitConfig) -> Vec<(&'static str, String)> {
         problems.push(("burst", "rate_limit.burst must be at least 1".to_string()));
     }
     if config.max_keys == 0 {
-        problems.push(("max_keys", "rate_limit.max_keys must be at least 1".to_string()));
+        problems.push((
+            "max_keys",
+            "rate_limit.max_keys must be at least 1".to_string(),
+        ));
     }
     problems
 }
 
 impl RateLimiter {
     /// Builds the limiter; `config` must have passed `check`.
-    pub fn new(config: &RateLimitConfig, key: Option<Program>, metrics: Option<RateLimitMetrics>) -> Self {
+    pub fn new(
+        config: &RateLimitConfig,
+        key: Option<Program>,
+        metrics: Option<RateLimitMetrics>,
+    ) -> Self {
         let rate = NonZeroU32::new(config.rate).unwrap_or(NonZeroU32::MIN);
         let burst = config.burst.and_then(NonZeroU32::new).unwrap_or(rate);
         let period = (config.per.0 / rate.get()).max(Duration::from_nanos(1));
-        let quota = Quota::with_period(period).expect("period is not zero").allow_burst(burst);
-        let clock = TokioClock { start: tokio::time::Instant::now() };
+        let quota = Quota::with_period(period)
+            .expect("period is not zero")
+            .allow_burst(burst);
+        let clock = TokioClock {
+            start: tokio::time::Instant::now(),
+        };
         let buckets = match key {
             None => Buckets::One(Gcra::direct_with_clock(quota, clock.clone())),
             Some(key) => {
                 let cap = NonZeroUsize::new(config.max_keys).unwrap_or(NonZeroUsize::MIN);
-                Buckets::PerKey { key, buckets: Mutex::new(LruCache::new(cap)) }
+                Buckets::PerKey {
+                    key,
+                    buckets: Mutex::new(LruCache::new(cap)),
+                }
             }
         };
-        Self { quota, burst, when: config.when_limited, clock, buckets, metrics }
+        Self {
+            quota,
+            burst,
+            when: config.when_limited,
+            clock,
+            buckets,
+            metrics,
+        }
+    }
+
+    /// The burst, for callers that release events as the bucket allows
+    /// (`wait` mode only; `drop` decides per event anyway).
+    pub fn release_size(&self) -> Option<usize> {
+        (self.when == WhenLimited::Wait).then_some(self.burst.get() as usize)
     }
 
     /// Lets a batch through the limit: with `wait` every event, after the
@@ -112,7 +142,9 @@ impl RateLimiter {
                     loop {
                         match bucket.check_n(cells) {
                             Ok(Ok(())) => break,
-                            Ok(Err(not_until)) => self.sleep(not_until.wait_time_from(self.clock.now())).await,
+                            Ok(Err(not_until)) => {
+                                self.sleep(not_until.wait_time_from(self.clock.now())).await
+                            }
                             Err(_) => unreachable!("n is at most the burst"),
                         }
                     }
@@ -130,7 +162,12 @@ impl RateLimiter {
         }
     }
 
-    async fn admit_keyed(&self, key: &Program, buckets: &Mutex<LruCache<Str, Bucket>>, batch: Batch) -> (Batch, usize) {
+    async fn admit_keyed(
+        &self,
+        key: &Program,
+        buckets: &Mutex<LruCache<Str, Bucket>>,
+        batch: Batch,
+    ) -> (Batch, usize) {
         let keys: Vec<Str> = batch.iter().map(|e| key_of(key, e)).collect();
         let mut admitted = Vec::with_capacity(batch.len());
         let mut dropped = 0;
@@ -197,7 +234,14 @@ mod tests {
     use crate::ev;
 
     fn config(rate: u32, burst: Option<u32>, when: WhenLimited) -> RateLimitConfig {
-        RateLimitConfig { rate, per: ConfigDuration(Duration::from_secs(1)), burst, key: None, max_keys: 2, when_limited: when }
+        RateLimitConfig {
+            rate,
+            per: ConfigDuration(Duration::from_secs(1)),
+            burst,
+            key: None,
+            max_keys: 2,
+            when_limited: when,
+        }
     }
 
     fn batch(n: usize, key: &str) -> Batch {
@@ -214,7 +258,10 @@ mod tests {
         let (out, _) = l.admit(batch(200, "a")).await;
         assert_eq!(out.len(), 200);
         let secs = start.elapsed().as_secs_f64();
-        assert!((1.9..=2.1).contains(&secs), "200 more events at 100/s take ~2 s, took {secs}");
+        assert!(
+            (1.9..=2.1).contains(&secs),
+            "200 more events at 100/s take ~2 s, took {secs}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -233,7 +280,10 @@ mod tests {
         let mut c = config(1, Some(2), WhenLimited::Drop);
         c.key = Some(".k".into());
         let m = crate::telemetry::Metrics::new();
-        let metrics = RateLimitMetrics { delay_seconds: Counter::new("d", "d").unwrap(), evictions: IntCounter::new("e", "e").unwrap() };
+        let metrics = RateLimitMetrics {
+            delay_seconds: Counter::new("d", "d").unwrap(),
+            evictions: IntCounter::new("e", "e").unwrap(),
+        };
         let evictions = metrics.evictions.clone();
         drop(m);
         let l = RateLimiter::new(&c, Some(Program::compile(".k").unwrap()), Some(metrics));
@@ -244,7 +294,11 @@ mod tests {
         assert_eq!(out.iter().filter(|e| e["k"] == "a").count(), 2);
         assert_eq!(out.iter().filter(|e| e["k"] == "b").count(), 2);
         l.admit(batch(1, "c")).await;
-        assert_eq!(evictions.get(), 1, "max_keys 2: the least recently used key goes");
+        assert_eq!(
+            evictions.get(),
+            1,
+            "max_keys 2: the least recently used key goes"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -259,10 +313,17 @@ mod tests {
         input.extend(batch(1, "c"));
         let (out, _) = l.admit(input).await;
         assert_eq!(out.len(), 3);
-        assert_eq!(start.elapsed(), Duration::ZERO, "one event per key fits every bucket");
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "one event per key fits every bucket"
+        );
         let (out, _) = l.admit(batch(3, "a")).await;
         assert_eq!(out.len(), 3);
         let secs = start.elapsed().as_secs_f64();
-        assert!((0.29..=0.31).contains(&secs), "3 more events of one key at 10/s: {secs}");
+        assert!(
+            (0.29..=0.31).contains(&secs),
+            "3 more events of one key at 10/s: {secs}"
+        );
     }
 }

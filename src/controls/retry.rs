@@ -16,8 +16,16 @@ pub struct RetryPolicy {
 impl RetryPolicy {
     pub fn new(config: Option<&RetryConfig>) -> Self {
         match config {
-            Some(c) => Self { attempts: c.attempts.max(1), initial: c.initial_backoff.0, max: c.max_backoff.0 },
-            None => Self { attempts: 1, initial: Duration::ZERO, max: Duration::ZERO },
+            Some(c) => Self {
+                attempts: c.attempts.max(1),
+                initial: c.initial_backoff.0,
+                max: c.max_backoff.0,
+            },
+            None => Self {
+                attempts: 1,
+                initial: Duration::ZERO,
+                max: Duration::ZERO,
+            },
         }
     }
 
@@ -36,10 +44,16 @@ impl RetryPolicy {
 pub fn check(config: &RetryConfig) -> Vec<(&'static str, String)> {
     let mut problems = Vec::new();
     if config.attempts == 0 {
-        problems.push(("attempts", "retry.attempts must be at least 1 (1 = no retry)".to_string()));
+        problems.push((
+            "attempts",
+            "retry.attempts must be at least 1 (1 = no retry)".to_string(),
+        ));
     }
     if config.initial_backoff.0 > config.max_backoff.0 {
-        problems.push(("initial_backoff", "retry.initial_backoff must not exceed retry.max_backoff".to_string()));
+        problems.push((
+            "initial_backoff",
+            "retry.initial_backoff must not exceed retry.max_backoff".to_string(),
+        ));
     }
     problems
 }

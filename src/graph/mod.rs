@@ -163,6 +163,9 @@ pub fn compile(raw: RawPipeline) -> Result<(Pipeline, Vec<ConfigWarning>), Vec<C
     // Transforms whose programs failed: their inputs are still checked.
     let mut unbuilt: Vec<(&str, &str, &[String])> = Vec::new();
     for s in &raw.sources {
+        for (path, message) in crate::controls::check_source(&s.common) {
+            errors.push(err("sources", &s.name, &path, Target::Value, message));
+        }
         let mut ports = vec![None];
         if s.common.on_error == OnError::Route {
             ports.push(Some("errors".to_string()));
@@ -423,6 +426,9 @@ fn check_stage(
                 common.workers
             ),
         ));
+    }
+    for (path, message) in crate::controls::check_stage(common) {
+        errors.push(err(section, name, &path, Target::Value, message));
     }
     if common.buffer.size == 0 {
         errors.push(err(

@@ -7,6 +7,7 @@ use super::errors::ErrorHandler;
 use super::fanout::Fanout;
 use super::stage::{self, Concurrency, PortOutput};
 use crate::components::{ComponentError, SourceContext};
+use crate::controls::StageControls;
 use crate::graph::{InputRef, Pipeline, Role};
 use crate::telemetry::{ComponentMetrics, Metrics};
 use std::collections::HashMap;
@@ -89,12 +90,13 @@ pub fn build(pipeline: Pipeline, metrics: &Arc<Metrics>) -> Pieces {
     for (id, c) in pipeline.components.iter().enumerate() {
         let m = component_metrics[id].clone();
         let future: TaskFuture = match &c.role {
-            Role::Source { kind, .. } => {
+            Role::Source { kind, common } => {
                 let ctx = SourceContext {
                     name: c.name.clone(),
                     output: fanout(id, &None),
                     errors: errors_for(id),
                     shutdown: control.source_token(),
+                    controls: StageControls::for_source(common, &m),
                     metrics: m,
                 };
                 kind.build().run(ctx)
@@ -114,6 +116,7 @@ pub fn build(pipeline: Pipeline, metrics: &Arc<Metrics>) -> Pieces {
                     ordered: common.ordered,
                 };
                 let input = receivers.remove(&id).expect("every transform has a queue");
+                let controls = StageControls::for_stage(common, &m);
                 Box::pin(stage::run_transform(
                     built.clone(),
                     input,
@@ -121,6 +124,7 @@ pub fn build(pipeline: Pipeline, metrics: &Arc<Metrics>) -> Pieces {
                     ports,
                     errors_for(id),
                     m,
+                    controls,
                 ))
             }
             Role::Sink { common, kind } => {
@@ -130,6 +134,7 @@ pub fn build(pipeline: Pipeline, metrics: &Arc<Metrics>) -> Pieces {
                 };
                 let input = receivers.remove(&id).expect("every sink has a queue");
                 let written = m.output("default");
+                let controls = StageControls::for_stage(common, &m);
                 Box::pin(stage::run_sink(
                     Arc::from(kind.build()),
                     input,
@@ -137,6 +142,7 @@ pub fn build(pipeline: Pipeline, metrics: &Arc<Metrics>) -> Pieces {
                     written,
                     errors_for(id),
                     m,
+                    controls,
                 ))
             }
         };

@@ -1,12 +1,14 @@
 //! Drivers for transforms and sinks: pull batches from the stage's input
-//! queue, run the work on `workers` concurrent tasks (spread over the
-//! runtime's threads), restore input order when `ordered`, and hand results
-//! on. Metrics are updated once per batch.
+//! queue, pass them through the stage's controls (breaker, rate limit),
+//! run the work on `workers` concurrent tasks (spread over the runtime's
+//! threads), restore input order when `ordered`, and hand results on.
+//! Metrics are updated once per batch.
 
 use super::buffer::BufferReceiver;
 use super::errors::{ErrorHandler, Failed};
 use super::fanout::Fanout;
 use crate::components::{ComponentError, Encoded, Sink, Transform, TransformOutput};
+use crate::controls::{Attempt, StageControls};
 use crate::event::Batch;
 use crate::telemetry::{ComponentMetrics, DiscardReason};
 use futures_util::StreamExt;
@@ -24,33 +26,38 @@ pub struct Concurrency {
 /// Runs `work` on every batch from `input` and passes each result to `emit`
 /// (one at a time, in input order when `ordered`). A panic in `work` is
 /// re-raised in the stage task, where the supervisor reports it by name.
-async fn drive<T, W, E, F>(
+async fn drive<T, W, WF, E, F>(
     mut input: BufferReceiver,
     conc: Concurrency,
     metrics: &ComponentMetrics,
     work: W,
-    mut emit: E,
+    emit: E,
 ) where
     T: Send + 'static,
-    W: Fn(Batch) -> T + Send + Sync + 'static,
-    E: FnMut(T) -> F,
+    W: Fn(Batch) -> WF + Send + Sync + 'static,
+    WF: Future<Output = T> + Send + 'static,
+    E: Fn(T) -> F,
     F: Future<Output = ()>,
 {
     let gauge = input.gauge();
+    let work = Arc::new(work);
     let timed = {
         let metrics = metrics.clone();
         move |batch: Batch| {
-            let n = batch.len();
-            metrics.events_in.inc_by(n as u64);
-            metrics.workers_busy.inc();
-            let started = Instant::now();
-            let result = work(batch);
-            metrics.processing.observe(started.elapsed().as_secs_f64());
-            metrics.workers_busy.dec();
-            (result, n)
+            let (metrics, work) = (metrics.clone(), work.clone());
+            async move {
+                let n = batch.len();
+                metrics.events_in.inc_by(n as u64);
+                metrics.workers_busy.inc();
+                let started = Instant::now();
+                let result = work(batch).await;
+                metrics.processing.observe(started.elapsed().as_secs_f64());
+                metrics.workers_busy.dec();
+                (result, n)
+            }
         }
     };
-    let mut emit = move |(result, n): (T, usize)| {
+    let emit = |(result, n): (T, usize)| {
         let done = emit(result);
         let gauge = gauge.clone();
         async move {
@@ -60,20 +67,19 @@ async fn drive<T, W, E, F>(
     };
     if conc.workers <= 1 {
         while let Some(batch) = input.recv().await {
-            emit(timed(batch)).await;
+            emit(timed(batch).await).await;
         }
         return;
     }
-    let work = Arc::new(timed);
     let batches =
         futures_util::stream::unfold(
             input,
             |mut rx| async move { rx.recv().await.map(|b| (b, rx)) },
         );
     let spawned = batches.map(move |batch| {
-        let work = work.clone();
+        let job = timed(batch);
         async move {
-            match tokio::spawn(async move { work(batch) }).await {
+            match tokio::spawn(job).await {
                 Ok(result) => result,
                 Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
                 Err(e) => panic!("worker task cancelled: {e}"),
@@ -100,6 +106,61 @@ pub struct PortOutput {
     pub is_unmatched: bool,
 }
 
+/// One attempt of a CPU-bound transform on a batch. With a timeout it runs
+/// on a blocking thread so the timer can fire; a retry needs a copy of the
+/// batch, made only when retries are configured.
+async fn attempt_transform(
+    transform: &Arc<dyn Transform>,
+    controls: &StageControls,
+    batch: Batch,
+    out: &mut TransformOutput,
+    n_ports: usize,
+) {
+    if !controls.guards_attempts() {
+        transform.process(batch, out);
+        return;
+    }
+    let copy_for_errors = batch.clone();
+    let result = controls
+        .run(
+            || {
+                let (t, b) = (transform.clone(), batch.clone());
+                async move {
+                    match tokio::task::spawn_blocking(move || {
+                        let mut o = TransformOutput::with_ports(n_ports, b.len());
+                        t.process(b, &mut o);
+                        o
+                    })
+                    .await
+                    {
+                        Ok(o) => Attempt::Done(o),
+                        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                        Err(e) => Attempt::Retryable(e.to_string(), "cancelled"),
+                    }
+                }
+            },
+            |o: &TransformOutput| o.failed.is_empty(),
+        )
+        .await;
+    match result {
+        Ok(o) => {
+            out.ports = o.ports;
+            out.failed.extend(o.failed);
+            out.filtered += o.filtered;
+            out.unmatched += o.unmatched;
+        }
+        Err((message, error_type, attempts)) => {
+            out.failed
+                .extend(copy_for_errors.into_iter().map(|e| Failed {
+                    event: e,
+                    message: message.clone(),
+                    error_type,
+                    attempts,
+                }))
+        }
+    }
+}
+
 pub async fn run_transform(
     transform: Arc<dyn Transform>,
     input: BufferReceiver,
@@ -107,12 +168,22 @@ pub async fn run_transform(
     ports: Vec<PortOutput>,
     errors: ErrorHandler,
     metrics: ComponentMetrics,
+    controls: StageControls,
 ) -> Result<(), ComponentError> {
     let n_ports = ports.len();
+    let controls = Arc::new(controls);
     let work = move |batch: Batch| {
-        let mut out = TransformOutput::with_ports(n_ports, batch.len());
-        transform.process(batch, &mut out);
-        out
+        let (transform, controls) = (transform.clone(), controls.clone());
+        async move {
+            let mut out = TransformOutput::with_ports(n_ports, batch.len());
+            let gated = controls.gate(batch).await;
+            out.failed = gated.rejected;
+            out.rate_limited = gated.rate_limited;
+            if !gated.batch.is_empty() {
+                attempt_transform(&transform, &controls, gated.batch, &mut out, n_ports).await;
+            }
+            out
+        }
     };
     let (ports, errors, m) = (&ports, &errors, &metrics);
     drive(
@@ -122,6 +193,7 @@ pub async fn run_transform(
         work,
         |out: TransformOutput| async move {
             m.discard(DiscardReason::Filtered, out.filtered);
+            m.discard(DiscardReason::RateLimited, out.rate_limited);
             for (port, batch) in ports.iter().zip(out.ports) {
                 if batch.is_empty() {
                     continue;
@@ -141,6 +213,13 @@ pub async fn run_transform(
     Ok(())
 }
 
+/// A sink's encoded batch, with what the controls did to it.
+struct SinkBatch {
+    encoded: Encoded,
+    rejected: Vec<Failed>,
+    rate_limited: usize,
+}
+
 pub async fn run_sink(
     sink: Arc<dyn Sink>,
     input: BufferReceiver,
@@ -148,21 +227,56 @@ pub async fn run_sink(
     written: prometheus::IntCounter,
     errors: ErrorHandler,
     metrics: ComponentMetrics,
+    controls: StageControls,
 ) -> Result<(), ComponentError> {
-    let encoder = sink.clone();
-    let work = move |batch: Batch| encoder.encode(batch);
-    let (sink_ref, errors_ref, written_ref) = (&sink, &errors, &written);
-    drive(input, conc, &metrics, work, |encoded: Encoded| async move {
-        match sink_ref.write(&encoded).await {
-            Ok(()) => written_ref.inc_by(encoded.events.len() as u64),
-            Err(e) => {
-                let message = e.to_string();
-                let failed = encoded
-                    .events
-                    .into_iter()
-                    .map(|ev| Failed::new(ev, message.clone(), "io"))
-                    .collect();
-                errors_ref.handle(failed).await;
+    let controls = Arc::new(controls);
+    let work = {
+        let (sink, controls) = (sink.clone(), controls.clone());
+        move |batch: Batch| {
+            let (sink, controls) = (sink.clone(), controls.clone());
+            async move {
+                let gated = controls.gate(batch).await;
+                SinkBatch {
+                    encoded: sink.encode(gated.batch),
+                    rejected: gated.rejected,
+                    rate_limited: gated.rate_limited,
+                }
+            }
+        }
+    };
+    let (sink_ref, errors_ref, written_ref, m, c) = (&sink, &errors, &written, &metrics, &controls);
+    drive(input, conc, &metrics, work, |b: SinkBatch| async move {
+        m.discard(DiscardReason::RateLimited, b.rate_limited);
+        errors_ref.handle(b.rejected).await;
+        let encoded = b.encoded;
+        if !encoded.events.is_empty() {
+            // Writes are retryable: an I/O error may pass.
+            let result = c
+                .run(
+                    || async {
+                        match sink_ref.write(&encoded).await {
+                            Ok(()) => Attempt::Done(()),
+                            Err(e) => Attempt::Retryable(e.to_string(), "io"),
+                        }
+                    },
+                    |_| true,
+                )
+                .await;
+            match result {
+                Ok(()) => written_ref.inc_by(encoded.events.len() as u64),
+                Err((message, error_type, attempts)) => {
+                    let failed = encoded
+                        .events
+                        .into_iter()
+                        .map(|ev| Failed {
+                            event: ev,
+                            message: message.clone(),
+                            error_type,
+                            attempts,
+                        })
+                        .collect();
+                    errors_ref.handle(failed).await;
+                }
             }
         }
         errors_ref.handle(encoded.failed).await;

@@ -2,9 +2,11 @@
 //! `ComponentMetrics`, whose handles are resolved when the graph is built so
 //! the hot path only does atomic adds, once per batch.
 
+use crate::controls::breaker::BreakerMetrics;
+use crate::controls::rate_limit::RateLimitMetrics;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::sync::Arc;
 
@@ -17,6 +19,7 @@ pub enum DiscardReason {
     BufferFull,
     Error,
     Unmatched,
+    RateLimited,
 }
 
 impl DiscardReason {
@@ -26,6 +29,7 @@ impl DiscardReason {
             DiscardReason::BufferFull => "buffer_full",
             DiscardReason::Error => "error",
             DiscardReason::Unmatched => "unmatched",
+            DiscardReason::RateLimited => "rate_limited",
         }
     }
 }
@@ -42,6 +46,11 @@ pub struct Metrics {
     workers_busy: IntGaugeVec,
     processing: HistogramVec,
     config_reloads: IntCounterVec,
+    retries: IntCounterVec,
+    rate_limit_delay: CounterVec,
+    rate_limit_evictions: IntCounterVec,
+    breaker_state: IntGaugeVec,
+    breaker_transitions: IntCounterVec,
 }
 
 fn with_extra(extra: &str) -> Vec<&str> {
@@ -97,7 +106,39 @@ impl Metrics {
                 prometheus::process_collector::ProcessCollector::for_self(),
             ))
             .expect("process collector registered once");
+        let rate_limit_delay = CounterVec::new(
+            Opts::new(
+                "flowgate_rate_limit_delay_seconds_total",
+                "Time events waited for a rate limit.",
+            ),
+            &COMPONENT_LABELS,
+        )
+        .expect("static metric definition");
+        registry
+            .register(Box::new(rate_limit_delay.clone()))
+            .expect("metric registered once");
         Arc::new(Self {
+            retries: counter(
+                "flowgate_retries_total",
+                "Retried attempts.",
+                &COMPONENT_LABELS,
+            ),
+            rate_limit_delay,
+            rate_limit_evictions: counter(
+                "flowgate_rate_limit_key_evictions_total",
+                "Per-key rate-limit buckets evicted (least recently used) beyond max_keys.",
+                &COMPONENT_LABELS,
+            ),
+            breaker_state: gauge(
+                "flowgate_circuit_breaker_state",
+                "Circuit breaker state: 0 closed, 1 open, 2 half-open.",
+                &COMPONENT_LABELS,
+            ),
+            breaker_transitions: counter(
+                "flowgate_circuit_breaker_transitions_total",
+                "Circuit breaker state changes, by new state.",
+                &with_extra("to"),
+            ),
             events_in: counter(
                 "flowgate_events_in_total",
                 "Events a component received.",
@@ -169,6 +210,7 @@ impl Metrics {
                 DiscardReason::BufferFull,
                 DiscardReason::Error,
                 DiscardReason::Unmatched,
+                DiscardReason::RateLimited,
             ]
             .map(|r| {
                 self.discarded
@@ -202,7 +244,7 @@ pub struct ComponentMetrics {
     pub buffer_capacity: IntGauge,
     pub workers_busy: IntGauge,
     pub processing: prometheus::Histogram,
-    discarded: [IntCounter; 4],
+    discarded: [IntCounter; 5],
 }
 
 impl ComponentMetrics {
@@ -228,6 +270,7 @@ impl ComponentMetrics {
                 DiscardReason::BufferFull => 1,
                 DiscardReason::Error => 2,
                 DiscardReason::Unmatched => 3,
+                DiscardReason::RateLimited => 4,
             };
             self.discarded[i].inc_by(n as u64);
         }
@@ -246,6 +289,41 @@ impl ComponentMetrics {
     pub fn name(&self) -> &str {
         &self.labels[1]
     }
+
+    fn fixed(&self) -> [&str; 4] {
+        [
+            &self.labels[0],
+            &self.labels[1],
+            &self.labels[2],
+            &self.labels[3],
+        ]
+    }
+
+    pub fn retries(&self) -> IntCounter {
+        self.families.retries.with_label_values(&self.fixed())
+    }
+
+    pub fn breaker(&self) -> BreakerMetrics {
+        let f = &self.families;
+        BreakerMetrics {
+            state: f.breaker_state.with_label_values(&self.fixed()),
+            to: ["closed", "open", "half_open"]
+                .map(|to| f.breaker_transitions.with_label_values(&self.with(to))),
+        }
+    }
+
+    pub fn rate_limit(&self) -> RateLimitMetrics {
+        RateLimitMetrics {
+            delay_seconds: self
+                .families
+                .rate_limit_delay
+                .with_label_values(&self.fixed()),
+            evictions: self
+                .families
+                .rate_limit_evictions
+                .with_label_values(&self.fixed()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -259,6 +337,7 @@ impl ComponentMetrics {
                 DiscardReason::BufferFull,
                 DiscardReason::Error,
                 DiscardReason::Unmatched,
+                DiscardReason::RateLimited,
             ])
             .find(|(_, r)| *r == reason)
             .map_or(0, |(c, _)| c.get())

@@ -105,12 +105,7 @@ impl Source for Generator {
             ctx.metrics.events_in.inc_by(size as u64);
             tokio::select! {
                 biased;
-                result = ctx.output.send(batch) => {
-                    if let Err(lost) = result {
-                        tracing::warn!(component = %ctx.name, "{} events could not be delivered: a consumer stopped", lost.0);
-                        return Ok(());
-                    }
-                }
+                _ = ctx.emit(batch) => {}
                 // A blocked send is abandoned on shutdown: generated events
                 // were never accepted from outside, so none is lost.
                 _ = ctx.shutdown.cancelled() => return Ok(()),
@@ -152,6 +147,7 @@ mod tests {
                 control: PipelineControl::new(),
             },
             shutdown,
+            controls: crate::controls::StageControls::for_source(&Default::default(), &m),
             metrics: m,
         };
         let task = tokio::spawn(async move {

@@ -154,9 +154,7 @@ pub async fn run<R: Read + Send + 'static>(
 async fn emit(decoded: Decoded, ctx: &SourceContext) {
     ctx.metrics.events_in.inc_by(decoded.lines as u64);
     for batch in decoded.batches {
-        if let Err(lost) = ctx.output.send(batch).await {
-            tracing::warn!(component = %ctx.name, "{} events could not be delivered: a consumer stopped", lost.0);
-        }
+        ctx.emit(batch).await;
     }
     ctx.errors.handle(decoded.failed).await;
 }
