@@ -9,7 +9,7 @@ pub mod sinks;
 pub mod sources;
 pub mod transforms;
 
-use crate::event::Batch;
+use crate::event::{Batch, Event};
 use crate::runtime::errors::{ErrorHandler, Failed};
 use crate::runtime::fanout::Fanout;
 use crate::telemetry::ComponentMetrics;
@@ -126,6 +126,29 @@ impl TransformOutput {
 /// A CPU-bound transform; `process` runs on the stage's workers in parallel.
 pub trait Transform: Send + Sync + 'static {
     fn process(&self, batch: Batch, out: &mut TransformOutput);
+}
+
+/// Why a call failed, and whether trying again may help.
+#[derive(Debug, Clone)]
+pub struct CallError {
+    pub message: String,
+    /// The `error_type` label: `http`, `io`, `decode`, `program`, ...
+    pub error_type: &'static str,
+    pub retryable: bool,
+}
+
+/// An I/O-bound transform called once per event; the stage runs up to
+/// `workers` calls at once, each through the stage controls.
+#[async_trait::async_trait]
+pub trait AsyncTransform: Send + Sync + 'static {
+    async fn call(&self, event: &Event) -> Result<Event, CallError>;
+}
+
+/// A transform ready to run.
+#[derive(Clone)]
+pub enum BuiltTransform {
+    Sync(std::sync::Arc<dyn Transform>),
+    Async(std::sync::Arc<dyn AsyncTransform>),
 }
 
 /// A batch encoded by a sink, ready to write.

@@ -66,6 +66,9 @@ pub struct CircuitBreaker {
     /// Wakes `when_open: wait` callers when the state changes.
     changed: Notify,
     metrics: Option<BreakerMetrics>,
+    /// For the timer that half-opens the breaker with no traffic, so the
+    /// state in /metrics is true while nothing calls.
+    this: std::sync::Weak<CircuitBreaker>,
 }
 
 /// Whether a call may go ahead.
@@ -80,11 +83,12 @@ impl CircuitBreaker {
         config: CircuitBreakerConfig,
         component: &str,
         metrics: Option<BreakerMetrics>,
-    ) -> Self {
+    ) -> std::sync::Arc<Self> {
         if let Some(m) = &metrics {
             m.state.set(0);
         }
-        Self {
+        std::sync::Arc::new_cyclic(|this| Self {
+            this: this.clone(),
             config,
             component: component.to_string(),
             inner: Mutex::new(Inner {
@@ -97,7 +101,7 @@ impl CircuitBreaker {
             }),
             changed: Notify::new(),
             metrics,
-        }
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -117,7 +121,18 @@ impl CircuitBreaker {
         let from = inner.state;
         inner.state = to;
         match to {
-            State::Open => inner.opened_at = now,
+            State::Open => {
+                inner.opened_at = now;
+                let (this, open_for) = (self.this.clone(), self.config.open_for.0);
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    runtime.spawn(async move {
+                        tokio::time::sleep(open_for).await;
+                        if let Some(breaker) = this.upgrade() {
+                            breaker.state();
+                        }
+                    });
+                }
+            }
             State::HalfOpen => {
                 inner.trials_admitted = 0;
                 inner.trial_successes = 0;
@@ -301,6 +316,26 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn the_gauge_shows_half_open_without_traffic() {
+        let gauge = IntGauge::new("s", "s").unwrap();
+        let to = ["c", "o", "h"].map(|n| IntCounter::new(n, n).unwrap());
+        let b = CircuitBreaker::new(
+            config(),
+            "c",
+            Some(BreakerMetrics {
+                state: gauge.clone(),
+                to: to.clone(),
+            }),
+        );
+        b.record([false; 3]);
+        assert_eq!(gauge.get(), 1);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        tokio::task::yield_now().await;
+        assert_eq!(gauge.get(), 2, "the open_for timer half-opens the breaker");
+        assert_eq!((to[0].get(), to[1].get(), to[2].get()), (0, 1, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_failed_trial_reopens() {
         let b = CircuitBreaker::new(config(), "c", None);
         b.record([false; 3]);
@@ -330,7 +365,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn waiting_callers_resume_when_the_breaker_half_opens() {
-        let b = std::sync::Arc::new(CircuitBreaker::new(config(), "c", None));
+        let b = CircuitBreaker::new(config(), "c", None);
         b.record([false; 3]);
         let waiter = {
             let b = b.clone();

@@ -180,11 +180,7 @@ impl StageControls {
         Self {
             breaker: common.circuit_breaker.as_ref().map(|c| {
                 (
-                    Arc::new(CircuitBreaker::new(
-                        c.clone(),
-                        metrics.name(),
-                        Some(metrics.breaker()),
-                    )),
+                    CircuitBreaker::new(c.clone(), metrics.name(), Some(metrics.breaker())),
                     c.when_open,
                 )
             }),
@@ -253,13 +249,13 @@ impl StageControls {
     }
 
     /// Runs `attempt` under the timeout, retrying retryable failures with
-    /// backoff; records the call's outcome in the breaker. `Err` carries
-    /// the last failure and the number of attempts made.
+    /// backoff; records the call's outcome in the breaker. `Ok` carries the
+    /// result and the attempts made; `Err` the last failure and the attempts.
     pub async fn run<T, F, Fut>(
         &self,
         mut attempt: F,
         succeeded: impl Fn(&T) -> bool,
-    ) -> Result<T, (String, &'static str, u32)>
+    ) -> Result<(T, u32), (String, &'static str, u32)>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Attempt<T>>,
@@ -281,10 +277,19 @@ impl StageControls {
             match outcome {
                 Attempt::Done(value) => {
                     self.record(succeeded(&value));
-                    return Ok(value);
+                    return Ok((value, attempts));
                 }
                 Attempt::Retryable(message, error_type) => {
                     self.record(false);
+                    // A breaker that opened on this failure ends the retries:
+                    // retrying would call a service the breaker protects.
+                    if self
+                        .breaker
+                        .as_ref()
+                        .is_some_and(|(b, _)| b.state() == breaker::State::Open)
+                    {
+                        return Err((message, error_type, attempts));
+                    }
                     match backoffs.next() {
                         Some(wait) => {
                             self.retries.inc();

@@ -5,13 +5,12 @@
 pub mod render;
 pub mod schema;
 
-use crate::components::{SinkKind, SourceKind, Transform, TransformKind};
+use crate::components::{BuiltTransform, SinkKind, SourceKind, TransformKind};
 use crate::config::controls::{OnError, SourceCommon, StageCommon};
 use crate::config::error::did_you_mean;
 use crate::config::positions::Target;
 use crate::config::{ConfigError, ConfigWarning, RawPipeline};
 use std::collections::HashMap;
-use std::sync::Arc;
 
 /// An output of a component: `None` is the default output.
 pub type Port = Option<String>;
@@ -31,7 +30,7 @@ pub enum Role {
     Transform {
         common: StageCommon,
         kind: TransformKind,
-        built: Arc<dyn Transform>,
+        built: BuiltTransform,
     },
     Sink {
         common: StageCommon,

@@ -6,7 +6,7 @@ use super::control::PipelineControl;
 use super::errors::ErrorHandler;
 use super::fanout::Fanout;
 use super::stage::{self, Concurrency, PortOutput};
-use crate::components::{ComponentError, SourceContext};
+use crate::components::{BuiltTransform, ComponentError, SourceContext};
 use crate::controls::StageControls;
 use crate::graph::{InputRef, Pipeline, Role};
 use crate::telemetry::{ComponentMetrics, Metrics};
@@ -117,15 +117,26 @@ pub fn build(pipeline: Pipeline, metrics: &Arc<Metrics>) -> Pieces {
                 };
                 let input = receivers.remove(&id).expect("every transform has a queue");
                 let controls = StageControls::for_stage(common, &m);
-                Box::pin(stage::run_transform(
-                    built.clone(),
-                    input,
-                    conc,
-                    ports,
-                    errors_for(id),
-                    m,
-                    controls,
-                ))
+                match built {
+                    BuiltTransform::Sync(t) => Box::pin(stage::run_transform(
+                        t.clone(),
+                        input,
+                        conc,
+                        ports,
+                        errors_for(id),
+                        m,
+                        controls,
+                    )),
+                    BuiltTransform::Async(t) => Box::pin(stage::run_async_transform(
+                        t.clone(),
+                        input,
+                        conc,
+                        ports,
+                        errors_for(id),
+                        m,
+                        controls,
+                    )),
+                }
             }
             Role::Sink { common, kind } => {
                 let conc = Concurrency {

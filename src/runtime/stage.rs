@@ -7,9 +7,11 @@
 use super::buffer::BufferReceiver;
 use super::errors::{ErrorHandler, Failed};
 use super::fanout::Fanout;
-use crate::components::{ComponentError, Encoded, Sink, Transform, TransformOutput};
+use crate::components::{
+    AsyncTransform, ComponentError, Encoded, Sink, Transform, TransformOutput,
+};
 use crate::controls::{Attempt, StageControls};
-use crate::event::Batch;
+use crate::event::{Batch, Event};
 use crate::telemetry::{ComponentMetrics, DiscardReason};
 use futures_util::StreamExt;
 use std::future::Future;
@@ -143,7 +145,7 @@ async fn attempt_transform(
         )
         .await;
     match result {
-        Ok(o) => {
+        Ok((o, _)) => {
             out.ports = o.ports;
             out.failed.extend(o.failed);
             out.filtered += o.filtered;
@@ -213,6 +215,112 @@ pub async fn run_transform(
     Ok(())
 }
 
+/// One event through an I/O-bound transform: breaker and rate limit for
+/// this call, then attempts under timeout and retry.
+async fn call_one(
+    transform: &Arc<dyn AsyncTransform>,
+    controls: &StageControls,
+    event: Event,
+) -> Result<Option<Event>, Failed> {
+    let mut gated = controls.gate(vec![event]).await;
+    if let Some(rejected) = gated.rejected.pop() {
+        return Err(rejected);
+    }
+    let Some(event) = gated.batch.pop() else {
+        return Ok(None); // rate-limited with `when_limited: drop`
+    };
+    let result = controls
+        .run(
+            || async {
+                match transform.call(&event).await {
+                    Ok(out) => Attempt::Done(Ok(out)),
+                    Err(e) if e.retryable => Attempt::Retryable(e.message, e.error_type),
+                    Err(e) => Attempt::Done(Err(e)),
+                }
+            },
+            |r| r.is_ok(),
+        )
+        .await;
+    match result {
+        Ok((Ok(out), _)) => Ok(Some(out)),
+        Ok((Err(e), attempts)) => Err(Failed {
+            event,
+            message: e.message,
+            error_type: e.error_type,
+            attempts,
+        }),
+        Err((message, error_type, attempts)) => Err(Failed {
+            event,
+            message,
+            error_type,
+            attempts,
+        }),
+    }
+}
+
+/// An I/O-bound transform: each batch's events are called `workers` at a
+/// time (in input order when `ordered`), batches one after another.
+pub async fn run_async_transform(
+    transform: Arc<dyn AsyncTransform>,
+    input: BufferReceiver,
+    conc: Concurrency,
+    ports: Vec<PortOutput>,
+    errors: ErrorHandler,
+    metrics: ComponentMetrics,
+    controls: StageControls,
+) -> Result<(), ComponentError> {
+    let controls = Arc::new(controls);
+    let work = move |batch: Batch| {
+        let (transform, controls) = (transform.clone(), controls.clone());
+        async move {
+            let mut out = TransformOutput::with_ports(1, batch.len());
+            let n = batch.len();
+            let calls = futures_util::stream::iter(batch)
+                .map(|event| call_one(&transform, &controls, event));
+            let results: Vec<Result<Option<Event>, Failed>> = if conc.ordered {
+                calls.buffered(conc.workers.max(1)).collect().await
+            } else {
+                calls.buffer_unordered(conc.workers.max(1)).collect().await
+            };
+            for r in results {
+                match r {
+                    Ok(Some(e)) => out.ports[0].push(e),
+                    Ok(None) => out.rate_limited += 1,
+                    Err(f) => out.failed.push(f),
+                }
+            }
+            debug_assert_eq!(n, out.ports[0].len() + out.rate_limited + out.failed.len());
+            out
+        }
+    };
+    // Concurrency lives inside each batch; batches run one after another.
+    let serial = Concurrency {
+        workers: 1,
+        ordered: true,
+    };
+    let (ports, errors, m) = (&ports, &errors, &metrics);
+    drive(
+        input,
+        serial,
+        &metrics,
+        work,
+        |out: TransformOutput| async move {
+            m.discard(DiscardReason::RateLimited, out.rate_limited);
+            if let Some(port) = ports.first()
+                && let Err(lost) = port
+                    .fanout
+                    .send(out.ports.into_iter().next().unwrap_or_default())
+                    .await
+            {
+                m.discard(DiscardReason::Error, lost.0);
+            }
+            errors.handle(out.failed).await;
+        },
+    )
+    .await;
+    Ok(())
+}
+
 /// A sink's encoded batch, with what the controls did to it.
 struct SinkBatch {
     encoded: Encoded,
@@ -263,7 +371,7 @@ pub async fn run_sink(
                 )
                 .await;
             match result {
-                Ok(()) => written_ref.inc_by(encoded.events.len() as u64),
+                Ok(((), _)) => written_ref.inc_by(encoded.events.len() as u64),
                 Err((message, error_type, attempts)) => {
                     let failed = encoded
                         .events

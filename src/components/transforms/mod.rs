@@ -1,10 +1,11 @@
 //! Transforms: events in, zero or more events out.
 
 pub mod filter;
+pub mod http;
 pub mod map;
 pub mod route;
 
-use super::{Transform, catalogue};
+use super::{BuiltTransform, catalogue};
 use crate::expr::{Program, ProgramError};
 use std::sync::Arc;
 
@@ -17,6 +18,8 @@ catalogue!(
         Map(map::MapConfig) = "map",
         /// Sends each event to the outputs whose predicate matches.
         Route(route::RouteConfig) = "route",
+        /// Calls an HTTP service per event and adds the JSON response.
+        Http(http::HttpConfig) = "http",
     }
 );
 
@@ -51,7 +54,7 @@ impl TransformKind {
     /// Named outputs besides `errors`; `None` is the default output.
     pub fn ports(&self) -> Vec<Option<String>> {
         match self {
-            Self::Filter(_) | Self::Map(_) => vec![None],
+            Self::Filter(_) | Self::Map(_) | Self::Http(_) => vec![None],
             Self::Route(c) => c
                 .routes
                 .keys()
@@ -63,11 +66,12 @@ impl TransformKind {
     }
 
     /// Compiles the transform's programs; every problem is reported.
-    pub fn build(&self) -> Result<Arc<dyn Transform>, Vec<ProgramProblem>> {
+    pub fn build(&self) -> Result<BuiltTransform, Vec<ProgramProblem>> {
         match self {
-            Self::Filter(c) => c.build().map(|t| Arc::new(t) as Arc<dyn Transform>),
-            Self::Map(c) => c.build().map(|t| Arc::new(t) as Arc<dyn Transform>),
-            Self::Route(c) => c.build().map(|t| Arc::new(t) as Arc<dyn Transform>),
+            Self::Filter(c) => c.build().map(|t| BuiltTransform::Sync(Arc::new(t))),
+            Self::Map(c) => c.build().map(|t| BuiltTransform::Sync(Arc::new(t))),
+            Self::Route(c) => c.build().map(|t| BuiltTransform::Sync(Arc::new(t))),
+            Self::Http(c) => c.build().map(|t| BuiltTransform::Async(Arc::new(t))),
         }
     }
 
@@ -77,6 +81,17 @@ impl TransformKind {
             Self::Filter(c) => vec![c.condition.as_str()],
             Self::Map(c) => vec![c.program.as_str()],
             Self::Route(c) => c.routes.values().map(String::as_str).collect(),
+            Self::Http(c) => {
+                let mut programs: Vec<&str> = c
+                    .url
+                    .split("{{")
+                    .skip(1)
+                    .filter_map(|p| p.split("}}").next())
+                    .map(str::trim)
+                    .collect();
+                programs.extend(c.body.as_deref());
+                programs
+            }
         }
     }
 }

@@ -1,0 +1,279 @@
+//! `http`: calls an HTTP service once per event — URL built from a
+//! template with `{{ jq }}` parts, optional JSON body — and puts the JSON
+//! response into the event (`target`) or makes it the event. Meant to run
+//! with `workers` (concurrent calls) and the stage controls (timeout,
+//! retry, circuit breaker, rate limit).
+
+use crate::components::{AsyncTransform, CallError};
+use crate::event::{Event, Value};
+use crate::expr::Program;
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// HTTP methods the transform can use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    #[default]
+    Get,
+    Post,
+    Put,
+    Patch,
+    Delete,
+}
+
+fn one_mib() -> usize {
+    1024 * 1024
+}
+
+/// Calls an HTTP service per event and adds the JSON response to it.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// URL template: `{{ jq }}` parts are replaced per event (strings as is, other values as
+    /// JSON), percent-encoded, e.g. `http://127.0.0.1:9000/customers/{{ .customer_id }}`.
+    pub url: String,
+    /// `GET` (default), `POST`, `PUT`, `PATCH` or `DELETE`.
+    #[serde(default)]
+    pub method: HttpMethod,
+    /// jq program whose first output is the JSON request body. Default: the event itself for
+    /// POST, PUT and PATCH; no body for GET and DELETE.
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Request headers, e.g. `{Authorization: "Bearer ${TOKEN}"}`.
+    #[serde(default)]
+    pub headers: IndexMap<String, String>,
+    /// Field that receives the JSON response; absent: the response (an object) replaces the event.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// Largest response body accepted, in bytes (default 1 MiB); larger responses fail.
+    #[serde(default = "one_mib")]
+    #[schemars(range(min = 1))]
+    pub max_response_bytes: usize,
+}
+
+enum Piece {
+    Text(String),
+    Expr(Program),
+}
+
+pub struct Http {
+    client: reqwest::Client,
+    url: Vec<Piece>,
+    method: reqwest::Method,
+    body: Option<Program>,
+    body_is_event: bool,
+    headers: reqwest::header::HeaderMap,
+    target: Option<String>,
+    max_response_bytes: usize,
+}
+
+impl HttpConfig {
+    pub fn build(&self) -> Result<Http, Vec<super::ProgramProblem>> {
+        let mut problems = Vec::new();
+        let mut url = Vec::new();
+        let mut rest = self.url.as_str();
+        while let Some(start) = rest.find("{{") {
+            url.push(Piece::Text(rest[..start].to_string()));
+            let Some(len) = rest[start + 2..].find("}}") else {
+                problems.push(super::ProgramProblem {
+                    key: vec!["url".into()],
+                    error: crate::expr::ProgramError {
+                        span: 0..0,
+                        message: "'{{' without a closing '}}'".into(),
+                    },
+                });
+                break;
+            };
+            let code = rest[start + 2..start + 2 + len].trim();
+            if let Some(p) = super::compile(code, &["url"], &mut problems) {
+                url.push(Piece::Expr(p));
+            }
+            rest = &rest[start + 2 + len + 2..];
+        }
+        url.push(Piece::Text(rest.to_string()));
+        let body = self
+            .body
+            .as_deref()
+            .and_then(|b| super::compile(b, &["body"], &mut problems));
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (name, value) in &self.headers {
+            match (
+                reqwest::header::HeaderName::from_bytes(name.as_bytes()),
+                reqwest::header::HeaderValue::from_str(value),
+            ) {
+                (Ok(n), Ok(v)) => {
+                    headers.insert(n, v);
+                }
+                _ => problems.push(super::ProgramProblem {
+                    key: vec!["headers".into(), name.clone()],
+                    error: crate::expr::ProgramError {
+                        span: 0..0,
+                        message: format!("invalid header '{name}'"),
+                    },
+                }),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        // One TLS stack (rustls with ring) for every client in the process.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder().build().map_err(|e| {
+            vec![super::ProgramProblem {
+                key: vec!["url".into()],
+                error: crate::expr::ProgramError {
+                    span: 0..0,
+                    message: format!("cannot create the HTTP client: {e}"),
+                },
+            }]
+        })?;
+        let method = match self.method {
+            HttpMethod::Get => reqwest::Method::GET,
+            HttpMethod::Post => reqwest::Method::POST,
+            HttpMethod::Put => reqwest::Method::PUT,
+            HttpMethod::Patch => reqwest::Method::PATCH,
+            HttpMethod::Delete => reqwest::Method::DELETE,
+        };
+        let body_is_event = body.is_none()
+            && matches!(
+                self.method,
+                HttpMethod::Post | HttpMethod::Put | HttpMethod::Patch
+            );
+        Ok(Http {
+            client,
+            url,
+            method,
+            body,
+            body_is_event,
+            headers,
+            target: self.target.clone(),
+            max_response_bytes: self.max_response_bytes,
+        })
+    }
+}
+
+fn fail(message: String, error_type: &'static str, retryable: bool) -> CallError {
+    CallError {
+        message,
+        error_type,
+        retryable,
+    }
+}
+
+fn first_output(p: &Program, event: &Event) -> Result<Value, CallError> {
+    let mut out = Vec::with_capacity(1);
+    p.outputs(event.clone(), &mut out)
+        .map_err(|(e, _)| fail(e.to_string(), "program", false))?;
+    Ok(out.into_iter().next().unwrap_or(Value::Null))
+}
+
+impl Http {
+    fn url_for(&self, event: &Event) -> Result<String, CallError> {
+        let mut url = String::new();
+        for piece in &self.url {
+            match piece {
+                Piece::Text(t) => url.push_str(t),
+                Piece::Expr(p) => {
+                    let v = first_output(p, event)?;
+                    let text = match &v {
+                        Value::String(s) => s.to_string(),
+                        other => other.to_string(),
+                    };
+                    url.extend(percent_encoding::utf8_percent_encode(
+                        &text,
+                        percent_encoding::NON_ALPHANUMERIC,
+                    ));
+                }
+            }
+        }
+        Ok(url)
+    }
+}
+
+#[async_trait::async_trait]
+impl AsyncTransform for Http {
+    async fn call(&self, event: &Event) -> Result<Event, CallError> {
+        let url = self.url_for(event)?;
+        let mut request = self
+            .client
+            .request(self.method.clone(), &url)
+            .headers(self.headers.clone());
+        let body = match &self.body {
+            Some(p) => Some(first_output(p, event)?),
+            None if self.body_is_event => Some(event.clone()),
+            None => None,
+        };
+        if let Some(body) = body {
+            let bytes =
+                serde_json::to_vec(&body).map_err(|e| fail(e.to_string(), "encode", false))?;
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(bytes);
+        }
+        let mut response = request
+            .send()
+            .await
+            .map_err(|e| fail(format!("{} {url}: {e}", self.method), "io", true))?;
+        let status = response.status();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| fail(format!("reading the response of {url}: {e}"), "io", true))?
+        {
+            if bytes.len() + chunk.len() > self.max_response_bytes {
+                return Err(fail(
+                    format!(
+                        "response of {url} exceeds max_response_bytes ({})",
+                        self.max_response_bytes
+                    ),
+                    "http",
+                    false,
+                ));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        if !status.is_success() {
+            // 5xx, 408 and 429 may pass; other 4xx will not.
+            let retryable =
+                status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429;
+            let snippet: String = String::from_utf8_lossy(&bytes).chars().take(200).collect();
+            return Err(fail(
+                format!("{} {url} returned {status}: {snippet}", self.method),
+                "http",
+                retryable,
+            ));
+        }
+        let response: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).map_err(|e| {
+                fail(
+                    format!("response of {url} is not JSON: {e}"),
+                    "decode",
+                    false,
+                )
+            })?
+        };
+        match (&self.target, response) {
+            (Some(field), response) => {
+                let mut event = event.clone();
+                if let Some(m) = event.as_object_mut() {
+                    m.insert(field.as_str().into(), response);
+                }
+                Ok(event)
+            }
+            (None, response @ Value::Object(_)) => Ok(response),
+            (None, other) => Err(fail(
+                format!(
+                    "response of {url} is {} (not an object); set `target` to keep it in a field",
+                    crate::expr::value::type_name(&other)
+                ),
+                "decode",
+                false,
+            )),
+        }
+    }
+}
