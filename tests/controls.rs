@@ -219,3 +219,21 @@ fn invalid_controls_are_config_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn cpu_stages_with_timeout_and_retry_process_every_event() {
+    let s = Scratch::new();
+    let file = s.write(
+        "p.yaml",
+        "sources:\n  in: {type: stdin}\ntransforms:\n  m:\n    type: map\n    inputs: [in]\n    program: '.x = .i * 2'\n    workers: 2\n    timeout: 5s\n    retry: {attempts: 2}\n    circuit_breaker: {failure_rate: 0.5, min_calls: 5}\nsinks:\n  out: {type: file, inputs: [m], path: $DIR/out.ndjson, timeout: 5s}\n",
+    );
+    let input: String = (0..5000).map(|i| format!("{{\"i\":{i}}}\n")).collect();
+    let out = run(
+        &["run", file.to_str().unwrap(), "--metrics-address", "off"],
+        Some(&input),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let lines = s.read_lines("out.ndjson");
+    assert_eq!(lines.len(), 5000);
+    assert!(lines.iter().enumerate().all(|(i, e)| e["x"] == 2 * i));
+}
