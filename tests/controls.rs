@@ -237,3 +237,42 @@ fn cpu_stages_with_timeout_and_retry_process_every_event() {
     assert_eq!(lines.len(), 5000);
     assert!(lines.iter().enumerate().all(|(i, e)| e["x"] == 2 * i));
 }
+
+#[test]
+fn a_slow_key_does_not_hold_back_the_other_keys() {
+    let s = Scratch::new();
+    let file = s.write(
+        "p.yaml",
+        "sources:\n  in: {type: stdin}\ntransforms:\n  fair:\n    type: filter\n    inputs: [in]\n    condition: 'true'\n    rate_limit: {rate: 10, per: 1s, burst: 1, key: '.k'}\nsinks:\n  out: {type: file, inputs: [fair], path: $DIR/out.ndjson}\n",
+    );
+    let mut d = Daemon::start(&file, &[], Stdio::null());
+    let mut stdin = d.child.stdin.take().unwrap();
+    let mut input = String::new();
+    for i in 0..15 {
+        input.push_str(&format!("{{\"k\":\"hot\",\"i\":{i}}}\n"));
+    }
+    for i in 0..20 {
+        input.push_str(&format!("{{\"k\":\"cold{i}\",\"i\":{i}}}\n"));
+    }
+    stdin.write_all(input.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    let written = |d: &Daemon| value(d, "flowgate_events_out_total", &[("component", "out")]);
+    assert!(eventually(LONG, || written(&d) >= 21.0), "{}", d.metrics());
+    let early = s.read_lines("out.ndjson");
+    let cold = early.iter().filter(|e| e["k"] != "hot").count();
+    let hot = early.iter().filter(|e| e["k"] == "hot").count();
+    assert_eq!(cold, 20, "the other keys pass while 'hot' waits");
+    assert!(hot < 10, "'hot' trickles at 10/s: {hot}");
+    // On SIGTERM the parked events of 'hot' still drain, in order.
+    d.signal("TERM");
+    assert_eq!(d.wait(LONG), Some(0), "{}", d.log_text());
+    let all = s.read_lines("out.ndjson");
+    let hot: Vec<u64> = all
+        .iter()
+        .filter(|e| e["k"] == "hot")
+        .map(|e| e["i"].as_u64().unwrap())
+        .collect();
+    assert_eq!(hot, (0..15).collect::<Vec<_>>());
+    assert_eq!(all.len(), 35);
+    drop(stdin);
+}

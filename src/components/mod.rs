@@ -81,7 +81,7 @@ impl SourceContext {
             } else {
                 Vec::new()
             };
-            let gated = self.controls.gate(batch).await;
+            let gated = self.controls.gate_in_place(batch).await;
             self.metrics.discard(
                 crate::telemetry::DiscardReason::RateLimited,
                 gated.rate_limited,

@@ -218,8 +218,25 @@ impl StageControls {
         self.breaker.is_some() || self.timeout.is_some() || self.retry.attempts > 1
     }
 
-    /// Breaker, then rate limit, in that order.
-    pub async fn gate(&self, batch: Batch) -> Gated {
+    /// The limiter when it parks events (keyed `wait`): the stage driver
+    /// then comes back for them.
+    pub fn parking(&self) -> Option<&RateLimiter> {
+        self.limiter.as_ref().filter(|l| l.parks())
+    }
+
+    /// Breaker, then rate limit, in that order. Events released from
+    /// parking (`rate_limited_already`) have their tokens and skip the limit.
+    pub async fn gate(&self, batch: Batch, rate_limited_already: bool) -> Gated {
+        self.gate_with(batch, false, rate_limited_already).await
+    }
+
+    /// `gate` for one event in its own concurrent slot: a keyed limit waits
+    /// in the slot instead of parking.
+    pub async fn gate_in_place(&self, batch: Batch) -> Gated {
+        self.gate_with(batch, true, false).await
+    }
+
+    async fn gate_with(&self, batch: Batch, in_place: bool, skip_limit: bool) -> Gated {
         let mut gated = Gated {
             batch,
             rejected: Vec::new(),
@@ -240,8 +257,13 @@ impl StageControls {
                 }
             }
         }
-        if let Some(limiter) = &self.limiter {
-            let (batch, dropped) = limiter.admit(std::mem::take(&mut gated.batch)).await;
+        if let Some(limiter) = self.limiter.as_ref().filter(|_| !skip_limit) {
+            let batch = std::mem::take(&mut gated.batch);
+            let (batch, dropped) = if in_place {
+                limiter.admit_in_place(batch).await
+            } else {
+                limiter.admit(batch).await
+            };
             gated.batch = batch;
             gated.rate_limited = dropped;
         }

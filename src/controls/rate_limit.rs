@@ -2,11 +2,14 @@
 //! per key. Buckets read tokio's clock, so waits honour
 //! `tokio::time::pause()` in tests.
 //!
-//! Ordering: with `when_limited: wait` events leave in input order; a key
-//! over its limit delays the events behind it in the same batch (at most
-//! one batch, `MAX_BATCH` events), and the stage's input queue absorbs the
-//! rest — the queue's `when_full` decides what happens then.
+//! Ordering: with `when_limited: wait` and no key, events leave in input
+//! order. With a key, a key over its limit has its events parked (each key
+//! keeps its own order) while the other keys' events go on; the stage stops
+//! taking input while as many events are parked as its buffer holds, so a
+//! slow key holds back the others by at most the stage's buffer.
 
+/// Keyed parking needs the stage driver to come back for parked events:
+/// `parked`, `next_ready_in` and `take_ready`.
 use crate::config::controls::{RateLimitConfig, WhenLimited};
 use crate::event::{Batch, Event, Str, Value};
 use crate::expr::Program;
@@ -16,6 +19,7 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter as Gcra};
 use lru::LruCache;
 use prometheus::{Counter, IntCounter};
+use std::collections::{HashMap, VecDeque};
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -35,6 +39,18 @@ impl Clock for TokioClock {
 }
 
 type Bucket = Gcra<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>;
+
+/// Events of one key waiting for its bucket.
+struct KeyQueue {
+    ready_at: tokio::time::Instant,
+    events: VecDeque<(Event, tokio::time::Instant)>,
+}
+
+#[derive(Default)]
+struct Parked {
+    by_key: HashMap<Str, KeyQueue>,
+    count: usize,
+}
 
 enum Buckets {
     One(Bucket),
@@ -57,6 +73,7 @@ pub struct RateLimiter {
     clock: TokioClock,
     buckets: Buckets,
     metrics: Option<RateLimitMetrics>,
+    parked: Mutex<Parked>,
 }
 
 /// Problems in a rate-limit config, as (key, message).
@@ -113,7 +130,13 @@ impl RateLimiter {
             clock,
             buckets,
             metrics,
+            parked: Mutex::default(),
         }
+    }
+
+    /// Whether events can be parked (keyed `wait`).
+    pub fn parks(&self) -> bool {
+        matches!(self.buckets, Buckets::PerKey { .. }) && self.when == WhenLimited::Wait
     }
 
     /// The burst, for callers that release events as the bucket allows
@@ -169,40 +192,150 @@ impl RateLimiter {
         batch: Batch,
     ) -> (Batch, usize) {
         let keys: Vec<Str> = batch.iter().map(|e| key_of(key, e)).collect();
+        let mut map = buckets.lock().unwrap_or_else(|e| e.into_inner());
         let mut admitted = Vec::with_capacity(batch.len());
         let mut dropped = 0;
-        for (event, k) in batch.into_iter().zip(keys) {
-            loop {
-                let wait = {
-                    let mut map = buckets.lock().unwrap_or_else(|e| e.into_inner());
-                    if !map.contains(&k) {
-                        let fresh = Gcra::direct_with_clock(self.quota, self.clock.clone());
-                        if map.push(k.clone(), fresh).is_some()
-                            && let Some(m) = &self.metrics
-                        {
-                            m.evictions.inc();
+        match self.when {
+            WhenLimited::Drop => {
+                for (event, k) in batch.into_iter().zip(keys) {
+                    match self.check_key(&mut map, &k) {
+                        Ok(()) => admitted.push(event),
+                        Err(_) => dropped += 1,
+                    }
+                }
+            }
+            // A limited key's events are parked (behind any it already has
+            // parked, so each key keeps its order) and the others go on.
+            WhenLimited::Wait => {
+                let now = tokio::time::Instant::now();
+                let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+                for (event, k) in batch.into_iter().zip(keys) {
+                    if let Some(queue) = parked.by_key.get_mut(&k) {
+                        queue.events.push_back((event, now));
+                        parked.count += 1;
+                        continue;
+                    }
+                    match self.check_key(&mut map, &k) {
+                        Ok(()) => admitted.push(event),
+                        Err(wait) => {
+                            parked.by_key.insert(
+                                k,
+                                KeyQueue {
+                                    ready_at: now + wait,
+                                    events: VecDeque::from([(event, now)]),
+                                },
+                            );
+                            parked.count += 1;
                         }
                     }
-                    let bucket = map.get(&k).expect("inserted above");
-                    match bucket.check() {
-                        Ok(()) => None,
-                        Err(not_until) => Some(not_until.wait_time_from(self.clock.now())),
-                    }
-                };
-                match (wait, self.when) {
-                    (None, _) => {
-                        admitted.push(event);
-                        break;
-                    }
-                    (Some(_), WhenLimited::Drop) => {
-                        dropped += 1;
-                        break;
-                    }
-                    (Some(w), WhenLimited::Wait) => self.sleep(w).await,
                 }
             }
         }
         (admitted, dropped)
+    }
+
+    /// Lets events through in order, sleeping for each key that has no
+    /// token: for callers that run one event per concurrent slot (`http`),
+    /// where a waiting event holds only its own slot.
+    pub async fn admit_in_place(&self, batch: Batch) -> (Batch, usize) {
+        let Buckets::PerKey { key, buckets } = &self.buckets else {
+            return self.admit(batch).await;
+        };
+        if self.when == WhenLimited::Drop {
+            return self.admit(batch).await;
+        }
+        let mut admitted = Vec::with_capacity(batch.len());
+        for event in batch {
+            let k = key_of(key, &event);
+            loop {
+                let checked = {
+                    let mut map = buckets.lock().unwrap_or_else(|e| e.into_inner());
+                    self.check_key(&mut map, &k)
+                };
+                match checked {
+                    Ok(()) => break,
+                    Err(wait) => self.sleep(wait).await,
+                }
+            }
+            admitted.push(event);
+        }
+        (admitted, 0)
+    }
+
+    /// Takes a token from `k`'s bucket, or says how long until one is there.
+    fn check_key(&self, map: &mut LruCache<Str, Bucket>, k: &Str) -> Result<(), Duration> {
+        if !map.contains(k) {
+            let fresh = Gcra::direct_with_clock(self.quota, self.clock.clone());
+            if map.push(k.clone(), fresh).is_some()
+                && let Some(m) = &self.metrics
+            {
+                m.evictions.inc();
+            }
+        }
+        let bucket = map.get(k).expect("inserted above");
+        bucket.check().map_err(|not_until| {
+            not_until
+                .wait_time_from(self.clock.now())
+                .max(Duration::from_micros(100))
+        })
+    }
+
+    /// Events parked by a keyed `wait` limit.
+    pub fn parked(&self) -> usize {
+        self.parked.lock().unwrap_or_else(|e| e.into_inner()).count
+    }
+
+    /// Time until the earliest parked key may have a token.
+    pub fn next_ready_in(&self) -> Option<Duration> {
+        let parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+        let now = tokio::time::Instant::now();
+        parked
+            .by_key
+            .values()
+            .map(|q| q.ready_at.saturating_duration_since(now))
+            .min()
+    }
+
+    /// The parked events whose key has tokens again, each key in order.
+    pub fn take_ready(&self) -> Batch {
+        let Buckets::PerKey { buckets, .. } = &self.buckets else {
+            return Vec::new();
+        };
+        let mut map = buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+        let now = tokio::time::Instant::now();
+        let mut ready = Vec::new();
+        let mut longest_wait = Duration::ZERO;
+        let mut emptied = Vec::new();
+        for (k, queue) in parked.by_key.iter_mut() {
+            if queue.ready_at > now {
+                continue;
+            }
+            while let Some((_, since)) = queue.events.front() {
+                match self.check_key(&mut map, k) {
+                    Ok(()) => {
+                        longest_wait = longest_wait.max(now.saturating_duration_since(*since));
+                        let (event, _) = queue.events.pop_front().expect("front exists");
+                        ready.push(event);
+                    }
+                    Err(wait) => {
+                        queue.ready_at = now + wait;
+                        break;
+                    }
+                }
+            }
+            if queue.events.is_empty() {
+                emptied.push(k.clone());
+            }
+        }
+        for k in emptied {
+            parked.by_key.remove(&k);
+        }
+        parked.count -= ready.len();
+        if let Some(m) = &self.metrics {
+            m.delay_seconds.inc_by(longest_wait.as_secs_f64());
+        }
+        ready
     }
 
     async fn sleep(&self, d: Duration) {
@@ -302,7 +435,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn per_key_wait_delays_only_by_the_keys_own_rate() {
+    async fn per_key_wait_parks_a_limited_key_and_lets_the_others_pass() {
         let mut c = config(10, Some(1), WhenLimited::Wait);
         c.key = Some(".k".into());
         c.max_keys = 100;
@@ -318,12 +451,43 @@ mod tests {
             Duration::ZERO,
             "one event per key fits every bucket"
         );
-        let (out, _) = l.admit(batch(3, "a")).await;
-        assert_eq!(out.len(), 3);
-        let secs = start.elapsed().as_secs_f64();
-        assert!(
-            (0.29..=0.31).contains(&secs),
-            "3 more events of one key at 10/s: {secs}"
+        // Key a is spent: its events park; fresh key d passes at once.
+        let mut input = batch(3, "a");
+        input.extend(batch(2, "d").into_iter().map(|mut e| {
+            e.as_object_mut()
+                .unwrap()
+                .insert("i".into(), crate::event::Value::from(10));
+            e
+        }));
+        let (out, _) = l.admit(input).await;
+        assert_eq!(
+            out.len(),
+            1,
+            "one d passes (burst 1), the other d parks behind it"
         );
+        assert_eq!(l.parked(), 4);
+        assert_eq!(start.elapsed(), Duration::ZERO, "nothing waits in admit");
+        let wait = l.next_ready_in().unwrap();
+        assert!(wait <= Duration::from_millis(100));
+        tokio::time::advance(Duration::from_millis(100)).await;
+        let ready = l.take_ready();
+        assert_eq!(ready.iter().filter(|e| e["k"] == "a").count(), 1);
+        assert_eq!(ready.iter().filter(|e| e["k"] == "d").count(), 1);
+        assert_eq!(
+            ready.iter().find(|e| e["k"] == "a").unwrap()["i"],
+            0,
+            "key order kept"
+        );
+        tokio::time::advance(Duration::from_millis(200)).await;
+        let ready = l.take_ready();
+        assert_eq!(
+            ready
+                .iter()
+                .map(|e| e["i"].as_u64().unwrap())
+                .collect::<Vec<_>>(),
+            vec![1],
+            "one token per 100 ms, not a burst"
+        );
+        assert_eq!(l.parked(), 1);
     }
 }

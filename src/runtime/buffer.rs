@@ -230,6 +230,11 @@ impl BufferReceiver {
         }
     }
 
+    /// Events the queue holds at most.
+    pub fn capacity(&self) -> usize {
+        self.shared.capacity
+    }
+
     /// Events queued right now (for the shutdown report).
     pub fn len(&self) -> usize {
         self.shared.lock().events

@@ -25,34 +25,111 @@ pub struct Concurrency {
     pub ordered: bool,
 }
 
+/// Whether a batch has passed the rate limit already (released from parking).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admitted {
+    No,
+    ByRateLimit,
+}
+
+/// Where a stage's batches come from: its input queue and, with a keyed
+/// `wait` rate limit, the events the limiter parked and now lets go.
+struct Intake {
+    input: BufferReceiver,
+    parking: Option<Arc<StageControls>>,
+    /// Stop taking input while this many events are parked (the buffer size).
+    cap: usize,
+    input_done: bool,
+}
+
+impl Intake {
+    fn new(input: BufferReceiver, controls: &Arc<StageControls>) -> Self {
+        let cap = input.capacity();
+        let parking = controls.parking().is_some().then(|| controls.clone());
+        Self {
+            input,
+            parking,
+            cap,
+            input_done: false,
+        }
+    }
+
+    /// The next batch and whether it is fresh from the queue (counted as
+    /// received) or released from parking (counted already).
+    async fn next(&mut self) -> Option<(Batch, bool)> {
+        loop {
+            let parked = self
+                .parking
+                .as_ref()
+                .and_then(|c| c.parking())
+                .filter(|l| l.parked() > 0);
+            let Some(limiter) = parked else {
+                if self.input_done {
+                    return None;
+                }
+                match self.input.recv().await {
+                    Some(b) => return Some((b, true)),
+                    None => {
+                        self.input_done = true;
+                        continue;
+                    }
+                }
+            };
+            let wait = limiter.next_ready_in().unwrap_or_default();
+            let can_take = !self.input_done && limiter.parked() < self.cap;
+            tokio::select! {
+                b = self.input.recv(), if can_take => match b {
+                    Some(b) => return Some((b, true)),
+                    None => self.input_done = true,
+                },
+                _ = tokio::time::sleep(wait) => {
+                    let ready = limiter.take_ready();
+                    if !ready.is_empty() {
+                        return Some((ready, false));
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Runs `work` on every batch from `input` and passes each result to `emit`
 /// (one at a time, in input order when `ordered`). A panic in `work` is
 /// re-raised in the stage task, where the supervisor reports it by name.
 async fn drive<T, W, WF, E, F>(
-    mut input: BufferReceiver,
+    intake: Intake,
     conc: Concurrency,
     metrics: &ComponentMetrics,
     work: W,
     emit: E,
 ) where
     T: Send + 'static,
-    W: Fn(Batch) -> WF + Send + Sync + 'static,
+    W: Fn(Batch, Admitted) -> WF + Send + Sync + 'static,
     WF: Future<Output = T> + Send + 'static,
     E: Fn(T) -> F,
     F: Future<Output = ()>,
 {
-    let gauge = input.gauge();
+    let gauge = intake.input.gauge();
     let work = Arc::new(work);
     let timed = {
         let metrics = metrics.clone();
-        move |batch: Batch| {
+        move |(batch, fresh): (Batch, bool)| {
             let (metrics, work) = (metrics.clone(), work.clone());
             async move {
-                let n = batch.len();
+                // Released parked events were counted when they arrived.
+                let n = if fresh { batch.len() } else { 0 };
                 metrics.events_in.inc_by(n as u64);
                 metrics.workers_busy.inc();
                 let started = Instant::now();
-                let result = work(batch).await;
+                let result = work(
+                    batch,
+                    if fresh {
+                        Admitted::No
+                    } else {
+                        Admitted::ByRateLimit
+                    },
+                )
+                .await;
                 metrics.processing.observe(started.elapsed().as_secs_f64());
                 metrics.workers_busy.dec();
                 (result, n)
@@ -67,17 +144,16 @@ async fn drive<T, W, WF, E, F>(
             gauge.settle(n);
         }
     };
+    let mut intake = intake;
     if conc.workers <= 1 {
-        while let Some(batch) = input.recv().await {
-            emit(timed(batch).await).await;
+        while let Some(next) = intake.next().await {
+            emit(timed(next).await).await;
         }
         return;
     }
-    let batches =
-        futures_util::stream::unfold(
-            input,
-            |mut rx| async move { rx.recv().await.map(|b| (b, rx)) },
-        );
+    let batches = futures_util::stream::unfold(intake, |mut intake| async move {
+        intake.next().await.map(|b| (b, intake))
+    });
     let spawned = batches.map(move |batch| {
         let job = timed(batch);
         async move {
@@ -174,11 +250,14 @@ pub async fn run_transform(
 ) -> Result<(), ComponentError> {
     let n_ports = ports.len();
     let controls = Arc::new(controls);
-    let work = move |batch: Batch| {
+    let intake = Intake::new(input, &controls);
+    let work = move |batch: Batch, admitted: Admitted| {
         let (transform, controls) = (transform.clone(), controls.clone());
         async move {
             let mut out = TransformOutput::with_ports(n_ports, batch.len());
-            let gated = controls.gate(batch).await;
+            let gated = controls
+                .gate(batch, admitted == Admitted::ByRateLimit)
+                .await;
             out.failed = gated.rejected;
             out.rate_limited = gated.rate_limited;
             if !gated.batch.is_empty() {
@@ -189,7 +268,7 @@ pub async fn run_transform(
     };
     let (ports, errors, m) = (&ports, &errors, &metrics);
     drive(
-        input,
+        intake,
         conc,
         &metrics,
         work,
@@ -222,7 +301,7 @@ async fn call_one(
     controls: &StageControls,
     event: Event,
 ) -> Result<Option<Event>, Failed> {
-    let mut gated = controls.gate(vec![event]).await;
+    let mut gated = controls.gate_in_place(vec![event]).await;
     if let Some(rejected) = gated.rejected.pop() {
         return Err(rejected);
     }
@@ -270,7 +349,7 @@ pub async fn run_async_transform(
     controls: StageControls,
 ) -> Result<(), ComponentError> {
     let controls = Arc::new(controls);
-    let work = move |batch: Batch| {
+    let work = move |batch: Batch, _: Admitted| {
         let (transform, controls) = (transform.clone(), controls.clone());
         async move {
             let mut out = TransformOutput::with_ports(1, batch.len());
@@ -299,8 +378,14 @@ pub async fn run_async_transform(
         ordered: true,
     };
     let (ports, errors, m) = (&ports, &errors, &metrics);
-    drive(
+    let intake = Intake {
         input,
+        parking: None,
+        cap: 0,
+        input_done: false,
+    };
+    drive(
+        intake,
         serial,
         &metrics,
         work,
@@ -338,12 +423,15 @@ pub async fn run_sink(
     controls: StageControls,
 ) -> Result<(), ComponentError> {
     let controls = Arc::new(controls);
+    let intake = Intake::new(input, &controls);
     let work = {
         let (sink, controls) = (sink.clone(), controls.clone());
-        move |batch: Batch| {
+        move |batch: Batch, admitted: Admitted| {
             let (sink, controls) = (sink.clone(), controls.clone());
             async move {
-                let gated = controls.gate(batch).await;
+                let gated = controls
+                    .gate(batch, admitted == Admitted::ByRateLimit)
+                    .await;
                 SinkBatch {
                     encoded: sink.encode(gated.batch),
                     rejected: gated.rejected,
@@ -353,7 +441,7 @@ pub async fn run_sink(
         }
     };
     let (sink_ref, errors_ref, written_ref, m, c) = (&sink, &errors, &written, &metrics, &controls);
-    drive(input, conc, &metrics, work, |b: SinkBatch| async move {
+    drive(intake, conc, &metrics, work, |b: SinkBatch| async move {
         m.discard(DiscardReason::RateLimited, b.rate_limited);
         errors_ref.handle(b.rejected).await;
         let encoded = b.encoded;
