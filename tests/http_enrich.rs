@@ -274,3 +274,51 @@ fn the_enrich_example_runs_against_a_customer_service() {
     assert_eq!(dead[0]["order"], 3);
     assert_eq!(dead[0]["error"]["attempts"], 1, "404 is final");
 }
+
+#[test]
+fn when_open_wait_holds_events_until_a_trial_succeeds() {
+    let (addr, service) = start_service();
+    service.failing.store(true, Ordering::SeqCst);
+    let s = Scratch::new();
+    let file = enrich_pipeline(
+        &s,
+        &addr,
+        "    circuit_breaker: {consecutive_failures: 1, open_for: 500ms, when_open: wait}",
+    );
+    let mut d = Daemon::start(&file, &[], Stdio::null());
+    let mut stdin = d.child.stdin.take().unwrap();
+    writeln!(stdin, "{{\"id\":\"first\"}}").unwrap();
+    stdin.flush().unwrap();
+    let state = |d: &Daemon| {
+        metric(
+            &d.metrics(),
+            "flowgate_circuit_breaker_state",
+            &[("component", "enrich")],
+        )
+    };
+    assert!(eventually(LONG, || state(&d) == Some(1.0)));
+    writeln!(stdin, "{{\"id\":\"second\"}}").unwrap();
+    stdin.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        service.calls.load(Ordering::SeqCst),
+        1,
+        "the held event is not sent while open"
+    );
+    service.failing.store(false, Ordering::SeqCst);
+    assert!(
+        eventually(LONG, || state(&d) == Some(0.0)),
+        "{}",
+        d.metrics()
+    );
+    drop(stdin);
+    assert_eq!(d.wait(LONG), Some(0));
+    let out = s.read_lines("out.ndjson");
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0]["customer"]["id"], "second");
+    assert_eq!(
+        s.read_lines("dlq.ndjson").len(),
+        1,
+        "only the call that failed is dead-lettered; none rejected"
+    );
+}
