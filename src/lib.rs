@@ -24,5 +24,6 @@ pub mod event;
 pub mod expr;
 pub mod graph;
 pub mod http;
+pub mod pipeline_tests;
 pub mod runtime;
 pub mod telemetry;

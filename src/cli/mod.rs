@@ -53,6 +53,11 @@ enum Command {
     },
     /// Print the pipeline JSON Schema (the same as schemas/pipeline.schema.json).
     Schema,
+    /// Run the `tests:` sections of pipeline files (events in, expected outputs, injected faults).
+    Test {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -113,6 +118,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+        Command::Test { paths } => run_tests(&expand(&paths)?),
         Command::Graph { file, format } => match graph::load(&file) {
             Ok((p, _)) => {
                 print!(
@@ -165,6 +171,43 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+/// `flowgate test`: every test of every file, a line each, diffs for
+/// failures, and a closing `N passed, N failed` line.
+fn run_tests(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let Some(pipelines) = load_all(files) else {
+        return Ok(ExitCode::from(EXIT_CONFIG));
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let (mut passed, mut failed) = (0, 0);
+    for p in &pipelines {
+        if p.tests.is_empty() {
+            println!("{}: no tests", p.file);
+        }
+        for case in &p.tests {
+            match runtime.block_on(crate::pipeline_tests::run(p, case)) {
+                Ok(()) => {
+                    passed += 1;
+                    println!("test {} :: {} ... ok", p.file, case.name);
+                }
+                Err(why) => {
+                    failed += 1;
+                    println!("test {} :: {} ... FAILED\n{why}", p.file, case.name);
+                }
+            }
+        }
+    }
+    runtime.shutdown_background();
+    println!("{passed} passed, {failed} failed");
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// Loads every file; prints all problems and returns `None` if any file is invalid.

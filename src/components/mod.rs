@@ -112,6 +112,9 @@ pub struct TransformOutput {
     pub unmatched: usize,
     /// Events discarded by `rate_limit.when_limited: drop`.
     pub rate_limited: usize,
+    /// The attempt as a whole failed retryably (message, error type); its
+    /// events are in `failed` for when no retry follows.
+    pub attempt_failure: Option<(String, &'static str)>,
 }
 
 impl TransformOutput {

@@ -15,7 +15,7 @@ use crate::components::{SinkKind, SourceKind, TransformKind};
 use serde_yaml::{Mapping, Value};
 use std::path::Path;
 
-pub const TOP_LEVEL_KEYS: &[&str] = &["name", "sources", "transforms", "sinks"];
+pub const TOP_LEVEL_KEYS: &[&str] = &["name", "sources", "transforms", "sinks", "tests"];
 
 /// A source as written: name, shared keys, type-specific config.
 #[derive(Debug, Clone)]
@@ -44,6 +44,8 @@ pub struct RawPipeline {
     pub sinks: Vec<RawStage<SinkKind>>,
     /// Components that exist but failed to parse: not "unknown" as inputs.
     pub broken: Vec<String>,
+    /// The `tests:` section (run by `flowgate test`).
+    pub tests: Vec<super::tests::TestCase>,
     pub positions: Positions,
 }
 
@@ -124,6 +126,7 @@ pub fn parse(
         transforms: Vec::new(),
         sinks: Vec::new(),
         broken: Vec::new(),
+        tests: Vec::new(),
         positions,
     };
     let top = match root {
@@ -148,6 +151,21 @@ pub fn parse(
                 _ => errors.push(
                     raw.error("'name' must be a string")
                         .at(raw.positions.find(&["name"], Target::Value)),
+                ),
+            },
+            "tests" => match value {
+                Value::Null => {}
+                Value::Sequence(items) => {
+                    for (i, item) in items.into_iter().enumerate() {
+                        match serde_path_to_error::deserialize::<_, super::tests::TestCase>(item) {
+                            Ok(t) => raw.tests.push(t),
+                            Err(e) => errors.push(test_error(&raw, i, &e)),
+                        }
+                    }
+                }
+                _ => errors.push(
+                    raw.error("'tests' must be a list of tests (see SPEC §9)")
+                        .at(raw.positions.find(&["tests"], Target::Value)),
                 ),
             },
             "sources" | "transforms" | "sinks" => {
@@ -426,6 +444,30 @@ fn serde_error(
     };
     raw.error(message)
         .component(name)
+        .at(raw.positions.find(&path, target))
+}
+
+/// A problem in test `i`, positioned at the failing field.
+fn test_error(
+    raw: &RawPipeline,
+    i: usize,
+    err: &serde_path_to_error::Error<serde_yaml::Error>,
+) -> ConfigError {
+    let mut path = vec!["tests".to_string(), i.to_string()];
+    for seg in err.path().iter() {
+        match seg {
+            serde_path_to_error::Segment::Map { key } => path.push(key.clone()),
+            serde_path_to_error::Segment::Seq { index } => path.push(index.to_string()),
+            _ => {}
+        }
+    }
+    let inner = plain_types(&err.inner().to_string()).replace('`', "'");
+    let target = if inner.starts_with("unknown field") || inner.starts_with("missing field") {
+        Target::Key
+    } else {
+        Target::Value
+    };
+    raw.error(format!("tests[{i}]: {inner}"))
         .at(raw.positions.find(&path, target))
 }
 

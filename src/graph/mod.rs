@@ -83,6 +83,8 @@ pub struct Pipeline {
     pub name: String,
     pub file: String,
     pub components: Vec<Component>,
+    /// The `tests:` section, checked against the graph.
+    pub tests: Vec<crate::config::tests::TestCase>,
 }
 
 impl Pipeline {
@@ -372,7 +374,9 @@ pub fn compile(raw: RawPipeline) -> Result<(Pipeline, Vec<ConfigWarning>), Vec<C
         name: raw.name.clone(),
         file: raw.file.clone(),
         components,
+        tests: raw.tests.clone(),
     };
+    check_tests(&raw, &pipeline, &mut errors);
     let consumers = pipeline.consumers();
     for (id, c) in pipeline.components.iter().enumerate() {
         let section = match c.role {
@@ -404,6 +408,86 @@ pub fn compile(raw: RawPipeline) -> Result<(Pipeline, Vec<ConfigWarning>), Vec<C
     } else {
         errors.sort_by_key(|e| e.position.unwrap_or((usize::MAX, 0)));
         Err(errors)
+    }
+}
+
+/// Resolves `name` or `name.port` to an existing output.
+pub fn resolve_output(pipeline: &Pipeline, text: &str) -> Result<InputRef, String> {
+    let (name, port) = match text.split_once('.') {
+        Some((c, p)) => (c, Some(p.to_string())),
+        None => (text, None),
+    };
+    let names = pipeline.components.iter().map(|c| c.name.as_str());
+    let Some(id) = pipeline.components.iter().position(|c| c.name == name) else {
+        return Err(format!(
+            "unknown component '{name}'{}",
+            did_you_mean(name, names)
+        ));
+    };
+    let c = &pipeline.components[id];
+    if !c.ports.contains(&port) {
+        let available: Vec<String> = c
+            .ports
+            .iter()
+            .map(|p| {
+                p.as_ref()
+                    .map_or(name.to_string(), |p| format!("{name}.{p}"))
+            })
+            .collect();
+        return Err(format!(
+            "'{text}' is not an output; outputs of '{name}': {}",
+            available.join(", ")
+        ));
+    }
+    Ok(InputRef {
+        component: id,
+        port,
+    })
+}
+
+/// Tests name transforms that exist and outputs that exist.
+fn check_tests(raw: &RawPipeline, pipeline: &Pipeline, errors: &mut Vec<ConfigError>) {
+    let is_transform = |name: &str| {
+        pipeline
+            .components
+            .iter()
+            .any(|c| c.name == name && matches!(c.role, Role::Transform { .. }))
+    };
+    for (i, t) in pipeline.tests.iter().enumerate() {
+        let idx = i.to_string();
+        let at = |path: &[&str]| {
+            let mut full = vec!["tests", idx.as_str()];
+            full.extend_from_slice(path);
+            raw.positions.find(&full, Target::Value)
+        };
+        let err = |msg: String, path: &[&str]| {
+            raw.error(format!("test '{}': {msg}", t.name)).at(at(path))
+        };
+        if !is_transform(&t.input.component) {
+            errors.push(err(
+                format!(
+                    "input.component '{}' is not a transform of this pipeline",
+                    t.input.component
+                ),
+                &["input", "component"],
+            ));
+        }
+        for (j, e) in t.expect.iter().enumerate() {
+            if let Err(msg) = resolve_output(pipeline, &e.output) {
+                errors.push(err(msg, &["expect", &j.to_string(), "output"]));
+            }
+        }
+        for (j, f) in t.faults.iter().enumerate() {
+            if !is_transform(&f.component) {
+                errors.push(err(
+                    format!(
+                        "faults: '{}' is not a transform of this pipeline",
+                        f.component
+                    ),
+                    &["faults", &j.to_string(), "component"],
+                ));
+            }
+        }
     }
 }
 

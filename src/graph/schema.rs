@@ -67,6 +67,9 @@ pub fn pipeline_schema() -> Value {
     let source = variants(&mut generator, source_shared, source_types);
     let transform = variants(&mut generator, stage_shared.clone(), transform_types);
     let sink = variants(&mut generator, stage_shared, sink_types);
+    let tests = generator
+        .subschema_for::<crate::config::tests::TestCase>()
+        .to_value();
     let mut defs = generator.take_definitions(true);
     defs.insert("Source".into(), source);
     defs.insert("Transform".into(), transform);
@@ -90,7 +93,12 @@ pub fn pipeline_schema() -> Value {
             "name": {"type": "string", "description": "Pipeline name (metrics label `pipeline`); default: the file stem."},
             "sources": section("Components that make events", "Source"),
             "transforms": section("Components that change events", "Transform"),
-            "sinks": section("Components that write events", "Sink")
+            "sinks": section("Components that write events", "Sink"),
+            "tests": {
+                "description": "Pipeline unit tests, run by `flowgate test` (SPEC §9).",
+                "type": ["array", "null"],
+                "items": tests
+            }
         },
         "$defs": Value::Object(defs.into_iter().collect())
     })

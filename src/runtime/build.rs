@@ -1,16 +1,18 @@
 //! `Pipeline` -> `Pieces`: every buffer, fan-out and task future of a
 //! pipeline, made without spawning anything.
 
-use super::buffer::{self, BufferGauge, BufferSender};
+use super::buffer::{self, BufferGauge, BufferReceiver, BufferSender};
 use super::control::PipelineControl;
 use super::errors::ErrorHandler;
 use super::fanout::Fanout;
 use super::stage::{self, Concurrency, PortOutput};
 use crate::components::{BuiltTransform, ComponentError, SourceContext};
+use crate::config::controls::WhenFull;
+use crate::config::tests::Fault;
 use crate::controls::StageControls;
 use crate::graph::{InputRef, Pipeline, Role};
 use crate::telemetry::{ComponentMetrics, Metrics};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -32,9 +34,61 @@ pub struct Pieces {
     pub queues: Vec<BufferGauge>,
 }
 
-pub fn build(pipeline: Pipeline, metrics: &Arc<Metrics>) -> Pieces {
+/// What `flowgate test` changes in a build: events are fed into one
+/// transform, only the graph downstream of it runs (sources and sinks are
+/// cut off), every output is captured, and faults are injected.
+pub struct TestSetup<'a> {
+    pub inject: usize,
+    pub faults: &'a [Fault],
+}
+
+/// The ends of a test build: where to feed events and what each output got.
+pub struct TestHandles {
+    pub injector: BufferSender,
+    pub captures: Vec<(InputRef, BufferReceiver)>,
+}
+
+/// Events a capture holds: a test's whole output must fit.
+const CAPTURE_CAPACITY: usize = 1 << 20;
+
+pub fn build(pipeline: &Pipeline, metrics: &Arc<Metrics>) -> Pieces {
+    build_with(pipeline, metrics, None).0
+}
+
+/// Components downstream of `start` (itself included), sinks excluded.
+fn downstream_transforms(pipeline: &Pipeline, start: usize) -> HashSet<usize> {
+    let consumers = pipeline.consumers();
+    let mut seen = HashSet::from([start]);
+    let mut todo = vec![start];
+    while let Some(id) = todo.pop() {
+        for port in &pipeline.components[id].ports {
+            let key = InputRef {
+                component: id,
+                port: port.clone(),
+            };
+            for &next in consumers.get(&key).into_iter().flatten() {
+                if matches!(pipeline.components[next].role, Role::Transform { .. })
+                    && seen.insert(next)
+                {
+                    todo.push(next);
+                }
+            }
+        }
+    }
+    seen
+}
+
+pub fn build_with(
+    pipeline: &Pipeline,
+    metrics: &Arc<Metrics>,
+    test: Option<TestSetup>,
+) -> (Pieces, Option<TestHandles>) {
     let control = PipelineControl::new();
     let consumers = pipeline.consumers();
+    let active: Option<HashSet<usize>> = test
+        .as_ref()
+        .map(|t| downstream_transforms(pipeline, t.inject));
+    let is_active = |id: usize| active.as_ref().is_none_or(|a| a.contains(&id));
     let component_metrics: Vec<ComponentMetrics> = pipeline
         .components
         .iter()
@@ -45,7 +99,27 @@ pub fn build(pipeline: Pipeline, metrics: &Arc<Metrics>) -> Pieces {
     let mut senders: HashMap<usize, BufferSender> = HashMap::new();
     let mut receivers = HashMap::new();
     let mut queues = Vec::new();
+    let mut captures = Vec::new();
+    let mut capture_senders: HashMap<InputRef, BufferSender> = HashMap::new();
     for (id, c) in pipeline.components.iter().enumerate() {
+        if !is_active(id) {
+            continue;
+        }
+        if test.is_some() {
+            for port in &c.ports {
+                let key = InputRef {
+                    component: id,
+                    port: port.clone(),
+                };
+                let (tx, rx) = buffer::channel(
+                    CAPTURE_CAPACITY,
+                    WhenFull::Block,
+                    component_metrics[id].clone(),
+                );
+                capture_senders.insert(key.clone(), tx);
+                captures.push((key, rx));
+            }
+        }
         if let Some(stage) = c.stage() {
             let (tx, rx) = buffer::channel(
                 stage.buffer.size,
@@ -62,10 +136,16 @@ pub fn build(pipeline: Pipeline, metrics: &Arc<Metrics>) -> Pieces {
             component: id,
             port: port.clone(),
         };
-        let targets: Vec<BufferSender> = consumers
+        let mut targets: Vec<BufferSender> = consumers
             .get(&key)
-            .map(|ids| ids.iter().map(|t| senders[t].clone()).collect())
+            .map(|ids| {
+                ids.iter()
+                    .filter(|t| senders.contains_key(t))
+                    .map(|t| senders[t].clone())
+                    .collect()
+            })
             .unwrap_or_default();
+        targets.extend(capture_senders.get(&key).cloned());
         Fanout::new(
             targets,
             component_metrics[id].output(crate::graph::Pipeline::port_label(port)),
@@ -88,6 +168,9 @@ pub fn build(pipeline: Pipeline, metrics: &Arc<Metrics>) -> Pieces {
 
     let mut tasks = Vec::new();
     for (id, c) in pipeline.components.iter().enumerate() {
+        if !is_active(id) {
+            continue;
+        }
         let m = component_metrics[id].clone();
         let future: TaskFuture = match &c.role {
             Role::Source { kind, common } => {
@@ -117,7 +200,14 @@ pub fn build(pipeline: Pipeline, metrics: &Arc<Metrics>) -> Pieces {
                 };
                 let input = receivers.remove(&id).expect("every transform has a queue");
                 let controls = StageControls::for_stage(common, &m);
-                match built {
+                let fault = test
+                    .as_ref()
+                    .and_then(|t| t.faults.iter().find(|f| f.component == c.name));
+                let built = match fault {
+                    Some(f) => super::faults::inject(built, f),
+                    None => built.clone(),
+                };
+                match &built {
                     BuiltTransform::Sync(t) => Box::pin(stage::run_transform(
                         t.clone(),
                         input,
@@ -162,12 +252,24 @@ pub fn build(pipeline: Pipeline, metrics: &Arc<Metrics>) -> Pieces {
             future,
         });
     }
-    // Only the fan-outs hold senders now: a queue closes when its last producer ends.
+    let handles = test.map(|t| TestHandles {
+        injector: senders
+            .get(&t.inject)
+            .expect("the injected component is an active transform")
+            .clone(),
+        captures,
+    });
+    // Only the fan-outs (and a test's injector) hold senders now: a queue
+    // closes when its last producer ends.
     drop(senders);
-    Pieces {
-        name: pipeline.name,
-        control,
-        tasks,
-        queues,
-    }
+    drop(capture_senders);
+    (
+        Pieces {
+            name: pipeline.name.clone(),
+            control,
+            tasks,
+            queues,
+        },
+        handles,
+    )
 }

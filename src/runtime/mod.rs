@@ -6,6 +6,7 @@ pub mod build;
 pub mod control;
 pub mod errors;
 pub mod fanout;
+pub mod faults;
 pub mod run;
 pub mod stage;
 

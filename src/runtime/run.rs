@@ -24,7 +24,7 @@ pub struct RunningPipeline {
 impl RunningPipeline {
     /// Builds and spawns every task of `pipeline` (on the current runtime).
     pub fn start(pipeline: Pipeline, metrics: &Arc<Metrics>) -> Self {
-        Self::spawn(build(pipeline, metrics))
+        Self::spawn(build(&pipeline, metrics))
     }
 
     /// Spawns already-built pieces.

@@ -211,7 +211,10 @@ async fn attempt_transform(
                     })
                     .await
                     {
-                        Ok(o) => Attempt::Done(o),
+                        Ok(mut o) => match o.attempt_failure.take() {
+                            Some((message, error_type)) => Attempt::Retryable(message, error_type),
+                            None => Attempt::Done(o),
+                        },
                         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
                         Err(e) => Attempt::Retryable(e.to_string(), "cancelled"),
                     }
