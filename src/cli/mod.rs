@@ -53,6 +53,8 @@ enum Command {
     },
     /// Print the pipeline JSON Schema (the same as schemas/pipeline.schema.json).
     Schema,
+    /// Show what a reload from OLD to NEW would keep, replace, add and remove.
+    Plan { old: PathBuf, new: PathBuf },
     /// Run the `tests:` sections of pipeline files (events in, expected outputs, injected faults).
     Test {
         #[arg(required = true)]
@@ -119,6 +121,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Test { paths } => run_tests(&expand(&paths)?),
+        Command::Plan { old, new } => {
+            // Loaded one by one: OLD and NEW usually share a pipeline name.
+            let (Some(old), Some(new)) = (load_one(&old), load_one(&new)) else {
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            };
+            println!(
+                "plan: {} -> {} (pipeline '{}')",
+                old.file, new.file, new.name
+            );
+            print!("{}", graph::diff::render(&graph::diff::diff(&old, &new)));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Graph { file, format } => match graph::load(&file) {
             Ok((p, _)) => {
                 print!(
@@ -208,6 +222,19 @@ fn run_tests(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Loads one file, printing its problems.
+fn load_one(file: &Path) -> Option<Pipeline> {
+    match graph::load(file) {
+        Ok((p, _)) => Some(p),
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            None
+        }
+    }
 }
 
 /// Loads every file; prints all problems and returns `None` if any file is invalid.

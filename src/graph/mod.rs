@@ -2,6 +2,7 @@
 //! component ids and ports, cycles rejected, programs compiled. Every
 //! problem of a file is collected; warnings are separate. No tokio here.
 
+pub mod diff;
 pub mod render;
 pub mod schema;
 
