@@ -54,7 +54,7 @@ pub async fn run(pipelines: Vec<Pipeline>, options: RunOptions) -> Outcome {
 
     let running: Vec<RunningPipeline> = pipelines
         .into_iter()
-        .map(|p| RunningPipeline::start(p, &metrics))
+        .map(|p| RunningPipeline::start(p, &metrics, &status.taps))
         .collect();
     let controls: Vec<_> = running.iter().map(|r| r.control()).collect();
     let names: Vec<String> = running.iter().map(|r| r.name.clone()).collect();

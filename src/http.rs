@@ -1,8 +1,9 @@
 //! `/metrics`, `/health` and `/ready` on `--metrics-address`.
 
+use crate::runtime::tap::Taps;
 use crate::telemetry::Metrics;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -15,6 +16,7 @@ pub struct Status {
     pub metrics: Arc<Metrics>,
     pub ready: Arc<AtomicBool>,
     pub failed: Arc<AtomicBool>,
+    pub taps: Taps,
 }
 
 impl Status {
@@ -23,8 +25,39 @@ impl Status {
             metrics,
             ready: Arc::default(),
             failed: Arc::default(),
+            taps: Taps::default(),
         }
     }
+}
+
+/// `GET /tap/{output}`: sampled events leaving an output, as NDJSON, for
+/// as long as the client reads.
+async fn tap(State(s): State<Status>, Path(output): Path<String>) -> axum::response::Response {
+    let point = match s.taps.find(&output) {
+        Ok(p) => p,
+        Err(why) => return (StatusCode::NOT_FOUND, format!("{why}\n")).into_response(),
+    };
+    let listener = point.listen();
+    let stream = futures_util::stream::unfold(listener, |mut l| async move {
+        loop {
+            match l.rx.recv().await {
+                Ok(line) => {
+                    let mut bytes = Vec::with_capacity(line.len() + 1);
+                    bytes.extend_from_slice(line.as_bytes());
+                    bytes.push(b'\n');
+                    return Some((Ok::<_, std::convert::Infallible>(bytes), l));
+                }
+                // A slow reader skips what it missed.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response()
 }
 
 async fn metrics(State(s): State<Status>) -> impl IntoResponse {
@@ -62,6 +95,7 @@ pub async fn serve(address: &str, status: Status) -> std::io::Result<std::net::S
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/tap/{*output}", get(tap))
         .with_state(status);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {

@@ -26,6 +26,7 @@ pub async fn run(pipeline: &Pipeline, case: &TestCase) -> Result<(), String> {
     let (pieces, handles) = build_with(
         pipeline,
         &metrics,
+        &Default::default(),
         Some(TestSetup {
             inject,
             faults: &case.faults,

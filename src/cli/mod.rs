@@ -53,6 +53,17 @@ enum Command {
     },
     /// Print the pipeline JSON Schema (the same as schemas/pipeline.schema.json).
     Schema,
+    /// Print a sample (at most 100 events/s) of the events leaving COMPONENT[.PORT] of a running daemon, as NDJSON.
+    Tap {
+        /// `component`, `component.port`, or `pipeline/component` when several pipelines run.
+        output: String,
+        /// The daemon's --metrics-address.
+        #[arg(long, default_value = "127.0.0.1:9717")]
+        metrics_address: String,
+        /// Stop after this many events (default: until interrupted).
+        #[arg(long)]
+        count: Option<u64>,
+    },
     /// Show what a reload from OLD to NEW would keep, replace, add and remove.
     Plan { old: PathBuf, new: PathBuf },
     /// Run the `tests:` sections of pipeline files (events in, expected outputs, injected faults).
@@ -121,6 +132,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Test { paths } => run_tests(&expand(&paths)?),
+        Command::Tap {
+            output,
+            metrics_address,
+            count,
+        } => tap(&output, &metrics_address, count),
         Command::Plan { old, new } => {
             // Loaded one by one: OLD and NEW usually share a pipeline name.
             let (Some(old), Some(new)) = (load_one(&old), load_one(&new)) else {
@@ -221,6 +237,45 @@ fn run_tests(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    })
+}
+
+/// `flowgate tap`: streams `/tap/OUTPUT` of a running daemon to stdout.
+fn tap(output: &str, address: &str, count: Option<u64>) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let url = format!("http://{address}/tap/{output}");
+        let mut response = reqwest::Client::new()
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| {
+                format!("cannot reach a flowgate daemon at {address} (is --metrics-address right?)")
+            })?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let why = response.text().await.unwrap_or_default();
+            anyhow::bail!("{} ({status} from {url})", why.trim());
+        }
+        let mut pending = Vec::new();
+        let mut printed = 0u64;
+        let mut stdout = std::io::stdout().lock();
+        while let Some(chunk) = response.chunk().await.context("reading the tap")? {
+            pending.extend_from_slice(&chunk);
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                std::io::Write::write_all(&mut stdout, &line)?;
+                printed += 1;
+                if count.is_some_and(|c| printed >= c) {
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
+        }
+        Ok(ExitCode::SUCCESS)
     })
 }
 

@@ -6,6 +6,7 @@ use super::control::PipelineControl;
 use super::errors::ErrorHandler;
 use super::fanout::Fanout;
 use super::stage::{self, Concurrency, PortOutput};
+use super::tap::Taps;
 use crate::components::{BuiltTransform, ComponentError, SourceContext};
 use crate::config::controls::WhenFull;
 use crate::config::tests::Fault;
@@ -51,8 +52,8 @@ pub struct TestHandles {
 /// Events a capture holds: a test's whole output must fit.
 const CAPTURE_CAPACITY: usize = 1 << 20;
 
-pub fn build(pipeline: &Pipeline, metrics: &Arc<Metrics>) -> Pieces {
-    build_with(pipeline, metrics, None).0
+pub fn build(pipeline: &Pipeline, metrics: &Arc<Metrics>, taps: &Taps) -> Pieces {
+    build_with(pipeline, metrics, taps, None).0
 }
 
 /// Components downstream of `start` (itself included), sinks excluded.
@@ -81,6 +82,7 @@ fn downstream_transforms(pipeline: &Pipeline, start: usize) -> HashSet<usize> {
 pub fn build_with(
     pipeline: &Pipeline,
     metrics: &Arc<Metrics>,
+    taps: &Taps,
     test: Option<TestSetup>,
 ) -> (Pieces, Option<TestHandles>) {
     let control = PipelineControl::new();
@@ -146,10 +148,13 @@ pub fn build_with(
             })
             .unwrap_or_default();
         targets.extend(capture_senders.get(&key).cloned());
-        Fanout::new(
-            targets,
-            component_metrics[id].output(crate::graph::Pipeline::port_label(port)),
-        )
+        let label = crate::graph::Pipeline::port_label(port);
+        let output = match port {
+            Some(p) => format!("{}.{p}", pipeline.components[id].name),
+            None => pipeline.components[id].name.clone(),
+        };
+        Fanout::new(targets, component_metrics[id].output(label))
+            .with_tap(taps.point(&pipeline.name, &output))
     };
     let errors_for = |id: usize| {
         let c = &pipeline.components[id];

@@ -13,17 +13,30 @@
 //!   discarded with reason `unmatched`.
 
 use super::buffer::{BufferSender, Undelivered};
+use super::tap::TapPoint;
 use crate::event::Batch;
 use prometheus::IntCounter;
+use std::sync::Arc;
 
 pub struct Fanout {
     consumers: Vec<BufferSender>,
     sent: IntCounter,
+    tap: Option<Arc<TapPoint>>,
 }
 
 impl Fanout {
     pub fn new(consumers: Vec<BufferSender>, sent: IntCounter) -> Self {
-        Self { consumers, sent }
+        Self {
+            consumers,
+            sent,
+            tap: None,
+        }
+    }
+
+    /// Lets `flowgate tap` sample what this output sends.
+    pub fn with_tap(mut self, tap: Arc<TapPoint>) -> Self {
+        self.tap = Some(tap);
+        self
     }
 
     pub fn has_consumers(&self) -> bool {
@@ -37,6 +50,9 @@ impl Fanout {
             return Ok(());
         }
         self.sent.inc_by(batch.len() as u64);
+        if let Some(tap) = &self.tap {
+            tap.offer(&batch);
+        }
         let Some((last, rest)) = self.consumers.split_last() else {
             return Ok(());
         };

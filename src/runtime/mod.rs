@@ -9,5 +9,6 @@ pub mod fanout;
 pub mod faults;
 pub mod run;
 pub mod stage;
+pub mod tap;
 
 pub use run::RunningPipeline;

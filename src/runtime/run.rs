@@ -23,8 +23,8 @@ pub struct RunningPipeline {
 
 impl RunningPipeline {
     /// Builds and spawns every task of `pipeline` (on the current runtime).
-    pub fn start(pipeline: Pipeline, metrics: &Arc<Metrics>) -> Self {
-        Self::spawn(build(&pipeline, metrics))
+    pub fn start(pipeline: Pipeline, metrics: &Arc<Metrics>, taps: &super::tap::Taps) -> Self {
+        Self::spawn(build(&pipeline, metrics, taps))
     }
 
     /// Spawns already-built pieces.
