@@ -92,6 +92,15 @@ impl Metrics {
         registry
             .register(Box::new(processing.clone()))
             .expect("metric registered once");
+        let config_reloads = counter(
+            "flowgate_config_reloads_total",
+            "Configuration reloads, by result.",
+            &["result"],
+        );
+        // Present from the start, so `increase(...)` alerts see the first one.
+        for result in ["applied", "rejected"] {
+            config_reloads.with_label_values(&[result]);
+        }
         let build_info = gauge(
             "flowgate_build_info",
             "Always 1; the version label says which build runs.",
@@ -174,11 +183,7 @@ impl Metrics {
                 "Workers of the stage busy on a batch.",
                 &COMPONENT_LABELS,
             ),
-            config_reloads: counter(
-                "flowgate_config_reloads_total",
-                "Configuration reloads, by result.",
-                &["result"],
-            ),
+            config_reloads,
             processing,
             registry,
         })
