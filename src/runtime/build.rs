@@ -85,7 +85,7 @@ pub fn build_with(
     taps: &Taps,
     test: Option<TestSetup>,
 ) -> (Pieces, Option<TestHandles>) {
-    let control = PipelineControl::new();
+    let control = PipelineControl::for_pipeline(&pipeline.name);
     let consumers = pipeline.consumers();
     let active: Option<HashSet<usize>> = test
         .as_ref()

@@ -6,6 +6,7 @@ use tokio_util::sync::CancellationToken;
 
 #[derive(Clone, Default)]
 pub struct PipelineControl {
+    pipeline: Arc<str>,
     stop_sources: CancellationToken,
     failure: Arc<Mutex<Option<String>>>,
 }
@@ -13,6 +14,14 @@ pub struct PipelineControl {
 impl PipelineControl {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A control whose log lines name the pipeline.
+    pub fn for_pipeline(name: &str) -> Self {
+        Self {
+            pipeline: Arc::from(name),
+            ..Self::default()
+        }
     }
 
     /// Sources watch this token and end when it is cancelled.
@@ -28,7 +37,7 @@ impl PipelineControl {
     /// Records the first failure, then stops the pipeline (drained, exit 1).
     pub fn fail(&self, component: &str, message: impl Into<String>) {
         let message = message.into();
-        tracing::error!(component, "{message}; stopping the pipeline");
+        tracing::error!(pipeline = %self.pipeline, component, "{message}; stopping the pipeline");
         let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
         if failure.is_none() {
             *failure = Some(format!("component '{component}': {message}"));
