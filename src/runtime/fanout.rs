@@ -16,31 +16,51 @@ use super::buffer::{BufferSender, Undelivered};
 use super::tap::TapPoint;
 use crate::event::Batch;
 use prometheus::IntCounter;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
+/// A handle on one output; clones share it. The consumer list can be
+/// replaced while events flow (reload rewires edges): a batch already being
+/// sent finishes with the list it started with, so nothing is lost.
+#[derive(Clone)]
 pub struct Fanout {
-    consumers: Vec<BufferSender>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    consumers: RwLock<Arc<Vec<BufferSender>>>,
     sent: IntCounter,
     tap: Option<Arc<TapPoint>>,
 }
 
 impl Fanout {
     pub fn new(consumers: Vec<BufferSender>, sent: IntCounter) -> Self {
-        Self {
-            consumers,
-            sent,
-            tap: None,
-        }
+        Self { inner: Arc::new(Inner { consumers: RwLock::new(Arc::new(consumers)), sent, tap: None }) }
     }
 
     /// Lets `flowgate tap` sample what this output sends.
-    pub fn with_tap(mut self, tap: Arc<TapPoint>) -> Self {
-        self.tap = Some(tap);
-        self
+    pub fn with_tap(self, tap: Arc<TapPoint>) -> Self {
+        let consumers = self.current();
+        let sent = self.inner.sent.clone();
+        Self { inner: Arc::new(Inner { consumers: RwLock::new(consumers), sent, tap: Some(tap) }) }
+    }
+
+    fn current(&self) -> Arc<Vec<BufferSender>> {
+        self.inner.consumers.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn has_consumers(&self) -> bool {
-        !self.consumers.is_empty()
+        !self.current().is_empty()
+    }
+
+    /// Replaces who receives this output's events.
+    pub fn set_consumers(&self, consumers: Vec<BufferSender>) {
+        *self.inner.consumers.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(consumers);
+    }
+
+    /// Lets go of every consumer, so their queues can close once the
+    /// producer is done (also on a panic, through `CloseOnDrop`).
+    pub fn close(&self) {
+        self.set_consumers(Vec::new());
     }
 
     /// Sends to every consumer; counts the batch as emitted. Returns the
@@ -49,11 +69,13 @@ impl Fanout {
         if batch.is_empty() {
             return Ok(());
         }
-        self.sent.inc_by(batch.len() as u64);
-        if let Some(tap) = &self.tap {
+        self.inner.sent.inc_by(batch.len() as u64);
+        if let Some(tap) = &self.inner.tap {
             tap.offer(&batch);
         }
-        let Some((last, rest)) = self.consumers.split_last() else {
+        // One read lock per batch; the send happens outside it.
+        let consumers = self.current();
+        let Some((last, rest)) = consumers.split_last() else {
             return Ok(());
         };
         let mut lost = 0;
@@ -65,10 +87,17 @@ impl Fanout {
         if let Err(Undelivered(n)) = last.send(batch).await {
             lost += n;
         }
-        if lost == 0 {
-            Ok(())
-        } else {
-            Err(Undelivered(lost))
+        if lost == 0 { Ok(()) } else { Err(Undelivered(lost)) }
+    }
+}
+
+/// Closes a component's outputs when its task ends, however it ends.
+pub struct CloseOnDrop(pub Vec<Fanout>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        for f in &self.0 {
+            f.close();
         }
     }
 }
