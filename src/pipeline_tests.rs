@@ -31,6 +31,7 @@ pub async fn run(pipeline: &Pipeline, case: &TestCase) -> Result<(), String> {
             inject,
             faults: &case.faults,
         }),
+        None,
     );
     let handles = handles.expect("a test build returns its handles");
     let collectors: Vec<(InputRef, tokio::task::JoinHandle<Batch>)> = handles

@@ -72,6 +72,10 @@ async fn a_panicking_worker_is_caught_named_and_fails_the_pipeline() {
                 future: Box::pin(stage),
             }],
             queues: Vec::new(),
+            masters: Default::default(),
+            outputs: Default::default(),
+            source_stops: Default::default(),
+            rewire: Vec::new(),
         };
         let running = RunningPipeline::spawn(pieces);
         for n in 0..5 {

@@ -4,7 +4,7 @@
 use super::buffer::{self, BufferGauge, BufferReceiver, BufferSender};
 use super::control::PipelineControl;
 use super::errors::ErrorHandler;
-use super::fanout::Fanout;
+use super::fanout::{CloseOnDrop, Fanout};
 use super::stage::{self, Concurrency, PortOutput};
 use super::tap::Taps;
 use crate::components::{BuiltTransform, ComponentError, SourceContext};
@@ -33,6 +33,38 @@ pub struct Pieces {
     pub tasks: Vec<Task>,
     /// Input queues, to report undelivered events at a shutdown deadline.
     pub queues: Vec<BufferGauge>,
+    /// Each new stage's own sender to its queue, kept by the running
+    /// pipeline so a reload can connect new producers; dropped once the
+    /// sources are done, so queues close as their producers finish.
+    pub masters: HashMap<String, BufferSender>,
+    /// Every output of every new component, for rewiring on reload.
+    pub outputs: HashMap<String, Vec<(Option<String>, Fanout)>>,
+    /// Each new source's own stop signal (a child of the pipeline's).
+    pub source_stops: HashMap<String, tokio_util::sync::CancellationToken>,
+    /// For a reload: the new consumer lists of components that keep running.
+    pub rewire: Vec<(String, Option<String>, Vec<BufferSender>)>,
+}
+
+/// Held by every task: closes its outputs when it ends and, when it ends by
+/// panicking, stops the sources (the supervisor reports the panic by name).
+struct TaskGuard {
+    _outputs: CloseOnDrop,
+    control: PipelineControl,
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.control.stop();
+        }
+    }
+}
+
+/// For a reload: the components that keep running and their queues.
+pub struct Reuse<'a> {
+    pub kept: HashSet<String>,
+    pub masters: &'a HashMap<String, BufferSender>,
+    pub control: PipelineControl,
 }
 
 /// What `flowgate test` changes in a build: events are fed into one
@@ -53,7 +85,7 @@ pub struct TestHandles {
 const CAPTURE_CAPACITY: usize = 1 << 20;
 
 pub fn build(pipeline: &Pipeline, metrics: &Arc<Metrics>, taps: &Taps) -> Pieces {
-    build_with(pipeline, metrics, taps, None).0
+    build_with(pipeline, metrics, taps, None, None).0
 }
 
 /// Components downstream of `start` (itself included), sinks excluded.
@@ -84,8 +116,13 @@ pub fn build_with(
     metrics: &Arc<Metrics>,
     taps: &Taps,
     test: Option<TestSetup>,
+    reuse: Option<&Reuse>,
 ) -> (Pieces, Option<TestHandles>) {
-    let control = PipelineControl::for_pipeline(&pipeline.name);
+    let control = reuse.map_or_else(
+        || PipelineControl::for_pipeline(&pipeline.name),
+        |r| r.control.clone(),
+    );
+    let kept = |id: usize| reuse.is_some_and(|r| r.kept.contains(&pipeline.components[id].name));
     let consumers = pipeline.consumers();
     let active: Option<HashSet<usize>> = test
         .as_ref()
@@ -105,6 +142,12 @@ pub fn build_with(
     let mut capture_senders: HashMap<InputRef, BufferSender> = HashMap::new();
     for (id, c) in pipeline.components.iter().enumerate() {
         if !is_active(id) {
+            continue;
+        }
+        if kept(id) {
+            if let Some(master) = reuse.and_then(|r| r.masters.get(&c.name)) {
+                senders.insert(id, master.clone());
+            }
             continue;
         }
         if test.is_some() {
@@ -133,6 +176,9 @@ pub fn build_with(
             receivers.insert(id, rx);
         }
     }
+    let outputs: std::cell::RefCell<HashMap<String, Vec<(Option<String>, Fanout)>>> =
+        Default::default();
+    let mut source_stops = HashMap::new();
     let fanout = |id: usize, port: &Option<String>| {
         let key = InputRef {
             component: id,
@@ -153,8 +199,14 @@ pub fn build_with(
             Some(p) => format!("{}.{p}", pipeline.components[id].name),
             None => pipeline.components[id].name.clone(),
         };
-        Fanout::new(targets, component_metrics[id].output(label))
-            .with_tap(taps.point(&pipeline.name, &output))
+        let f = Fanout::new(targets, component_metrics[id].output(label))
+            .with_tap(taps.point(&pipeline.name, &output));
+        outputs
+            .borrow_mut()
+            .entry(pipeline.components[id].name.clone())
+            .or_default()
+            .push((port.clone(), f.clone()));
+        f
     };
     let errors_for = |id: usize| {
         let c = &pipeline.components[id];
@@ -172,18 +224,37 @@ pub fn build_with(
     };
 
     let mut tasks = Vec::new();
+    let mut rewire = Vec::new();
     for (id, c) in pipeline.components.iter().enumerate() {
         if !is_active(id) {
+            continue;
+        }
+        if kept(id) {
+            for port in &c.ports {
+                let key = InputRef {
+                    component: id,
+                    port: port.clone(),
+                };
+                let targets: Vec<BufferSender> = consumers
+                    .get(&key)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|t| senders.get(t).cloned())
+                    .collect();
+                rewire.push((c.name.clone(), port.clone(), targets));
+            }
             continue;
         }
         let m = component_metrics[id].clone();
         let future: TaskFuture = match &c.role {
             Role::Source { kind, common } => {
+                let stop = control.source_token().child_token();
+                source_stops.insert(c.name.clone(), stop.clone());
                 let ctx = SourceContext {
                     name: c.name.clone(),
                     output: fanout(id, &None),
                     errors: errors_for(id),
-                    shutdown: control.source_token(),
+                    shutdown: stop,
                     controls: StageControls::for_source(common, &m),
                     metrics: m,
                 };
@@ -252,11 +323,33 @@ pub fn build_with(
                 ))
             }
         };
+        // However the task ends, its outputs let go of downstream queues; a
+        // failure or a panic stops the pipeline's sources at once.
+        let guard = TaskGuard {
+            _outputs: CloseOnDrop(
+                outputs
+                    .borrow()
+                    .get(&c.name)
+                    .map(|o| o.iter().map(|(_, f)| f.clone()).collect())
+                    .unwrap_or_default(),
+            ),
+            control: control.clone(),
+        };
+        let name = c.name.clone();
+        let future: TaskFuture = Box::pin(async move {
+            let guard = guard;
+            let result = future.await;
+            if let Err(e) = &result {
+                guard.control.fail(&name, e.to_string());
+            }
+            result
+        });
         tasks.push(Task {
             component: c.name.clone(),
             future,
         });
     }
+    let is_test = test.is_some();
     let handles = test.map(|t| TestHandles {
         injector: senders
             .get(&t.inject)
@@ -264,16 +357,29 @@ pub fn build_with(
             .clone(),
         captures,
     });
-    // Only the fan-outs (and a test's injector) hold senders now: a queue
-    // closes when its last producer ends.
-    drop(senders);
+    // A test's queues close when the injector and the fan-outs are done; a
+    // running pipeline keeps its new stages' masters (see `Pieces::masters`).
+    let masters: HashMap<String, BufferSender> = if is_test {
+        HashMap::new()
+    } else {
+        senders
+            .into_iter()
+            .filter(|(id, _)| !kept(*id))
+            .map(|(id, s)| (pipeline.components[id].name.clone(), s))
+            .collect()
+    };
     drop(capture_senders);
+    let outputs = outputs.into_inner();
     (
         Pieces {
             name: pipeline.name.clone(),
             control,
             tasks,
             queues,
+            masters,
+            outputs,
+            source_stops,
+            rewire,
         },
         handles,
     )

@@ -34,18 +34,34 @@ struct Inner {
 
 impl Fanout {
     pub fn new(consumers: Vec<BufferSender>, sent: IntCounter) -> Self {
-        Self { inner: Arc::new(Inner { consumers: RwLock::new(Arc::new(consumers)), sent, tap: None }) }
+        Self {
+            inner: Arc::new(Inner {
+                consumers: RwLock::new(Arc::new(consumers)),
+                sent,
+                tap: None,
+            }),
+        }
     }
 
     /// Lets `flowgate tap` sample what this output sends.
     pub fn with_tap(self, tap: Arc<TapPoint>) -> Self {
         let consumers = self.current();
         let sent = self.inner.sent.clone();
-        Self { inner: Arc::new(Inner { consumers: RwLock::new(consumers), sent, tap: Some(tap) }) }
+        Self {
+            inner: Arc::new(Inner {
+                consumers: RwLock::new(consumers),
+                sent,
+                tap: Some(tap),
+            }),
+        }
     }
 
     fn current(&self) -> Arc<Vec<BufferSender>> {
-        self.inner.consumers.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.inner
+            .consumers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn has_consumers(&self) -> bool {
@@ -54,7 +70,11 @@ impl Fanout {
 
     /// Replaces who receives this output's events.
     pub fn set_consumers(&self, consumers: Vec<BufferSender>) {
-        *self.inner.consumers.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(consumers);
+        *self
+            .inner
+            .consumers
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Arc::new(consumers);
     }
 
     /// Lets go of every consumer, so their queues can close once the
@@ -87,7 +107,11 @@ impl Fanout {
         if let Err(Undelivered(n)) = last.send(batch).await {
             lost += n;
         }
-        if lost == 0 { Ok(()) } else { Err(Undelivered(lost)) }
+        if lost == 0 {
+            Ok(())
+        } else {
+            Err(Undelivered(lost))
+        }
     }
 }
 

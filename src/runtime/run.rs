@@ -1,30 +1,67 @@
 //! Spawns a pipeline's tasks and supervises them: a task that fails or
 //! panics is reported with its component name and stops the pipeline
-//! (drained, exit 1).
+//! (drained, exit 1). A running pipeline can be changed in place
+//! (`apply`): unchanged components keep running, changed ones are replaced
+//! once their old instance has drained, removed ones drain and stop.
 
-use super::buffer::BufferGauge;
-use super::build::{Pieces, build};
+use super::buffer::{BufferGauge, BufferSender};
+use super::build::{Pieces, Reuse, build, build_with};
 use super::control::PipelineControl;
+use super::fanout::Fanout;
+use super::tap::Taps;
+use crate::components::ComponentError;
 use crate::graph::Pipeline;
+use crate::graph::diff::{Change, diff};
 use crate::telemetry::Metrics;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+
+type Handle = JoinHandle<Result<(), ComponentError>>;
+
+struct State {
+    /// The configuration running now (for the next reload's diff).
+    pipeline: Option<Pipeline>,
+    /// (component, is a source, task) for every task not yet awaited.
+    handles: Vec<(String, bool, Handle)>,
+    masters: HashMap<String, BufferSender>,
+    outputs: HashMap<String, Vec<(Option<String>, Fanout)>>,
+    source_stops: HashMap<String, CancellationToken>,
+    queues: Vec<BufferGauge>,
+    /// Set once the sources are done: no more reloads.
+    finishing: bool,
+}
 
 pub struct RunningPipeline {
     pub name: String,
     control: PipelineControl,
-    tasks: Vec<(
-        String,
-        JoinHandle<Result<(), crate::components::ComponentError>>,
-    )>,
-    queues: Vec<BufferGauge>,
+    state: Mutex<State>,
+}
+
+/// What a reload did to one pipeline.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub kept: usize,
+    pub replaced: usize,
+    pub added: usize,
+    pub removed: usize,
+}
+
+fn spawn_named(pipeline: &str, component: &str, future: super::build::TaskFuture) -> Handle {
+    // The span names the task in every log line it writes.
+    let span = tracing::info_span!("component", pipeline = %pipeline, component = %component);
+    tokio::spawn(future.instrument(span))
 }
 
 impl RunningPipeline {
     /// Builds and spawns every task of `pipeline` (on the current runtime).
-    pub fn start(pipeline: Pipeline, metrics: &Arc<Metrics>, taps: &super::tap::Taps) -> Self {
-        Self::spawn(build(&pipeline, metrics, taps))
+    pub fn start(pipeline: Pipeline, metrics: &Arc<Metrics>, taps: &Taps) -> Self {
+        let pieces = build(&pipeline, metrics, taps);
+        let running = Self::spawn(pieces);
+        running.lock().pipeline = Some(pipeline);
+        running
     }
 
     /// Spawns already-built pieces.
@@ -34,24 +71,38 @@ impl RunningPipeline {
             control,
             tasks,
             queues,
+            masters,
+            outputs,
+            source_stops,
+            ..
         } = pieces;
-        let tasks = tasks
+        let handles = tasks
             .into_iter()
             .map(|t| {
-                // The span names the task in every log line it writes.
-                let span =
-                    tracing::info_span!("component", pipeline = %name, component = %t.component);
-                let handle = tokio::spawn(t.future.instrument(span));
-                (t.component, handle)
+                let is_source = source_stops.contains_key(&t.component);
+                let handle = spawn_named(&name, &t.component, t.future);
+                (t.component, is_source, handle)
             })
             .collect();
         tracing::info!(pipeline = %name, "pipeline started");
+        let state = State {
+            pipeline: None,
+            handles,
+            masters,
+            outputs,
+            source_stops,
+            queues,
+            finishing: false,
+        };
         Self {
             name,
             control,
-            tasks,
-            queues,
+            state: Mutex::new(state),
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Stops the sources; everything downstream drains and ends.
@@ -65,32 +116,156 @@ impl RunningPipeline {
 
     /// Readers of this pipeline's input queues, for shutdown reports.
     pub fn queues(&self) -> Vec<BufferGauge> {
-        self.queues.clone()
+        self.lock().queues.clone()
+    }
+
+    /// Applies a new configuration of this pipeline by difference.
+    pub fn apply(
+        &self,
+        new: Pipeline,
+        metrics: &Arc<Metrics>,
+        taps: &Taps,
+    ) -> Result<Applied, String> {
+        let mut st = self.lock();
+        if st.finishing {
+            return Err("the pipeline is finishing; it takes no new configuration".into());
+        }
+        let old = st
+            .pipeline
+            .take()
+            .ok_or("the pipeline was not started from a configuration")?;
+        let changes = diff(&old, &new);
+        let kept: HashSet<String> = changes
+            .iter()
+            .filter(|c| c.change == Change::Keep)
+            .map(|c| c.name.clone())
+            .collect();
+        let reuse = Reuse {
+            kept,
+            masters: &st.masters,
+            control: self.control.clone(),
+        };
+        let (pieces, _) = build_with(&new, metrics, taps, None, Some(&reuse));
+        // Kept components send to the new consumers from their next batch on.
+        for (component, port, targets) in pieces.rewire {
+            if let Some(f) = st
+                .outputs
+                .get(&component)
+                .and_then(|o| o.iter().find(|(p, _)| *p == port))
+            {
+                f.1.set_consumers(targets);
+            }
+        }
+        let mut applied = Applied::default();
+        let mut retired: HashMap<String, Handle> = HashMap::new();
+        for c in &changes {
+            match c.change {
+                Change::Keep => applied.kept += 1,
+                Change::Add => applied.added += 1,
+                Change::Replace(_) | Change::Remove => {
+                    if matches!(c.change, Change::Remove) {
+                        applied.removed += 1;
+                    } else {
+                        applied.replaced += 1;
+                    }
+                    // Nothing new reaches the old instance; it drains what it has.
+                    st.masters.remove(&c.name);
+                    st.outputs.remove(&c.name);
+                    if let Some(stop) = st.source_stops.remove(&c.name) {
+                        stop.cancel();
+                    }
+                    if let Some(i) = st.handles.iter().position(|(n, _, _)| *n == c.name) {
+                        let (name, _, h) = st.handles.swap_remove(i);
+                        retired.insert(name, h);
+                    }
+                }
+            }
+        }
+        for task in pieces.tasks {
+            let is_source = pieces.source_stops.contains_key(&task.component);
+            // A replacement starts once the old instance has handed on its
+            // events, so order within the component is kept; meanwhile its
+            // queue fills, which is backpressure, not loss.
+            let future: super::build::TaskFuture = match retired.remove(&task.component) {
+                Some(old) => {
+                    let name = task.component.clone();
+                    let next = task.future;
+                    Box::pin(async move {
+                        if let Ok(Err(e)) | Err(e) =
+                            old.await.map_err(|e| ComponentError::Other(e.to_string()))
+                        {
+                            tracing::warn!(component = %name, "the replaced instance ended with: {e}");
+                        }
+                        next.await
+                    })
+                }
+                None => task.future,
+            };
+            let handle = spawn_named(&self.name, &task.component, future);
+            st.handles.push((task.component, is_source, handle));
+        }
+        // Removed components drain on their own; keep waiting for them.
+        for (name, h) in retired {
+            st.handles.push((name, false, h));
+        }
+        st.masters.extend(pieces.masters);
+        st.outputs.extend(pieces.outputs);
+        st.source_stops.extend(pieces.source_stops);
+        st.queues.extend(pieces.queues);
+        st.pipeline = Some(new);
+        Ok(applied)
+    }
+
+    /// Takes the next task to await: sources first, then the rest once the
+    /// sources are done (whose queues may then close).
+    fn next_handle(&self, sources_only: bool) -> Option<(String, Handle)> {
+        let mut st = self.lock();
+        let i = st
+            .handles
+            .iter()
+            .position(|(_, src, _)| *src || !sources_only)?;
+        let (name, _, h) = st.handles.swap_remove(i);
+        Some((name, h))
     }
 
     /// Waits for every task; `Err` carries the first failure.
-    pub async fn wait(self) -> Result<(), String> {
-        for (component, handle) in self.tasks {
-            match handle.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => self.control.fail(&component, e.to_string()),
-                Err(e) if e.is_panic() => {
-                    let payload = e.into_panic();
-                    let msg = payload
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                        .unwrap_or_else(|| "unknown panic".into());
-                    self.control.fail(&component, format!("panicked: {msg}"));
-                }
-                Err(e) => self
-                    .control
-                    .fail(&component, format!("task ended abnormally: {e}")),
+    pub async fn wait(&self) -> Result<(), String> {
+        for sources_only in [true, false] {
+            while let Some((component, handle)) = self.next_handle(sources_only) {
+                self.report(&component, handle.await);
+            }
+            if sources_only {
+                let mut st = self.lock();
+                st.finishing = true;
+                st.masters.clear();
             }
         }
         match self.control.failure() {
             Some(f) => Err(f),
             None => Ok(()),
+        }
+    }
+
+    fn report(
+        &self,
+        component: &str,
+        result: Result<Result<(), ComponentError>, tokio::task::JoinError>,
+    ) {
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => self.control.fail(component, e.to_string()),
+            Err(e) if e.is_panic() => {
+                let payload = e.into_panic();
+                let msg = payload
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "unknown panic".into());
+                self.control.fail(component, format!("panicked: {msg}"));
+            }
+            Err(e) => self
+                .control
+                .fail(component, format!("task ended abnormally: {e}")),
         }
     }
 }
