@@ -18,6 +18,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+/// Every output of each component, by component name.
+pub type Outputs = HashMap<String, Vec<(Option<String>, Fanout)>>;
+
 pub type TaskFuture = Pin<Box<dyn Future<Output = Result<(), ComponentError>> + Send>>;
 
 /// One component's task, not yet spawned.
@@ -38,7 +41,7 @@ pub struct Pieces {
     /// sources are done, so queues close as their producers finish.
     pub masters: HashMap<String, BufferSender>,
     /// Every output of every new component, for rewiring on reload.
-    pub outputs: HashMap<String, Vec<(Option<String>, Fanout)>>,
+    pub outputs: Outputs,
     /// Each new source's own stop signal (a child of the pipeline's).
     pub source_stops: HashMap<String, tokio_util::sync::CancellationToken>,
     /// For a reload: the new consumer lists of components that keep running.
@@ -176,8 +179,7 @@ pub fn build_with(
             receivers.insert(id, rx);
         }
     }
-    let outputs: std::cell::RefCell<HashMap<String, Vec<(Option<String>, Fanout)>>> =
-        Default::default();
+    let outputs: std::cell::RefCell<Outputs> = Default::default();
     let mut source_stops = HashMap::new();
     let fanout = |id: usize, port: &Option<String>| {
         let key = InputRef {

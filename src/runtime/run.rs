@@ -5,9 +5,8 @@
 //! once their old instance has drained, removed ones drain and stop.
 
 use super::buffer::{BufferGauge, BufferSender};
-use super::build::{Pieces, Reuse, build, build_with};
+use super::build::{Outputs, Pieces, Reuse, build, build_with};
 use super::control::PipelineControl;
-use super::fanout::Fanout;
 use super::tap::Taps;
 use crate::components::ComponentError;
 use crate::graph::Pipeline;
@@ -27,7 +26,7 @@ struct State {
     /// (component, is a source, task) for every task not yet awaited.
     handles: Vec<(String, bool, Handle)>,
     masters: HashMap<String, BufferSender>,
-    outputs: HashMap<String, Vec<(Option<String>, Fanout)>>,
+    outputs: Outputs,
     source_stops: HashMap<String, CancellationToken>,
     queues: Vec<BufferGauge>,
     /// Set once the sources are done: no more reloads.
