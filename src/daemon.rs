@@ -1,20 +1,37 @@
 //! Process lifecycle for `flowgate run`: start every pipeline, serve the
-//! endpoints, and on SIGINT/SIGTERM stop sources, drain and flush within the
-//! shutdown timeout; a second signal exits at once with 130.
+//! endpoints, reload on SIGHUP, and on SIGINT/SIGTERM stop sources, drain
+//! and flush within the shutdown timeout; a second signal exits at once
+//! with 130.
+//!
+//! Reload: the files are read and validated again; an invalid set is
+//! logged, counted (`flowgate_config_reloads_total{result="rejected"}`) and
+//! ignored, so the old pipelines keep running. A valid set is applied by
+//! difference per pipeline (see `RunningPipeline::apply`); pipelines new to
+//! the set start, pipelines gone from it drain and stop.
 
 use crate::graph::Pipeline;
 use crate::http::{self, Status};
 use crate::runtime::RunningPipeline;
 use crate::telemetry::Metrics;
-use futures_util::future::join_all;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
+
+/// Reads and validates the pipeline files again; `Err` lists every problem.
+pub type Loader = Box<dyn Fn() -> Result<Vec<Pipeline>, Vec<String>> + Send>;
 
 pub struct RunOptions {
     /// `None` disables the endpoints.
     pub metrics_address: Option<String>,
     pub shutdown_timeout: Duration,
+    /// How SIGHUP re-reads the configuration.
+    pub reload: Loader,
 }
 
 /// How the run ended, mapped to the exit code by the CLI.
@@ -29,6 +46,106 @@ pub enum Outcome {
     TimedOut { undelivered: usize },
     /// A second signal asked to exit at once.
     Interrupted,
+}
+
+type Waiting = Pin<Box<dyn Future<Output = (String, Result<(), String>)> + Send>>;
+
+struct Daemon {
+    metrics: Arc<Metrics>,
+    status: Status,
+    running: HashMap<String, Arc<RunningPipeline>>,
+    waits: FuturesUnordered<Waiting>,
+    first_failure: Option<String>,
+}
+
+impl Daemon {
+    fn start(&mut self, pipeline: Pipeline) {
+        let running = Arc::new(RunningPipeline::start(
+            pipeline,
+            &self.metrics,
+            &self.status.taps,
+        ));
+        let name = running.name.clone();
+        let waiter = running.clone();
+        self.running.insert(name.clone(), running);
+        self.waits
+            .push(Box::pin(async move { (name, waiter.wait().await) }));
+    }
+
+    fn finished(&mut self, name: String, result: Result<(), String>) {
+        self.running.remove(&name);
+        match result {
+            Ok(()) => tracing::info!(pipeline = %name, "pipeline finished"),
+            Err(e) => {
+                self.status.failed.store(true, Ordering::Relaxed);
+                tracing::error!(pipeline = %name, "pipeline failed: {e}");
+                self.first_failure.get_or_insert(e);
+            }
+        }
+    }
+
+    fn reload(&mut self, loader: &Loader) {
+        let pipelines = match loader() {
+            Ok(p) => p,
+            Err(problems) => {
+                for p in &problems {
+                    tracing::error!("reload rejected: {p}");
+                }
+                tracing::error!(
+                    "the configuration has {} problem(s); the running pipelines are unchanged",
+                    problems.len()
+                );
+                self.metrics.config_reload("rejected");
+                return;
+            }
+        };
+        let names: Vec<String> = pipelines.iter().map(|p| p.name.clone()).collect();
+        for pipeline in pipelines {
+            match self.running.get(&pipeline.name) {
+                Some(running) => {
+                    let name = pipeline.name.clone();
+                    match running.apply(pipeline, &self.metrics, &self.status.taps) {
+                        Ok(a) => tracing::info!(
+                            pipeline = %name,
+                            "reloaded: {} kept, {} replaced, {} added, {} removed",
+                            a.kept,
+                            a.replaced,
+                            a.added,
+                            a.removed
+                        ),
+                        Err(e) => tracing::warn!(pipeline = %name, "not reloaded: {e}"),
+                    }
+                }
+                None => self.start(pipeline),
+            }
+        }
+        for (name, running) in &self.running {
+            if !names.contains(name) {
+                tracing::info!(pipeline = %name, "removed from the configuration: draining and stopping");
+                running.stop();
+            }
+        }
+        self.metrics.config_reload("applied");
+    }
+
+    fn outcome(&self) -> Outcome {
+        match &self.first_failure {
+            Some(e) => Outcome::Failed(e.clone()),
+            None => Outcome::Clean,
+        }
+    }
+
+    fn undelivered(&self) -> usize {
+        let mut total = 0;
+        for (name, running) in &self.running {
+            let n: usize = running.queues().iter().map(|q| q.events()).sum();
+            if n > 0 {
+                tracing::error!(pipeline = %name, "shutdown timeout: {n} events left undelivered in queues");
+            }
+            total += n;
+        }
+        total
+    }
 }
 
 pub async fn run(pipelines: Vec<Pipeline>, options: RunOptions) -> Outcome {
@@ -52,75 +169,56 @@ pub async fn run(pipelines: Vec<Pipeline>, options: RunOptions) -> Outcome {
         return Outcome::Failed("cannot install signal handlers".into());
     };
 
-    let running: Vec<RunningPipeline> = pipelines
-        .into_iter()
-        .map(|p| RunningPipeline::start(p, &metrics, &status.taps))
-        .collect();
-    let controls: Vec<_> = running.iter().map(|r| r.control()).collect();
-    let names: Vec<String> = running.iter().map(|r| r.name.clone()).collect();
-    let queue_readers: Vec<_> = running.iter().map(|r| r.queues()).collect();
-    status.ready.store(true, Ordering::Relaxed);
-
-    let failed = status.failed.clone();
-    let all_done = join_all(running.into_iter().map(|r| {
-        let failed = failed.clone();
-        async move {
-            let name = r.name.clone();
-            let result = r.wait().await;
-            match &result {
-                Ok(()) => tracing::info!(pipeline = %name, "pipeline finished"),
-                Err(e) => {
-                    failed.store(true, Ordering::Relaxed);
-                    tracing::error!(pipeline = %name, "pipeline failed: {e}");
-                }
-            }
-            result
-        }
-    }));
-    tokio::pin!(all_done);
+    let mut d = Daemon {
+        metrics,
+        status,
+        running: HashMap::new(),
+        waits: FuturesUnordered::new(),
+        first_failure: None,
+    };
+    for p in pipelines {
+        d.start(p);
+    }
+    d.status.ready.store(true, Ordering::Relaxed);
 
     let first_signal = loop {
         tokio::select! {
-            results = &mut all_done => return outcome(results),
+            next = d.waits.next() => match next {
+                Some((name, result)) => d.finished(name, result),
+                None => return d.outcome(),
+            },
             _ = sigint.recv() => break "SIGINT",
             _ = sigterm.recv() => break "SIGTERM",
-            _ = sighup.recv() => tracing::warn!("SIGHUP received: this version does not reload configuration; restart flowgate to apply changes"),
+            _ = sighup.recv() => {
+                tracing::info!("SIGHUP received: reloading the configuration");
+                d.reload(&options.reload);
+            }
         }
     };
     tracing::info!(
         "{first_signal} received: stopping sources and draining {} pipeline(s) (deadline {:?}; a second signal exits at once)",
-        names.len(),
+        d.running.len(),
         options.shutdown_timeout
     );
-    for c in &controls {
-        c.stop();
+    for r in d.running.values() {
+        r.stop();
     }
     let deadline = tokio::time::sleep(options.shutdown_timeout);
     tokio::pin!(deadline);
     loop {
         tokio::select! {
-            results = &mut all_done => return outcome(results),
+            next = d.waits.next() => match next {
+                Some((name, result)) => d.finished(name, result),
+                None => return d.outcome(),
+            },
             _ = sigint.recv() => return Outcome::Interrupted,
             _ = sigterm.recv() => return Outcome::Interrupted,
-            _ = sighup.recv() => {}
+            _ = sighup.recv() => tracing::warn!("SIGHUP ignored: shutting down"),
             _ = &mut deadline => {
-                let undelivered: usize = queue_readers.iter().flatten().map(|q| q.events()).sum();
-                for (name, queues) in names.iter().zip(&queue_readers) {
-                    let n: usize = queues.iter().map(|q| q.events()).sum();
-                    if n > 0 {
-                        tracing::error!(pipeline = %name, "shutdown timeout: {n} events left undelivered in queues");
-                    }
-                }
+                let undelivered = d.undelivered();
                 tracing::error!("shutdown timeout of {:?} expired with {undelivered} events undelivered", options.shutdown_timeout);
                 return Outcome::TimedOut { undelivered };
             }
         }
-    }
-}
-
-fn outcome(results: Vec<Result<(), String>>) -> Outcome {
-    match results.into_iter().find_map(Result::err) {
-        Some(e) => Outcome::Failed(e),
-        None => Outcome::Clean,
     }
 }

@@ -178,9 +178,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let Some(pipelines) = load_all(&files) else {
                 return Ok(ExitCode::from(EXIT_CONFIG));
             };
+            let reload_paths = paths.clone();
             let options = RunOptions {
                 metrics_address: (metrics_address != "off").then_some(metrics_address),
                 shutdown_timeout: shutdown_timeout.0,
+                reload: Box::new(move || reload_all(&reload_paths)),
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -277,6 +279,32 @@ fn tap(output: &str, address: &str, count: Option<u64>) -> anyhow::Result<ExitCo
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Reads the files given to `run` again (directories may have gained or
+/// lost files); every problem comes back as a line.
+fn reload_all(paths: &[PathBuf]) -> Result<Vec<Pipeline>, Vec<String>> {
+    let files = expand(paths).map_err(|e| vec![format!("{e:#}")])?;
+    let mut pipelines: Vec<Pipeline> = Vec::new();
+    let mut problems = Vec::new();
+    for file in &files {
+        match graph::load(file) {
+            Ok((p, _)) if pipelines.iter().any(|o| o.name == p.name) => {
+                problems.push(format!(
+                    "{}: pipeline name '{}' is used twice",
+                    file.display(),
+                    p.name
+                ));
+            }
+            Ok((p, _)) => pipelines.push(p),
+            Err(errors) => problems.extend(errors.iter().map(ToString::to_string)),
+        }
+    }
+    if problems.is_empty() {
+        Ok(pipelines)
+    } else {
+        Err(problems)
+    }
 }
 
 /// Loads one file, printing its problems.
