@@ -32,7 +32,16 @@ pub struct RunOptions {
     pub shutdown_timeout: Duration,
     /// How SIGHUP re-reads the configuration.
     pub reload: Loader,
+    /// With `--watch`: a fingerprint of the configuration files (names,
+    /// sizes, modification times); a change that holds for one poll
+    /// triggers a reload.
+    pub watch: Option<Box<dyn Fn() -> u64 + Send>>,
 }
+
+/// How often `--watch` looks at the files. Polling (rather than inotify)
+/// also sees changes on network filesystems and through symlink swaps,
+/// as Kubernetes ConfigMaps do; it costs a few stat calls a second.
+const WATCH_EVERY: Duration = Duration::from_millis(500);
 
 /// How the run ended, mapped to the exit code by the CLI.
 #[derive(Debug, PartialEq, Eq)]
@@ -100,6 +109,7 @@ impl Daemon {
             }
         };
         let names: Vec<String> = pipelines.iter().map(|p| p.name.clone()).collect();
+        let mut refused = false;
         for pipeline in pipelines {
             match self.running.get(&pipeline.name) {
                 Some(running) => {
@@ -113,7 +123,11 @@ impl Daemon {
                             a.added,
                             a.removed
                         ),
-                        Err(e) => tracing::warn!(pipeline = %name, "not reloaded: {e}"),
+                        Err(e) => {
+                            tracing::error!(pipeline = %name, "not reloaded: {e}; it keeps running unchanged");
+                            self.metrics.config_reload("rejected");
+                            refused = true;
+                        }
                     }
                 }
                 None => self.start(pipeline),
@@ -125,7 +139,9 @@ impl Daemon {
                 running.stop();
             }
         }
-        self.metrics.config_reload("applied");
+        if !refused {
+            self.metrics.config_reload("applied");
+        }
     }
 
     fn outcome(&self) -> Outcome {
@@ -181,8 +197,25 @@ pub async fn run(pipelines: Vec<Pipeline>, options: RunOptions) -> Outcome {
     }
     d.status.ready.store(true, Ordering::Relaxed);
 
+    let mut watch_tick = tokio::time::interval(WATCH_EVERY);
+    let mut seen = options.watch.as_ref().map(|f| f());
+    let mut pending: Option<u64> = None;
     let first_signal = loop {
         tokio::select! {
+            _ = watch_tick.tick(), if options.watch.is_some() => {
+                let now = options.watch.as_ref().map(|f| f());
+                match (pending, now) {
+                    // Changed, then unchanged for one poll: the edit is complete.
+                    (Some(p), Some(n)) if p == n => {
+                        pending = None;
+                        seen = now;
+                        tracing::info!("configuration files changed: reloading");
+                        d.reload(&options.reload);
+                    }
+                    (_, n) if n != seen => pending = n,
+                    _ => pending = None,
+                }
+            }
             next = d.waits.next() => match next {
                 Some((name, result)) => d.finished(name, result),
                 None => return d.outcome(),

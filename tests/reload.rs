@@ -137,3 +137,92 @@ fn sighup_reloads_under_load_without_losing_or_duplicating_events() {
         "{log}"
     );
 }
+
+#[test]
+fn watch_follows_a_directory_gaining_changing_and_losing_files() {
+    let s = Scratch::new();
+    std::fs::create_dir(s.path("conf")).unwrap();
+    let one = |program: &str| {
+        format!(
+            "name: one\nsources:\n  g: {{type: generator, rate: 200, events: [{{a: 1}}]}}\ntransforms:\n  m: {{type: map, inputs: [g], program: '{program}'}}\nsinks:\n  o: {{type: blackhole, inputs: [m]}}\n"
+        )
+    };
+    s.write("conf/one.yaml", &one(".b = 1"));
+    let dir = s.path("conf");
+    let d = Daemon::start(&dir, &["--watch"], Stdio::null());
+    let reloads = |d: &Daemon| {
+        metric(
+            &d.metrics(),
+            "flowgate_config_reloads_total",
+            &[("result", "applied")],
+        )
+        .unwrap_or(0.0)
+    };
+    let running = |d: &Daemon, p: &str| {
+        let t = d.metrics();
+        t.lines().any(|l| {
+            l.starts_with("flowgate_events_out_total{") && l.contains(&format!("pipeline=\"{p}\""))
+        })
+    };
+    assert!(eventually(LONG, || running(&d, "one")));
+
+    // A new file starts a pipeline.
+    s.write("conf/two.yaml", "name: two\nsources:\n  g: {type: generator, rate: 100, events: [{x: 1}]}\nsinks:\n  o: {type: blackhole, inputs: [g]}\n");
+    assert!(
+        eventually(LONG, || reloads(&d) >= 1.0 && running(&d, "two")),
+        "{}",
+        d.log_text()
+    );
+
+    // A changed file is applied by difference.
+    s.write("conf/one.yaml", &one(".b = 2"));
+    assert!(
+        eventually(LONG, || d
+            .log_text()
+            .contains("reloaded: 2 kept, 1 replaced, 0 added, 0 removed")),
+        "{}",
+        d.log_text()
+    );
+
+    // A removed file stops its pipeline.
+    std::fs::remove_file(s.path("conf/two.yaml")).unwrap();
+    assert!(
+        eventually(LONG, || d.log_text().contains("pipeline=two")
+            && d.log_text().contains("removed from the configuration")),
+        "{}",
+        d.log_text()
+    );
+    assert!(
+        eventually(LONG, || d
+            .log_text()
+            .contains("pipeline finished pipeline=two")),
+        "{}",
+        d.log_text()
+    );
+}
+
+#[test]
+fn a_reload_that_changes_a_stdin_source_is_refused() {
+    let s = Scratch::new();
+    let file = s.write("p.yaml", "name: p\nsources:\n  in: {type: stdin}\nsinks:\n  o: {type: file, inputs: [in], path: $DIR/o.ndjson}\n");
+    let mut d = Daemon::start(&file, &[], Stdio::null());
+    let mut stdin = d.child.stdin.take().unwrap();
+    s.write("p.yaml", "name: p\nsources:\n  in: {type: stdin, codec: text}\nsinks:\n  o: {type: file, inputs: [in], path: $DIR/o.ndjson}\n");
+    d.signal("HUP");
+    assert!(eventually(LONG, || metric(
+        &d.metrics(),
+        "flowgate_config_reloads_total",
+        &[("result", "rejected")]
+    ) == Some(1.0)));
+    writeln!(stdin, "{{\"still\":\"json\"}}").unwrap();
+    drop(stdin);
+    assert_eq!(d.wait(LONG), Some(0));
+    assert_eq!(
+        s.read_lines("o.ndjson"),
+        vec![serde_json::json!({"still": "json"})]
+    );
+    assert!(
+        d.log_text()
+            .contains("reads standard input, which cannot be replaced")
+    );
+}

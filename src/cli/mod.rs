@@ -36,6 +36,9 @@ enum Command {
         /// How long SIGINT/SIGTERM may take to drain and flush (e.g. 30s).
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
         shutdown_timeout: ConfigDuration,
+        /// Reload when the files (or the *.yaml files of the directories) change.
+        #[arg(long)]
+        watch: bool,
         /// Log format; the level comes from RUST_LOG (default info).
         #[arg(long, value_enum, default_value = "text")]
         log_format: LogFormat,
@@ -171,6 +174,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             paths,
             metrics_address,
             shutdown_timeout,
+            watch,
             log_format,
         } => {
             logging::init(log_format);
@@ -183,6 +187,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 metrics_address: (metrics_address != "off").then_some(metrics_address),
                 shutdown_timeout: shutdown_timeout.0,
                 reload: Box::new(move || reload_all(&reload_paths)),
+                watch: watch.then(|| {
+                    let watched = paths.clone();
+                    Box::new(move || fingerprint(&watched)) as Box<dyn Fn() -> u64 + Send>
+                }),
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -279,6 +287,20 @@ fn tap(output: &str, address: &str, count: Option<u64>) -> anyhow::Result<ExitCo
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Names, sizes and modification times of the configuration files.
+fn fingerprint(paths: &[PathBuf]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for file in expand(paths).unwrap_or_default() {
+        file.hash(&mut h);
+        if let Ok(meta) = std::fs::metadata(&file) {
+            meta.len().hash(&mut h);
+            meta.modified().ok().hash(&mut h);
+        }
+    }
+    h.finish()
 }
 
 /// Reads the files given to `run` again (directories may have gained or

@@ -134,6 +134,17 @@ impl RunningPipeline {
             .take()
             .ok_or("the pipeline was not started from a configuration")?;
         let changes = diff(&old, &new);
+        // Standard input cannot be handed from one reader to another
+        // without losing what the old reader holds.
+        if let Some(c) = changes.iter().find(|c| {
+            c.type_name == "stdin" && matches!(c.change, Change::Replace(_) | Change::Remove)
+        }) {
+            st.pipeline = Some(old);
+            return Err(format!(
+                "source '{}' reads standard input, which cannot be replaced or removed without a restart",
+                c.name
+            ));
+        }
         let kept: HashSet<String> = changes
             .iter()
             .filter(|c| c.change == Change::Keep)
