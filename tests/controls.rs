@@ -92,7 +92,8 @@ fn breaker_opens_on_a_failing_sink_rejects_and_closes_after_recovery() {
             &[("component", "out")],
         )
     };
-    assert_eq!(state(&d), Some(0.0));
+    // The pipeline starts right after the endpoints do.
+    assert!(eventually(LONG, || state(&d) == Some(0.0)));
     writeln!(stdin, "{{\"n\":1}}").unwrap();
     stdin.flush().unwrap();
     assert!(

@@ -198,7 +198,10 @@ fn the_breaker_opens_on_a_failing_service_rejects_without_calling_and_recovers()
     );
     service.failing.store(false, Ordering::SeqCst);
     std::thread::sleep(Duration::from_millis(1100));
-    assert_eq!(state(&d), Some(2.0), "half-open after open_for");
+    assert!(
+        eventually(LONG, || state(&d) == Some(2.0)),
+        "half-open after open_for"
+    );
     writeln!(stdin, "{{\"id\":\"back\"}}").unwrap();
     stdin.flush().unwrap();
     assert!(

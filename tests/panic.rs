@@ -11,7 +11,7 @@ use flowgate::runtime::build::{Pieces, Task};
 use flowgate::runtime::control::PipelineControl;
 use flowgate::runtime::errors::ErrorHandler;
 use flowgate::runtime::fanout::Fanout;
-use flowgate::runtime::stage::{Concurrency, PortOutput, run_transform};
+use flowgate::runtime::stage::{Concurrency, PortOutput, StageParts, run_transform};
 use flowgate::telemetry::Metrics;
 
 use std::sync::Arc;
@@ -52,18 +52,18 @@ async fn a_panicking_worker_is_caught_named_and_fails_the_pipeline() {
             fanout: Fanout::new(vec![down_tx], m.output("default")),
             is_unmatched: false,
         }];
-        let stage = run_transform(
-            Arc::new(PanicsOnThird),
-            rx,
-            Concurrency {
+        let parts = StageParts {
+            input: rx,
+            conc: Concurrency {
                 workers,
                 ordered: true,
             },
             ports,
             errors,
-            m.clone(),
-            StageControls::for_source(&Default::default(), &m),
-        );
+            metrics: m.clone(),
+            controls: StageControls::for_source(&Default::default(), &m),
+        };
+        let stage = run_transform(Arc::new(PanicsOnThird), parts);
         let pieces = Pieces {
             name: "p".into(),
             control: control.clone(),

@@ -5,7 +5,7 @@ use super::buffer::{self, BufferGauge, BufferReceiver, BufferSender};
 use super::control::PipelineControl;
 use super::errors::ErrorHandler;
 use super::fanout::{CloseOnDrop, Fanout};
-use super::stage::{self, Concurrency, PortOutput};
+use super::stage::{self, Concurrency, PortOutput, StageParts};
 use super::tap::Taps;
 use crate::components::{BuiltTransform, ComponentError, SourceContext};
 use crate::config::controls::WhenFull;
@@ -285,25 +285,19 @@ pub fn build_with(
                     Some(f) => super::faults::inject(built, f),
                     None => built.clone(),
                 };
+                let parts = StageParts {
+                    input,
+                    conc,
+                    ports,
+                    errors: errors_for(id),
+                    metrics: m,
+                    controls,
+                };
                 match &built {
-                    BuiltTransform::Sync(t) => Box::pin(stage::run_transform(
-                        t.clone(),
-                        input,
-                        conc,
-                        ports,
-                        errors_for(id),
-                        m,
-                        controls,
-                    )),
-                    BuiltTransform::Async(t) => Box::pin(stage::run_async_transform(
-                        t.clone(),
-                        input,
-                        conc,
-                        ports,
-                        errors_for(id),
-                        m,
-                        controls,
-                    )),
+                    BuiltTransform::Sync(t) => Box::pin(stage::run_transform(t.clone(), parts)),
+                    BuiltTransform::Async(t) => {
+                        Box::pin(stage::run_async_transform(t.clone(), parts))
+                    }
                 }
             }
             Role::Sink { common, kind } => {

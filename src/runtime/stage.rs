@@ -242,15 +242,28 @@ async fn attempt_transform(
     }
 }
 
+/// What every transform driver is given besides the transform itself.
+pub struct StageParts {
+    pub input: BufferReceiver,
+    pub conc: Concurrency,
+    pub ports: Vec<PortOutput>,
+    pub errors: ErrorHandler,
+    pub metrics: ComponentMetrics,
+    pub controls: StageControls,
+}
+
 pub async fn run_transform(
     transform: Arc<dyn Transform>,
-    input: BufferReceiver,
-    conc: Concurrency,
-    ports: Vec<PortOutput>,
-    errors: ErrorHandler,
-    metrics: ComponentMetrics,
-    controls: StageControls,
+    parts: StageParts,
 ) -> Result<(), ComponentError> {
+    let StageParts {
+        input,
+        conc,
+        ports,
+        errors,
+        metrics,
+        controls,
+    } = parts;
     let n_ports = ports.len();
     let controls = Arc::new(controls);
     let intake = Intake::new(input, &controls);
@@ -344,13 +357,16 @@ async fn call_one(
 /// time (in input order when `ordered`), batches one after another.
 pub async fn run_async_transform(
     transform: Arc<dyn AsyncTransform>,
-    input: BufferReceiver,
-    conc: Concurrency,
-    ports: Vec<PortOutput>,
-    errors: ErrorHandler,
-    metrics: ComponentMetrics,
-    controls: StageControls,
+    parts: StageParts,
 ) -> Result<(), ComponentError> {
+    let StageParts {
+        input,
+        conc,
+        ports,
+        errors,
+        metrics,
+        controls,
+    } = parts;
     let controls = Arc::new(controls);
     let work = move |batch: Batch, _: Admitted| {
         let (transform, controls) = (transform.clone(), controls.clone());
