@@ -155,19 +155,28 @@ fn full_buffers_push_back_to_the_source() {
     let gauge = |c: &str| {
         metric(&d.metrics(), "flowgate_buffer_events", &[("component", c)]).unwrap_or(-1.0)
     };
-    assert!(
-        eventually(LONG, || gauge("f") == 100.0 && gauge("out") == 50.0),
-        "{}",
-        d.metrics()
-    );
     let emitted = || {
         metric(
             &d.metrics(),
             "flowgate_events_out_total",
             &[("component", "g")],
         )
-        .unwrap()
+        .unwrap_or(0.0)
     };
+    // Full queues and a source that stopped emitting: the unread pipe
+    // has pushed back all the way (stdout may take a little while to fill).
+    let mut last = -1.0;
+    assert!(
+        eventually(LONG, || {
+            let now = emitted();
+            let still = now == last;
+            last = now;
+            std::thread::sleep(Duration::from_millis(100));
+            still && gauge("f") == 100.0 && gauge("out") == 50.0
+        }),
+        "{}",
+        d.metrics()
+    );
     let before = emitted();
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(emitted(), before, "a blocked pipeline must stop the source");
