@@ -165,6 +165,15 @@ impl Daemon {
 }
 
 pub async fn run(pipelines: Vec<Pipeline>, options: RunOptions) -> Outcome {
+    // Signal handlers first: a SIGHUP or SIGTERM that arrives while the
+    // daemon starts must not kill it with the default action.
+    let (Ok(mut sigint), Ok(mut sigterm), Ok(mut sighup)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        return Outcome::Failed("cannot install signal handlers".into());
+    };
     let metrics = Metrics::new();
     let status = Status::new(metrics.clone());
     if let Some(address) = &options.metrics_address {
@@ -177,13 +186,6 @@ pub async fn run(pipelines: Vec<Pipeline>, options: RunOptions) -> Outcome {
             }
         }
     }
-    let (Ok(mut sigint), Ok(mut sigterm), Ok(mut sighup)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-    ) else {
-        return Outcome::Failed("cannot install signal handlers".into());
-    };
 
     let mut d = Daemon {
         metrics,
