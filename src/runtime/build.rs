@@ -87,10 +87,6 @@ pub struct TestHandles {
 /// Events a capture holds: a test's whole output must fit.
 const CAPTURE_CAPACITY: usize = 1 << 20;
 
-pub fn build(pipeline: &Pipeline, metrics: &Arc<Metrics>, taps: &Taps) -> Pieces {
-    build_with(pipeline, metrics, taps, None, None).0
-}
-
 /// Components downstream of `start` (itself included), sinks excluded.
 fn downstream_transforms(pipeline: &Pipeline, start: usize) -> HashSet<usize> {
     let consumers = pipeline.consumers();

@@ -5,7 +5,7 @@
 //! once their old instance has drained, removed ones drain and stop.
 
 use super::buffer::{BufferGauge, BufferSender};
-use super::build::{Outputs, Pieces, Reuse, build, build_with};
+use super::build::{Outputs, Pieces, Reuse, build_with};
 use super::control::PipelineControl;
 use super::tap::Taps;
 use crate::components::ComponentError;
@@ -56,10 +56,35 @@ fn spawn_named(pipeline: &str, component: &str, future: super::build::TaskFuture
 
 impl RunningPipeline {
     /// Builds and spawns every task of `pipeline` (on the current runtime).
+    ///
+    /// A first start is a reload from the empty pipeline: the same `apply`
+    /// path adds every component.
     pub fn start(pipeline: Pipeline, metrics: &Arc<Metrics>, taps: &Taps) -> Self {
-        let pieces = build(&pipeline, metrics, taps);
-        let running = Self::spawn(pieces);
-        running.lock().pipeline = Some(pipeline);
+        let name = pipeline.name.clone();
+        let empty = Pipeline {
+            name: name.clone(),
+            file: pipeline.file.clone(),
+            components: Vec::new(),
+            tests: Vec::new(),
+        };
+        let state = State {
+            pipeline: Some(empty),
+            handles: Vec::new(),
+            masters: HashMap::new(),
+            outputs: HashMap::new(),
+            source_stops: HashMap::new(),
+            queues: Vec::new(),
+            finishing: false,
+        };
+        let running = Self {
+            control: PipelineControl::for_pipeline(&name),
+            name,
+            state: Mutex::new(state),
+        };
+        running
+            .apply(pipeline, metrics, taps)
+            .expect("an empty pipeline accepts any valid pipeline");
+        tracing::info!(pipeline = %running.name, "pipeline started");
         running
     }
 
