@@ -167,6 +167,12 @@ fn ours(program: &Program, input: &Value) -> String {
 
 #[test]
 fn every_program_matches_jq_on_every_input() {
+    if Command::new("jq").arg("--version").output().is_err() {
+        // CI installs Debian's jq (.ci/run); elsewhere say what is missing.
+        assert!(std::env::var_os("CI").is_none(), "CI must install jq");
+        eprintln!("jq is not installed: skipping the jq compatibility check (apt-get install jq)");
+        return;
+    }
     let (programs, inputs) = programs_and_inputs();
     assert!(programs.len() > 30, "found {} programs", programs.len());
     let mut failures = Vec::new();
