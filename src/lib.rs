@@ -2,17 +2,22 @@
 //!
 //! The code follows the data:
 //! - `config/`     YAML text -> `RawPipeline` (env interpolation, typed
-//!   component configs, positions for errors)
+//!   component configs, the `tests:` section, positions for errors)
 //! - `graph/`      `RawPipeline` -> validated `Pipeline`: inputs resolved to
-//!   ids, every problem collected; rendering as dot/mermaid; the schema
+//!   ids, every problem collected; the diff between two pipelines (plan,
+//!   reload); rendering as dot/mermaid; the JSON Schema
 //! - `expr/`       jq programs: native closures for the common subset, the
 //!   jaq interpreter for the rest
+//! - `event/`      the event value: insertion-ordered objects, inline strings
 //! - `components/` the catalogue: sources/, transforms/, sinks/ (one file each)
-//! - `runtime/`    buffers, fan-out, stage drivers; `build` makes every
-//!   channel and task future, `run` spawns and supervises them
+//! - `controls/`   circuit breaker, rate limiter, retry, and their order
+//! - `runtime/`    buffers, fan-out, stage drivers, taps, faults; `build`
+//!   makes every channel and task future, `run` spawns, supervises and
+//!   applies new configurations by difference
 //! - `telemetry/`  metric definitions and logging setup
-//! - `http`        /metrics, /health, /ready
-//! - `daemon`      signals and process lifecycle
+//! - `http`        /metrics, /health, /ready, /tap
+//! - `daemon`      signals, reload, shutdown deadline
+//! - `pipeline_tests` `flowgate test`
 //! - `cli/`        clap commands (the only place with `anyhow`)
 
 pub mod cli;
