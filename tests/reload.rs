@@ -226,3 +226,35 @@ fn a_reload_that_changes_a_stdin_source_is_refused() {
             .contains("reads standard input, which cannot be replaced")
     );
 }
+
+#[test]
+fn watch_applies_a_file_change_under_load_without_loss() {
+    let s = Scratch::new();
+    let file = s.write("live.yaml", &config(".v = 1", false, "a.ndjson"));
+    let mut d = Daemon::start(&file, &["--watch"], Stdio::null());
+    let mut stdin = d.child.stdin.take().unwrap();
+    let send = |stdin: &mut std::process::ChildStdin, range: std::ops::Range<u64>| {
+        let text: String = range.map(|i| format!("{{\"i\":{i}}}\n")).collect();
+        stdin.write_all(text.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    };
+    send(&mut stdin, 0..3000);
+    assert!(eventually(LONG, || written(&d, "out") == 3000.0));
+    s.write("live.yaml", &config(".v = 2", false, "a.ndjson"));
+    assert!(eventually(LONG, || metric(
+        &d.metrics(),
+        "flowgate_config_reloads_total",
+        &[("result", "applied")]
+    ) == Some(1.0)));
+    send(&mut stdin, 3000..6000);
+    drop(stdin);
+    assert_eq!(d.wait(LONG), Some(0), "{}", d.log_text());
+    let all = s.read_lines("a.ndjson");
+    assert_eq!(
+        all.iter()
+            .map(|e| e["i"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        (0..6000).collect::<Vec<_>>()
+    );
+    assert!(all[..3000].iter().all(|e| e["v"] == 1) && all[3000..].iter().all(|e| e["v"] == 2));
+}
