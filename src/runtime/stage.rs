@@ -252,6 +252,32 @@ pub struct StageParts {
     pub controls: StageControls,
 }
 
+/// Hands a transform's results on: each port's events to its consumers
+/// (an unread `unmatched` port counts them as discarded), failures to
+/// `on_error`, and the discard counters, once per batch.
+async fn emit_output(
+    out: TransformOutput,
+    ports: &[PortOutput],
+    errors: &ErrorHandler,
+    m: &ComponentMetrics,
+) {
+    m.discard(DiscardReason::Filtered, out.filtered);
+    m.discard(DiscardReason::RateLimited, out.rate_limited);
+    for (port, batch) in ports.iter().zip(out.ports) {
+        if batch.is_empty() {
+            continue;
+        }
+        if port.is_unmatched && !port.fanout.has_consumers() {
+            m.discard(DiscardReason::Unmatched, batch.len());
+            continue;
+        }
+        if let Err(lost) = port.fanout.send(batch).await {
+            m.discard(DiscardReason::Error, lost.0);
+        }
+    }
+    errors.handle(out.failed).await;
+}
+
 pub async fn run_transform(
     transform: Arc<dyn Transform>,
     parts: StageParts,
@@ -283,29 +309,9 @@ pub async fn run_transform(
         }
     };
     let (ports, errors, m) = (&ports, &errors, &metrics);
-    drive(
-        intake,
-        conc,
-        &metrics,
-        work,
-        |out: TransformOutput| async move {
-            m.discard(DiscardReason::Filtered, out.filtered);
-            m.discard(DiscardReason::RateLimited, out.rate_limited);
-            for (port, batch) in ports.iter().zip(out.ports) {
-                if batch.is_empty() {
-                    continue;
-                }
-                if port.is_unmatched && !port.fanout.has_consumers() {
-                    m.discard(DiscardReason::Unmatched, batch.len());
-                    continue;
-                }
-                if let Err(lost) = port.fanout.send(batch).await {
-                    m.discard(DiscardReason::Error, lost.0);
-                }
-            }
-            errors.handle(out.failed).await;
-        },
-    )
+    drive(intake, conc, &metrics, work, |out: TransformOutput| {
+        emit_output(out, ports, errors, m)
+    })
     .await;
     Ok(())
 }
@@ -403,24 +409,9 @@ pub async fn run_async_transform(
         cap: 0,
         input_done: false,
     };
-    drive(
-        intake,
-        serial,
-        &metrics,
-        work,
-        |out: TransformOutput| async move {
-            m.discard(DiscardReason::RateLimited, out.rate_limited);
-            if let Some(port) = ports.first()
-                && let Err(lost) = port
-                    .fanout
-                    .send(out.ports.into_iter().next().unwrap_or_default())
-                    .await
-            {
-                m.discard(DiscardReason::Error, lost.0);
-            }
-            errors.handle(out.failed).await;
-        },
-    )
+    drive(intake, serial, &metrics, work, |out: TransformOutput| {
+        emit_output(out, ports, errors, m)
+    })
     .await;
     Ok(())
 }
