@@ -104,6 +104,15 @@ impl Drop for BufferSender {
 pub struct Undelivered(pub usize);
 
 impl BufferSender {
+    /// Whether `n` more events fit now (always true for the drop policies,
+    /// which never wait). A hint for producers that answer "busy" rather
+    /// than wait, like the http_server source.
+    pub fn has_room(&self, n: usize) -> bool {
+        let state = self.shared.lock();
+        self.shared.policy != WhenFull::Block
+            || state.events + n.min(self.shared.capacity) <= self.shared.capacity
+    }
+
     /// Queues `batch` under the queue's `when_full` policy. With `block` it
     /// waits for room; the drop policies never wait.
     pub async fn send(&self, mut batch: Batch) -> Result<(), Undelivered> {

@@ -68,6 +68,11 @@ impl Fanout {
         !self.current().is_empty()
     }
 
+    /// Whether every consumer can take `n` events without waiting.
+    pub fn has_room(&self, n: usize) -> bool {
+        self.current().iter().all(|c| c.has_room(n))
+    }
+
     /// Replaces who receives this output's events.
     pub fn set_consumers(&self, consumers: Vec<BufferSender>) {
         *self

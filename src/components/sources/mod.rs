@@ -2,6 +2,7 @@
 
 pub mod file;
 pub mod generator;
+pub mod http_server;
 pub mod lines;
 pub mod stdin;
 
@@ -18,6 +19,8 @@ catalogue!(
         Stdin(stdin::StdinConfig) = "stdin",
         /// Reads a file once, one event per line.
         File(file::FileSourceConfig) = "file",
+        /// Accepts events over HTTP POST.
+        HttpServer(http_server::HttpServerConfig) = "http_server",
     }
 );
 
@@ -38,6 +41,7 @@ impl SourceKind {
             Self::Generator(c) => Box::new(c.build()),
             Self::Stdin(c) => Box::new(c.build()),
             Self::File(c) => Box::new(c.build()),
+            Self::HttpServer(c) => Box::new(c.build()),
         }
     }
 
@@ -45,6 +49,7 @@ impl SourceKind {
     pub fn check(&self) -> Vec<(Vec<&'static str>, String)> {
         match self {
             Self::Generator(c) => c.check(),
+            Self::HttpServer(c) => c.check(),
             Self::Stdin(_) | Self::File(_) => Vec::new(),
         }
     }
