@@ -325,3 +325,80 @@ fn when_open_wait_holds_events_until_a_trial_succeeds() {
         "only the call that failed is dead-lettered; none rejected"
     );
 }
+
+/// A collector that counts NDJSON lines per request and fails on command.
+#[derive(Default)]
+struct Collector {
+    failing: AtomicBool,
+    requests: std::sync::Mutex<Vec<usize>>,
+}
+
+async fn collect(State(c): State<Arc<Collector>>, body: String) -> StatusCode {
+    if c.failing.load(Ordering::SeqCst) {
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    c.requests.lock().unwrap().push(body.lines().count());
+    StatusCode::OK
+}
+
+fn start_collector() -> (String, Arc<Collector>) {
+    let collector = Arc::new(Collector::default());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let state = collector.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap().to_string()).unwrap();
+            let app = axum::Router::new()
+                .route("/ingest", axum::routing::post(collect))
+                .with_state(state);
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    (rx.recv().unwrap(), collector)
+}
+
+#[test]
+fn the_http_sink_posts_batches_retries_and_dead_letters_what_finally_fails() {
+    let (addr, collector) = start_collector();
+    let s = Scratch::new();
+    let file = s.write(
+        "p.yaml",
+        &format!(
+            "sources:\n  in: {{type: stdin}}\nsinks:\n  ship:\n    type: http\n    inputs: [in]\n    url: 'http://{addr}/ingest'\n    batch: {{max_events: 100, timeout: 200ms}}\n    retry: {{attempts: 2, initial_backoff: 5ms, max_backoff: 5ms}}\n    on_error: route\n  dlq: {{type: file, inputs: [ship.errors], path: $DIR/dlq.ndjson}}\n"
+        ),
+    );
+    let input: String = (0..250).map(|i| format!("{{\"i\":{i}}}\n")).collect();
+    let out = run(
+        &["run", file.to_str().unwrap(), "--metrics-address", "off"],
+        Some(&input),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let sizes = collector.requests.lock().unwrap().clone();
+    assert_eq!(sizes.iter().sum::<usize>(), 250);
+    assert!(
+        sizes.iter().all(|n| *n <= 100),
+        "batch.max_events bounds a request: {sizes:?}"
+    );
+    assert!(sizes.len() >= 3);
+
+    collector.failing.store(true, Ordering::SeqCst);
+    let out = run(
+        &["run", file.to_str().unwrap(), "--metrics-address", "off"],
+        Some("{\"i\":1}\n{\"i\":2}\n"),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let dlq = s.read_lines("dlq.ndjson");
+    assert_eq!(
+        dlq.len(),
+        2,
+        "the failed batch is dead-lettered event by event"
+    );
+    assert_eq!(dlq[0]["error"]["attempts"], 2);
+    assert!(dlq[0]["error"]["message"].as_str().unwrap().contains("503"));
+}

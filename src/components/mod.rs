@@ -167,6 +167,10 @@ pub struct Encoded {
 /// `flush` run one at a time, in order.
 #[async_trait::async_trait]
 pub trait Sink: Send + Sync + 'static {
+    /// `(max_events, timeout)` for sinks that write in gathered batches.
+    fn batching(&self) -> Option<(usize, std::time::Duration)> {
+        None
+    }
     fn encode(&self, batch: Batch) -> Encoded;
     async fn write(&self, encoded: &Encoded) -> Result<(), ComponentError>;
     async fn flush(&self) -> Result<(), ComponentError>;
@@ -183,6 +187,18 @@ pub enum ComponentError {
     },
     #[error("{0}")]
     Other(String),
+    /// A failure retrying cannot fix (e.g. an HTTP 4xx other than 408/429).
+    #[error("{message}")]
+    Permanent {
+        message: String,
+        error_type: &'static str,
+    },
+    /// A failure that may pass, of a given error type (e.g. an HTTP 5xx).
+    #[error("{message}")]
+    Transient {
+        message: String,
+        error_type: &'static str,
+    },
 }
 
 impl ComponentError {
@@ -190,6 +206,14 @@ impl ComponentError {
         Self::Io {
             context: context.into(),
             source,
+        }
+    }
+
+    /// The `error_type` label of this failure.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Self::Io { .. } | Self::Other(_) => "io",
+            Self::Permanent { error_type, .. } | Self::Transient { error_type, .. } => error_type,
         }
     }
 }

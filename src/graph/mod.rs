@@ -252,6 +252,15 @@ pub fn compile(raw: RawPipeline) -> Result<(Pipeline, Vec<ConfigWarning>), Vec<C
     }
     for s in &raw.sinks {
         check_stage(&s.common, "sinks", &s.name, &err, &mut errors);
+        for (path, message) in s.kind.check() {
+            errors.push(err(
+                "sinks",
+                &s.name,
+                &path,
+                Target::Value,
+                format!("{}: {message}", path.join(".")),
+            ));
+        }
         let ports = if s.common.on_error == OnError::Route {
             vec![Some("errors".to_string())]
         } else {

@@ -40,6 +40,10 @@ struct Intake {
     /// Stop taking input while this many events are parked (the buffer size).
     cap: usize,
     input_done: bool,
+    /// For sinks that send batches (`batch.max_events`, `batch.timeout`):
+    /// fresh events are gathered up to the size or until the timeout.
+    batching: Option<(usize, std::time::Duration)>,
+    carry: Batch,
 }
 
 impl Intake {
@@ -51,12 +55,45 @@ impl Intake {
             parking,
             cap,
             input_done: false,
+            batching: None,
+            carry: Vec::new(),
         }
+    }
+
+    fn with_batching(mut self, batching: Option<(usize, std::time::Duration)>) -> Self {
+        self.batching = batching.map(|(n, t)| (n.max(1), t));
+        self
+    }
+
+    /// The next batch, gathered to the configured size when batching.
+    async fn next(&mut self) -> Option<(Batch, bool)> {
+        let Some((max, timeout)) = self.batching else {
+            return self.next_raw().await;
+        };
+        let mut batch = std::mem::take(&mut self.carry);
+        if batch.is_empty() {
+            match self.next_raw().await {
+                Some((b, true)) => batch = b,
+                other => return other,
+            }
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        while batch.len() < max && !self.input_done {
+            match tokio::time::timeout_at(deadline, self.input.recv()).await {
+                Ok(Some(more)) => batch.extend(more),
+                Ok(None) => self.input_done = true,
+                Err(_) => break,
+            }
+        }
+        if batch.len() > max {
+            self.carry = batch.split_off(max);
+        }
+        Some((batch, true))
     }
 
     /// The next batch and whether it is fresh from the queue (counted as
     /// received) or released from parking (counted already).
-    async fn next(&mut self) -> Option<(Batch, bool)> {
+    async fn next_raw(&mut self) -> Option<(Batch, bool)> {
         loop {
             let parked = self
                 .parking
@@ -408,6 +445,8 @@ pub async fn run_async_transform(
         parking: None,
         cap: 0,
         input_done: false,
+        batching: None,
+        carry: Vec::new(),
     };
     drive(intake, serial, &metrics, work, |out: TransformOutput| {
         emit_output(out, ports, errors, m)
@@ -433,7 +472,7 @@ pub async fn run_sink(
     controls: StageControls,
 ) -> Result<(), ComponentError> {
     let controls = Arc::new(controls);
-    let intake = Intake::new(input, &controls);
+    let intake = Intake::new(input, &controls).with_batching(sink.batching());
     let work = {
         let (sink, controls) = (sink.clone(), controls.clone());
         move |batch: Batch, admitted: Admitted| {
@@ -456,20 +495,26 @@ pub async fn run_sink(
         errors_ref.handle(b.rejected).await;
         let encoded = b.encoded;
         if !encoded.events.is_empty() {
-            // Writes are retryable: an I/O error may pass.
+            // Most write errors may pass (I/O, 5xx) and are retried;
+            // `Permanent` ones (a 4xx) are not.
             let result = c
                 .run(
                     || async {
                         match sink_ref.write(&encoded).await {
-                            Ok(()) => Attempt::Done(()),
-                            Err(e) => Attempt::Retryable(e.to_string(), "io"),
+                            Ok(()) => Attempt::Done(Ok(())),
+                            Err(ComponentError::Permanent {
+                                message,
+                                error_type,
+                            }) => Attempt::Done(Err((message, error_type))),
+                            Err(e) => Attempt::Retryable(e.to_string(), e.error_type()),
                         }
                     },
-                    |_| true,
+                    |r| r.is_ok(),
                 )
-                .await;
+                .await
+                .and_then(|(r, attempts)| r.map_err(|(m, t)| (m, t, attempts)));
             match result {
-                Ok(((), _)) => written_ref.inc_by(encoded.events.len() as u64),
+                Ok(()) => written_ref.inc_by(encoded.events.len() as u64),
                 Err((message, error_type, attempts)) => {
                     let failed = encoded
                         .events

@@ -2,6 +2,7 @@
 
 pub mod blackhole;
 pub mod file;
+pub mod http;
 pub mod stdout;
 
 use super::{Encoded, Sink, catalogue};
@@ -20,6 +21,8 @@ catalogue!(
         File(file::FileSinkConfig) = "file",
         /// Counts events and writes nothing.
         Blackhole(blackhole::BlackholeConfig) = "blackhole",
+        /// POSTs NDJSON batches to an HTTP endpoint.
+        Http(http::HttpSinkConfig) = "http",
     }
 );
 
@@ -29,6 +32,15 @@ impl SinkKind {
             Self::Stdout(c) => Box::new(c.build()),
             Self::File(c) => Box::new(c.build()),
             Self::Blackhole(c) => Box::new(c.build()),
+            Self::Http(c) => Box::new(c.build()),
+        }
+    }
+
+    /// Problems with values serde accepted.
+    pub fn check(&self) -> Vec<(Vec<&'static str>, String)> {
+        match self {
+            Self::Http(c) => c.check(),
+            _ => Vec::new(),
         }
     }
 }

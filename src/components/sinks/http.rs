@@ -1,0 +1,161 @@
+//! `http` sink: POSTs NDJSON batches — gathered up to `batch.max_events` or
+//! for `batch.timeout` — to a URL. A non-2xx answer is a failure for the
+//! stage controls (5xx, 408, 429 and connection errors are retried; other
+//! 4xx are not); a batch that finally fails follows `on_error` event by
+//! event, so a dead-letter sink catches it.
+
+use super::{OutputCodec, encode_lines};
+use crate::components::{ComponentError, Encoded, Sink};
+use crate::config::duration::ConfigDuration;
+use crate::event::Batch;
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+fn default_max_events() -> usize {
+    500
+}
+
+fn one_second() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(1))
+}
+
+/// How events are gathered into requests.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpBatchConfig {
+    /// Most events in one request.
+    #[serde(default = "default_max_events")]
+    #[schemars(range(min = 1))]
+    pub max_events: usize,
+    /// Longest wait to fill a request once its first event arrived.
+    #[serde(default = "one_second")]
+    pub timeout: ConfigDuration,
+}
+
+impl Default for HttpBatchConfig {
+    fn default() -> Self {
+        Self {
+            max_events: default_max_events(),
+            timeout: one_second(),
+        }
+    }
+}
+
+/// POSTs events as NDJSON batches to an HTTP endpoint.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSinkConfig {
+    /// The URL to POST to.
+    pub url: String,
+    /// Request headers, e.g. `{Authorization: "Bearer ${TOKEN}"}`.
+    #[serde(default)]
+    pub headers: IndexMap<String, String>,
+    /// Batching: `max_events` (500) and `timeout` (1s).
+    #[serde(default)]
+    pub batch: HttpBatchConfig,
+}
+
+impl HttpSinkConfig {
+    pub fn check(&self) -> Vec<(Vec<&'static str>, String)> {
+        let mut problems = Vec::new();
+        if reqwest::Url::parse(&self.url).is_err() {
+            problems.push((vec!["url"], format!("'{}' is not a URL", self.url)));
+        }
+        for (name, value) in &self.headers {
+            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err()
+                || reqwest::header::HeaderValue::from_str(value).is_err()
+            {
+                problems.push((vec!["headers"], format!("invalid header '{name}'")));
+            }
+        }
+        if self.batch.max_events == 0 {
+            problems.push((
+                vec!["batch", "max_events"],
+                "batch.max_events must be at least 1".into(),
+            ));
+        }
+        problems
+    }
+
+    pub fn build(&self) -> HttpSink {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (name, value) in &self.headers {
+            // Checked by `check` before anything is built.
+            if let (Ok(n), Ok(v)) = (
+                reqwest::header::HeaderName::from_bytes(name.as_bytes()),
+                reqwest::header::HeaderValue::from_str(value),
+            ) {
+                headers.insert(n, v);
+            }
+        }
+        HttpSink {
+            client: reqwest::Client::new(),
+            url: self.url.clone(),
+            headers,
+            batching: (self.batch.max_events, self.batch.timeout.0),
+        }
+    }
+}
+
+pub struct HttpSink {
+    client: reqwest::Client,
+    url: String,
+    headers: reqwest::header::HeaderMap,
+    batching: (usize, Duration),
+}
+
+#[async_trait::async_trait]
+impl Sink for HttpSink {
+    fn batching(&self) -> Option<(usize, Duration)> {
+        Some(self.batching)
+    }
+
+    fn encode(&self, batch: Batch) -> Encoded {
+        encode_lines(batch, OutputCodec::Json)
+    }
+
+    async fn write(&self, encoded: &Encoded) -> Result<(), ComponentError> {
+        let response = self
+            .client
+            .post(&self.url)
+            .headers(self.headers.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
+            .body(encoded.bytes.clone())
+            .send()
+            .await
+            .map_err(|e| ComponentError::Transient {
+                message: format!("POST {}: {e}", self.url),
+                error_type: "io",
+            })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let body: String = response
+            .text()
+            .await
+            .unwrap_or_default()
+            .chars()
+            .take(200)
+            .collect();
+        let message = format!("POST {} returned {status}: {body}", self.url);
+        if status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429 {
+            Err(ComponentError::Transient {
+                message,
+                error_type: "http",
+            })
+        } else {
+            Err(ComponentError::Permanent {
+                message,
+                error_type: "http",
+            })
+        }
+    }
+
+    async fn flush(&self) -> Result<(), ComponentError> {
+        Ok(())
+    }
+}
