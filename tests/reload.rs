@@ -167,7 +167,9 @@ fn watch_follows_a_directory_gaining_changing_and_losing_files() {
     assert!(eventually(LONG, || running(&d, "one")));
 
     // A new file starts a pipeline.
-    s.write("conf/two.yaml", "name: two\nsources:\n  g: {type: generator, rate: 100, events: [{x: 1}]}\nsinks:\n  o: {type: blackhole, inputs: [g]}\n");
+    // Written aside and renamed in, as deployments do, so no poll sees half a file.
+    s.write("two.tmp", "name: two\nsources:\n  g: {type: generator, rate: 100, events: [{x: 1}]}\nsinks:\n  o: {type: blackhole, inputs: [g]}\n");
+    std::fs::rename(s.path("two.tmp"), s.path("conf/two.yaml")).unwrap();
     assert!(
         eventually(LONG, || reloads(&d) >= 1.0 && running(&d, "two")),
         "{}",
