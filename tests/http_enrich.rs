@@ -47,11 +47,9 @@ async fn customer(State(s): State<Arc<Service>>, Path(id): Path<String>) -> (Sta
     )
 }
 
-/// Starts the service on its own runtime thread; returns its address.
-fn start_service() -> (String, Arc<Service>) {
-    let service = Arc::new(Service::default());
+/// Serves `app` on 127.0.0.1 from its own runtime thread; returns the address.
+fn serve_on_thread(app: axum::Router) -> String {
     let (tx, rx) = std::sync::mpsc::channel();
-    let state = service.clone();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -61,13 +59,19 @@ fn start_service() -> (String, Arc<Service>) {
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx.send(listener.local_addr().unwrap().to_string()).unwrap();
-            let app = axum::Router::new()
-                .route("/customers/{id}", get(customer))
-                .with_state(state);
             axum::serve(listener, app).await.unwrap();
         });
     });
-    (rx.recv().unwrap(), service)
+    rx.recv().unwrap()
+}
+
+/// Starts the customer service; returns its address and its controls.
+fn start_service() -> (String, Arc<Service>) {
+    let service = Arc::new(Service::default());
+    let app = axum::Router::new()
+        .route("/customers/{id}", get(customer))
+        .with_state(service.clone());
+    (serve_on_thread(app), service)
 }
 
 fn enrich_pipeline(s: &Scratch, addr: &str, controls: &str) -> std::path::PathBuf {
@@ -343,24 +347,10 @@ async fn collect(State(c): State<Arc<Collector>>, body: String) -> StatusCode {
 
 fn start_collector() -> (String, Arc<Collector>) {
     let collector = Arc::new(Collector::default());
-    let (tx, rx) = std::sync::mpsc::channel();
-    let state = collector.clone();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap().to_string()).unwrap();
-            let app = axum::Router::new()
-                .route("/ingest", axum::routing::post(collect))
-                .with_state(state);
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    (rx.recv().unwrap(), collector)
+    let app = axum::Router::new()
+        .route("/ingest", axum::routing::post(collect))
+        .with_state(collector.clone());
+    (serve_on_thread(app), collector)
 }
 
 #[test]

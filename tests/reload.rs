@@ -22,6 +22,24 @@ fn config(program: &str, extra_sink: bool, out: &str) -> String {
     text
 }
 
+fn reloads(d: &Daemon, result: &str) -> f64 {
+    metric(
+        &d.metrics(),
+        "flowgate_config_reloads_total",
+        &[("result", result)],
+    )
+    .unwrap_or(0.0)
+}
+
+/// Waits until `n` reloads ended with `result` (`applied` or `rejected`).
+fn wait_reloads(d: &Daemon, result: &str, n: u32) {
+    assert!(
+        eventually(LONG, || reloads(d, result) == f64::from(n)),
+        "{}",
+        d.log_text()
+    );
+}
+
 fn written(d: &Daemon, component: &str) -> f64 {
     metric(
         &d.metrics(),
@@ -54,11 +72,7 @@ fn sighup_reloads_under_load_without_losing_or_duplicating_events() {
     // 1. A changed transform: the new program applies to later events.
     s.write("live.yaml", &config(".v = 2", false, "a.ndjson"));
     d.signal("HUP");
-    assert!(eventually(LONG, || metric(
-        &d.metrics(),
-        "flowgate_config_reloads_total",
-        &[("result", "applied")]
-    ) == Some(1.0)));
+    wait_reloads(&d, "applied", 1);
     feed(&mut stdin, 5000);
     assert!(
         eventually(LONG, || total_out(&d) == 10000.0),
@@ -69,11 +83,7 @@ fn sighup_reloads_under_load_without_losing_or_duplicating_events() {
     // 2. An invalid change is refused; the old pipeline keeps running.
     s.write("live.yaml", "name: live\nsources:\n  in: {type: stdin}\nsinks:\n  out: {type: file, inputs: [nope], path: x}\n");
     d.signal("HUP");
-    assert!(eventually(LONG, || metric(
-        &d.metrics(),
-        "flowgate_config_reloads_total",
-        &[("result", "rejected")]
-    ) == Some(1.0)));
+    wait_reloads(&d, "rejected", 1);
     assert_eq!(d.get("/health").0, 200);
     feed(&mut stdin, 2000);
     assert!(eventually(LONG, || total_out(&d) == 12000.0));
@@ -81,11 +91,7 @@ fn sighup_reloads_under_load_without_losing_or_duplicating_events() {
     // 3. An added sink and a changed sink (new path): both get what follows.
     s.write("live.yaml", &config(".v = 2", true, "b.ndjson"));
     d.signal("HUP");
-    assert!(eventually(LONG, || metric(
-        &d.metrics(),
-        "flowgate_config_reloads_total",
-        &[("result", "applied")]
-    ) == Some(2.0)));
+    wait_reloads(&d, "applied", 2);
     feed(&mut stdin, 3000);
     assert!(
         eventually(LONG, || written(&d, "copy") == 3000.0),
@@ -96,11 +102,7 @@ fn sighup_reloads_under_load_without_losing_or_duplicating_events() {
     // 4. A removed component.
     s.write("live.yaml", &config(".v = 2", false, "b.ndjson"));
     d.signal("HUP");
-    assert!(eventually(LONG, || metric(
-        &d.metrics(),
-        "flowgate_config_reloads_total",
-        &[("result", "applied")]
-    ) == Some(3.0)));
+    wait_reloads(&d, "applied", 3);
     feed(&mut stdin, 1000);
     drop(stdin);
     assert_eq!(d.wait(LONG), Some(0), "{}", d.log_text());
@@ -150,14 +152,7 @@ fn watch_follows_a_directory_gaining_changing_and_losing_files() {
     s.write("conf/one.yaml", &one(".b = 1"));
     let dir = s.path("conf");
     let d = Daemon::start(&dir, &["--watch"], Stdio::null());
-    let reloads = |d: &Daemon| {
-        metric(
-            &d.metrics(),
-            "flowgate_config_reloads_total",
-            &[("result", "applied")],
-        )
-        .unwrap_or(0.0)
-    };
+    let reloads = |d: &Daemon| reloads(d, "applied");
     let running = |d: &Daemon, p: &str| {
         let t = d.metrics();
         t.lines().any(|l| {
@@ -211,11 +206,7 @@ fn a_reload_that_changes_a_stdin_source_is_refused() {
     let mut stdin = d.child.stdin.take().unwrap();
     s.write("p.yaml", "name: p\nsources:\n  in: {type: stdin, codec: text}\nsinks:\n  o: {type: file, inputs: [in], path: $DIR/o.ndjson}\n");
     d.signal("HUP");
-    assert!(eventually(LONG, || metric(
-        &d.metrics(),
-        "flowgate_config_reloads_total",
-        &[("result", "rejected")]
-    ) == Some(1.0)));
+    wait_reloads(&d, "rejected", 1);
     writeln!(stdin, "{{\"still\":\"json\"}}").unwrap();
     drop(stdin);
     assert_eq!(d.wait(LONG), Some(0));
@@ -243,11 +234,7 @@ fn watch_applies_a_file_change_under_load_without_loss() {
     send(&mut stdin, 0..3000);
     assert!(eventually(LONG, || written(&d, "out") == 3000.0));
     s.write("live.yaml", &config(".v = 2", false, "a.ndjson"));
-    assert!(eventually(LONG, || metric(
-        &d.metrics(),
-        "flowgate_config_reloads_total",
-        &[("result", "applied")]
-    ) == Some(1.0)));
+    wait_reloads(&d, "applied", 1);
     send(&mut stdin, 3000..6000);
     drop(stdin);
     assert_eq!(d.wait(LONG), Some(0), "{}", d.log_text());
