@@ -40,7 +40,7 @@ pub async fn run(pipeline: &Pipeline, case: &TestCase) -> Result<(), String> {
         .map(|(key, mut rx)| {
             let task = tokio::spawn(async move {
                 let mut all = Vec::new();
-                while let Some(b) = rx.recv().await {
+                while let Some((b, _)) = rx.recv().await {
                     all.extend(b);
                 }
                 all
@@ -58,7 +58,7 @@ pub async fn run(pipeline: &Pipeline, case: &TestCase) -> Result<(), String> {
     if !events.is_empty() {
         handles
             .injector
-            .send(events)
+            .send(events, crate::event::Acks::none())
             .await
             .map_err(|_| "the tested transform stopped before taking the events".to_string())?;
     }

@@ -79,7 +79,7 @@ async fn a_panicking_worker_is_caught_named_and_fails_the_pipeline() {
         };
         let running = RunningPipeline::spawn(pieces);
         for n in 0..5 {
-            if tx.send(vec![flowgate::ev!({ "n": n })]).await.is_err() {
+            if tx.send(vec![flowgate::ev!({ "n": n })], flowgate::event::Acks::none()).await.is_err() {
                 break;
             }
             tokio::task::yield_now().await;
@@ -95,13 +95,13 @@ async fn a_panicking_worker_is_caught_named_and_fails_the_pipeline() {
         );
         let mut got = 0;
         while let Some(b) = down_rx.recv().await {
-            got += b.len();
+            got += b.0.len();
         }
         assert!(
             got <= 3,
             "events before the panic may pass, none after: {got}"
         );
         // Upstream sends to the dead stage report the undelivered events.
-        assert!(tx.send(vec![flowgate::ev!({"n": 9})]).await.is_err());
+        assert!(tx.send(vec![flowgate::ev!({"n": 9})], flowgate::event::Acks::none()).await.is_err());
     }
 }

@@ -9,7 +9,7 @@ pub mod sinks;
 pub mod sources;
 pub mod transforms;
 
-use crate::event::{Batch, Event};
+use crate::event::{Acks, Batch, Event};
 use crate::runtime::errors::{ErrorHandler, Failed};
 use crate::runtime::fanout::Fanout;
 use crate::telemetry::ComponentMetrics;
@@ -71,7 +71,13 @@ pub struct SourceContext {
 impl SourceContext {
     /// Sends a batch downstream through the source's rate limit; waiting
     /// for the limit or for room downstream is backpressure.
-    pub async fn emit(&self, mut batch: Batch) {
+    pub async fn emit(&self, batch: Batch) {
+        self.emit_acked(batch, Acks::none()).await
+    }
+
+    /// `emit` for a source that acknowledges: `acks` are released once
+    /// every event of `batch` is written or discarded downstream.
+    pub async fn emit_acked(&self, mut batch: Batch, mut acks: Acks) {
         // Under a rate limit, events leave in bursts as the bucket allows
         // rather than all at once when the whole batch has been admitted.
         let chunk = self.controls.release_size().unwrap_or(batch.len()).max(1);
@@ -86,7 +92,12 @@ impl SourceContext {
                 crate::telemetry::DiscardReason::RateLimited,
                 gated.rate_limited,
             );
-            if let Err(lost) = self.output.send(gated.batch).await {
+            let part_acks = if rest.is_empty() {
+                std::mem::take(&mut acks)
+            } else {
+                acks.clone()
+            };
+            if let Err(lost) = self.output.send(gated.batch, part_acks).await {
                 tracing::warn!(component = %self.name, "{} events could not be delivered: a consumer stopped", lost.0);
             }
             batch = rest;

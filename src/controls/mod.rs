@@ -134,7 +134,7 @@ pub fn retries(config: Option<&RetryConfig>) -> bool {
 }
 
 use crate::config::controls::WhenOpen;
-use crate::event::Batch;
+use crate::event::{Acks, Batch};
 use crate::runtime::errors::Failed;
 use crate::telemetry::ComponentMetrics;
 use breaker::{Admission, CircuitBreaker};
@@ -226,17 +226,23 @@ impl StageControls {
 
     /// Breaker, then rate limit, in that order. Events released from
     /// parking (`rate_limited_already`) have their tokens and skip the limit.
-    pub async fn gate(&self, batch: Batch, rate_limited_already: bool) -> Gated {
-        self.gate_with(batch, false, rate_limited_already).await
+    pub async fn gate(&self, batch: Batch, acks: &Acks, rate_limited_already: bool) -> Gated {
+        self.gate_with(batch, acks, false, rate_limited_already).await
     }
 
     /// `gate` for one event in its own concurrent slot: a keyed limit waits
     /// in the slot instead of parking.
     pub async fn gate_in_place(&self, batch: Batch) -> Gated {
-        self.gate_with(batch, true, false).await
+        self.gate_with(batch, &Acks::none(), true, false).await
     }
 
-    async fn gate_with(&self, batch: Batch, in_place: bool, skip_limit: bool) -> Gated {
+    async fn gate_with(
+        &self,
+        batch: Batch,
+        acks: &Acks,
+        in_place: bool,
+        skip_limit: bool,
+    ) -> Gated {
         let mut gated = Gated {
             batch,
             rejected: Vec::new(),
@@ -262,7 +268,7 @@ impl StageControls {
             let (batch, dropped) = if in_place {
                 limiter.admit_in_place(batch).await
             } else {
-                limiter.admit(batch).await
+                limiter.admit(batch, acks).await
             };
             gated.batch = batch;
             gated.rate_limited = dropped;

@@ -11,7 +11,7 @@
 /// Keyed parking needs the stage driver to come back for parked events:
 /// `parked`, `next_ready_in` and `take_ready`.
 use crate::config::controls::{RateLimitConfig, WhenLimited};
-use crate::event::{Batch, Event, Str, Value};
+use crate::event::{Acks, Batch, Event, Str, Value};
 use crate::expr::Program;
 use governor::clock::Clock;
 use governor::middleware::NoOpMiddleware;
@@ -43,7 +43,8 @@ type Bucket = Gcra<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>
 /// Events of one key waiting for its bucket.
 struct KeyQueue {
     ready_at: tokio::time::Instant,
-    events: VecDeque<(Event, tokio::time::Instant)>,
+    /// Parked events, when they parked, and their batch's acknowledgements.
+    events: VecDeque<(Event, tokio::time::Instant, Acks)>,
 }
 
 #[derive(Default)]
@@ -148,10 +149,11 @@ impl RateLimiter {
     /// Lets a batch through the limit: with `wait` every event, after the
     /// needed delay; with `drop` the events within the limit. Returns the
     /// admitted events and how many were dropped.
-    pub async fn admit(&self, batch: Batch) -> (Batch, usize) {
+    /// Parked events keep a clone of `acks` until they are released.
+    pub async fn admit(&self, batch: Batch, acks: &Acks) -> (Batch, usize) {
         match &self.buckets {
             Buckets::One(bucket) => self.admit_one(bucket, batch).await,
-            Buckets::PerKey { key, buckets } => self.admit_keyed(key, buckets, batch).await,
+            Buckets::PerKey { key, buckets } => self.admit_keyed(key, buckets, batch, acks).await,
         }
     }
 
@@ -190,6 +192,7 @@ impl RateLimiter {
         key: &Program,
         buckets: &Mutex<LruCache<Str, Bucket>>,
         batch: Batch,
+        acks: &Acks,
     ) -> (Batch, usize) {
         let keys: Vec<Str> = batch.iter().map(|e| key_of(key, e)).collect();
         let mut map = buckets.lock().unwrap_or_else(|e| e.into_inner());
@@ -211,7 +214,7 @@ impl RateLimiter {
                 let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
                 for (event, k) in batch.into_iter().zip(keys) {
                     if let Some(queue) = parked.by_key.get_mut(&k) {
-                        queue.events.push_back((event, now));
+                        queue.events.push_back((event, now, acks.clone()));
                         parked.count += 1;
                         continue;
                     }
@@ -222,7 +225,7 @@ impl RateLimiter {
                                 k,
                                 KeyQueue {
                                     ready_at: now + wait,
-                                    events: VecDeque::from([(event, now)]),
+                                    events: VecDeque::from([(event, now, acks.clone())]),
                                 },
                             );
                             parked.count += 1;
@@ -239,10 +242,10 @@ impl RateLimiter {
     /// where a waiting event holds only its own slot.
     pub async fn admit_in_place(&self, batch: Batch) -> (Batch, usize) {
         let Buckets::PerKey { key, buckets } = &self.buckets else {
-            return self.admit(batch).await;
+            return self.admit(batch, &Acks::none()).await;
         };
         if self.when == WhenLimited::Drop {
-            return self.admit(batch).await;
+            return self.admit(batch, &Acks::none()).await;
         }
         let mut admitted = Vec::with_capacity(batch.len());
         for event in batch {
@@ -296,27 +299,30 @@ impl RateLimiter {
             .min()
     }
 
-    /// The parked events whose key has tokens again, each key in order.
-    pub fn take_ready(&self) -> Batch {
+    /// The parked events whose key has tokens again, each key in order,
+    /// with their acknowledgements.
+    pub fn take_ready(&self) -> (Batch, Acks) {
         let Buckets::PerKey { buckets, .. } = &self.buckets else {
-            return Vec::new();
+            return (Vec::new(), Acks::none());
         };
         let mut map = buckets.lock().unwrap_or_else(|e| e.into_inner());
         let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
         let now = tokio::time::Instant::now();
         let mut ready = Vec::new();
+        let mut ready_acks = Acks::none();
         let mut longest_wait = Duration::ZERO;
         let mut emptied = Vec::new();
         for (k, queue) in parked.by_key.iter_mut() {
             if queue.ready_at > now {
                 continue;
             }
-            while let Some((_, since)) = queue.events.front() {
+            while let Some((_, since, _)) = queue.events.front() {
                 match self.check_key(&mut map, k) {
                     Ok(()) => {
                         longest_wait = longest_wait.max(now.saturating_duration_since(*since));
-                        let (event, _) = queue.events.pop_front().expect("front exists");
+                        let (event, _, acks) = queue.events.pop_front().expect("front exists");
                         ready.push(event);
+                        ready_acks.merge(acks);
                     }
                     Err(wait) => {
                         queue.ready_at = now + wait;
@@ -335,7 +341,7 @@ impl RateLimiter {
         if let Some(m) = &self.metrics {
             m.delay_seconds.inc_by(longest_wait.as_secs_f64());
         }
-        ready
+        (ready, ready_acks)
     }
 
     async fn sleep(&self, d: Duration) {
@@ -385,10 +391,10 @@ mod tests {
     async fn waits_to_hold_the_rate_and_allows_the_burst_at_once() {
         let l = RateLimiter::new(&config(100, Some(10), WhenLimited::Wait), None, None);
         let start = tokio::time::Instant::now();
-        let (out, dropped) = l.admit(batch(10, "a")).await;
+        let (out, dropped) = l.admit(batch(10, "a"), &Acks::none()).await;
         assert_eq!((out.len(), dropped), (10, 0));
         assert_eq!(start.elapsed(), Duration::ZERO, "the burst passes at once");
-        let (out, _) = l.admit(batch(200, "a")).await;
+        let (out, _) = l.admit(batch(200, "a"), &Acks::none()).await;
         assert_eq!(out.len(), 200);
         let secs = start.elapsed().as_secs_f64();
         assert!(
@@ -400,11 +406,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn drop_mode_keeps_what_fits() {
         let l = RateLimiter::new(&config(100, Some(5), WhenLimited::Drop), None, None);
-        let (out, dropped) = l.admit(batch(8, "a")).await;
+        let (out, dropped) = l.admit(batch(8, "a"), &Acks::none()).await;
         assert_eq!((out.len(), dropped), (5, 3));
         assert_eq!(out[4]["i"], 4);
         tokio::time::advance(Duration::from_millis(30)).await;
-        let (out, dropped) = l.admit(batch(8, "a")).await;
+        let (out, dropped) = l.admit(batch(8, "a"), &Acks::none()).await;
         assert_eq!((out.len(), dropped), (3, 5), "3 tokens came back in 30 ms");
     }
 
@@ -422,11 +428,11 @@ mod tests {
         let l = RateLimiter::new(&c, Some(Program::compile(".k").unwrap()), Some(metrics));
         let mut input = batch(3, "a");
         input.extend(batch(3, "b"));
-        let (out, dropped) = l.admit(input).await;
+        let (out, dropped) = l.admit(input, &Acks::none()).await;
         assert_eq!(dropped, 2);
         assert_eq!(out.iter().filter(|e| e["k"] == "a").count(), 2);
         assert_eq!(out.iter().filter(|e| e["k"] == "b").count(), 2);
-        l.admit(batch(1, "c")).await;
+        l.admit(batch(1, "c"), &Acks::none()).await;
         assert_eq!(
             evictions.get(),
             1,
@@ -444,7 +450,7 @@ mod tests {
         let mut input = batch(1, "a");
         input.extend(batch(1, "b"));
         input.extend(batch(1, "c"));
-        let (out, _) = l.admit(input).await;
+        let (out, _) = l.admit(input, &Acks::none()).await;
         assert_eq!(out.len(), 3);
         assert_eq!(
             start.elapsed(),
@@ -459,7 +465,7 @@ mod tests {
                 .insert("i".into(), crate::event::Value::from(10));
             e
         }));
-        let (out, _) = l.admit(input).await;
+        let (out, _) = l.admit(input, &Acks::none()).await;
         assert_eq!(
             out.len(),
             1,
@@ -470,7 +476,7 @@ mod tests {
         let wait = l.next_ready_in().unwrap();
         assert!(wait <= Duration::from_millis(100));
         tokio::time::advance(Duration::from_millis(100)).await;
-        let ready = l.take_ready();
+        let ready = l.take_ready().0;
         assert_eq!(ready.iter().filter(|e| e["k"] == "a").count(), 1);
         assert_eq!(ready.iter().filter(|e| e["k"] == "d").count(), 1);
         assert_eq!(
@@ -479,7 +485,7 @@ mod tests {
             "key order kept"
         );
         tokio::time::advance(Duration::from_millis(200)).await;
-        let ready = l.take_ready();
+        let ready = l.take_ready().0;
         assert_eq!(
             ready
                 .iter()

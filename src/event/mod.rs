@@ -7,10 +7,12 @@
 //! so this parses about twice as fast as `serde_json::Value` with an
 //! `IndexMap`, which hashes every key with SipHash (README "Performance").
 
+pub mod ack;
 mod map;
 mod serde_impl;
 mod value;
 
+pub use ack::{Acks, Delivery};
 pub use compact_str::CompactString as Str;
 pub use map::Map;
 pub use serde_json::Number;

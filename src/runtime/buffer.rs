@@ -8,14 +8,15 @@
 //! send then reports how many events it could not deliver.
 
 use crate::config::controls::WhenFull;
-use crate::event::{Batch, MAX_BATCH};
+use crate::event::{Acks, Batch, MAX_BATCH};
 use crate::telemetry::{ComponentMetrics, DiscardReason};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 
 struct State {
-    queue: VecDeque<Batch>,
+    /// Batches with the acknowledgements they carry.
+    queue: VecDeque<(Batch, Acks)>,
     events: usize,
     /// Events the stage took from the queue and has not handed on yet.
     in_flight: usize,
@@ -115,7 +116,9 @@ impl BufferSender {
 
     /// Queues `batch` under the queue's `when_full` policy. With `block` it
     /// waits for room; the drop policies never wait.
-    pub async fn send(&self, mut batch: Batch) -> Result<(), Undelivered> {
+    /// A batch dropped by a policy releases its acknowledgements (a rule
+    /// the user configured discarded it).
+    pub async fn send(&self, mut batch: Batch, mut acks: Acks) -> Result<(), Undelivered> {
         let cap = self.shared.capacity;
         while !batch.is_empty() {
             // A batch larger than the whole queue goes in capacity-sized parts.
@@ -124,7 +127,12 @@ impl BufferSender {
             } else {
                 Vec::new()
             };
-            let result = self.send_fitting(batch).await;
+            let part_acks = if rest.is_empty() {
+                std::mem::take(&mut acks)
+            } else {
+                acks.clone()
+            };
+            let result = self.send_fitting(batch, part_acks).await;
             if let Err(Undelivered(n)) = result {
                 return Err(Undelivered(n + rest.len()));
             }
@@ -133,7 +141,7 @@ impl BufferSender {
         Ok(())
     }
 
-    async fn send_fitting(&self, mut batch: Batch) -> Result<(), Undelivered> {
+    async fn send_fitting(&self, mut batch: Batch, acks: Acks) -> Result<(), Undelivered> {
         let shared = &*self.shared;
         loop {
             let notified = shared.drained.notified();
@@ -142,13 +150,14 @@ impl BufferSender {
             {
                 let mut state = shared.lock();
                 if !state.receiver_alive {
+                    acks.fail();
                     return Err(Undelivered(batch.len()));
                 }
                 let room = shared.capacity - state.events;
                 match shared.policy {
                     WhenFull::Block if batch.len() > room => {}
                     WhenFull::Block => {
-                        push(shared, &mut state, batch);
+                        push(shared, &mut state, batch, acks);
                         return Ok(());
                     }
                     WhenFull::DropNewest => {
@@ -156,7 +165,7 @@ impl BufferSender {
                         batch.truncate(room);
                         shared.metrics.discard(DiscardReason::BufferFull, dropped);
                         if !batch.is_empty() {
-                            push(shared, &mut state, batch);
+                            push(shared, &mut state, batch, acks);
                         }
                         return Ok(());
                     }
@@ -167,16 +176,16 @@ impl BufferSender {
                             let Some(front) = state.queue.front_mut() else {
                                 break;
                             };
-                            let take = need.min(front.len());
-                            front.drain(..take);
-                            if front.is_empty() {
+                            let take = need.min(front.0.len());
+                            front.0.drain(..take);
+                            if front.0.is_empty() {
                                 state.queue.pop_front();
                             }
                             state.events -= take;
                             dropped += take;
                         }
                         shared.metrics.discard(DiscardReason::BufferFull, dropped);
-                        push(shared, &mut state, batch);
+                        push(shared, &mut state, batch, acks);
                         return Ok(());
                     }
                 }
@@ -186,9 +195,9 @@ impl BufferSender {
     }
 }
 
-fn push(shared: &Shared, state: &mut State, batch: Batch) {
+fn push(shared: &Shared, state: &mut State, batch: Batch, acks: Acks) {
     state.events += batch.len();
-    state.queue.push_back(batch);
+    state.queue.push_back((batch, acks));
     shared.metrics.buffer_events.set(state.events as i64);
     shared.filled.notify_one();
 }
@@ -208,7 +217,7 @@ impl Drop for BufferReceiver {
 impl BufferReceiver {
     /// The next batch; small queued batches are merged up to `MAX_BATCH`
     /// events. `None` once every sender is gone and the queue is empty.
-    pub async fn recv(&mut self) -> Option<Batch> {
+    pub async fn recv(&mut self) -> Option<(Batch, Acks)> {
         let shared = &*self.shared;
         loop {
             let notified = shared.filled.notified();
@@ -216,20 +225,21 @@ impl BufferReceiver {
             notified.as_mut().enable();
             {
                 let mut state = shared.lock();
-                if let Some(mut batch) = state.queue.pop_front() {
-                    while let Some(next) = state.queue.front() {
+                if let Some((mut batch, mut acks)) = state.queue.pop_front() {
+                    while let Some((next, _)) = state.queue.front() {
                         if batch.len() + next.len() > MAX_BATCH {
                             break;
                         }
-                        let next = state.queue.pop_front().expect("front exists");
+                        let (next, next_acks) = state.queue.pop_front().expect("front exists");
                         batch.extend(next);
+                        acks.merge(next_acks);
                     }
                     state.events -= batch.len();
                     state.in_flight += batch.len();
                     shared.metrics.buffer_events.set(state.events as i64);
                     drop(state);
                     shared.drained.notify_waiters();
-                    return Some(batch);
+                    return Some((batch, acks));
                 }
                 if state.senders == 0 {
                     return None;
@@ -305,26 +315,26 @@ mod tests {
     #[tokio::test]
     async fn block_waits_for_room_and_loses_nothing() {
         let (tx, mut rx, _) = make(10, WhenFull::Block);
-        tx.send(events(10, 0)).await.unwrap();
+        tx.send(events(10, 0), Acks::none()).await.unwrap();
         let tx2 = tx.clone();
-        let pending = tokio::spawn(async move { tx2.send(events(5, 10)).await });
+        let pending = tokio::spawn(async move { tx2.send(events(5, 10), Acks::none()).await });
         tokio::task::yield_now().await;
         assert!(!pending.is_finished(), "a full queue must block the sender");
         assert_eq!(rx.len(), 10);
-        assert_eq!(ids(&rx.recv().await.unwrap()), (0..10).collect::<Vec<_>>());
+        assert_eq!(ids(&rx.recv().await.unwrap().0), (0..10).collect::<Vec<_>>());
         pending.await.unwrap().unwrap();
         drop(tx);
-        assert_eq!(ids(&rx.recv().await.unwrap()), (10..15).collect::<Vec<_>>());
+        assert_eq!(ids(&rx.recv().await.unwrap().0), (10..15).collect::<Vec<_>>());
         assert!(rx.recv().await.is_none());
     }
 
     #[tokio::test]
     async fn drop_newest_keeps_the_first_events() {
         let (tx, mut rx, m) = make(4, WhenFull::DropNewest);
-        tx.send(events(3, 0)).await.unwrap();
-        tx.send(events(3, 3)).await.unwrap();
+        tx.send(events(3, 0), Acks::none()).await.unwrap();
+        tx.send(events(3, 3), Acks::none()).await.unwrap();
         drop(tx);
-        assert_eq!(ids(&rx.recv().await.unwrap()), vec![0, 1, 2, 3]);
+        assert_eq!(ids(&rx.recv().await.unwrap().0), vec![0, 1, 2, 3]);
         assert!(rx.recv().await.is_none());
         assert_eq!(m.families_discarded(DiscardReason::BufferFull), 2);
     }
@@ -332,11 +342,11 @@ mod tests {
     #[tokio::test]
     async fn drop_oldest_keeps_the_latest_events() {
         let (tx, mut rx, m) = make(4, WhenFull::DropOldest);
-        tx.send(events(3, 0)).await.unwrap();
-        tx.send(events(3, 3)).await.unwrap();
-        tx.send(events(6, 6)).await.unwrap();
+        tx.send(events(3, 0), Acks::none()).await.unwrap();
+        tx.send(events(3, 3), Acks::none()).await.unwrap();
+        tx.send(events(6, 6), Acks::none()).await.unwrap();
         drop(tx);
-        assert_eq!(ids(&rx.recv().await.unwrap()), vec![8, 9, 10, 11]);
+        assert_eq!(ids(&rx.recv().await.unwrap().0), vec![8, 9, 10, 11]);
         assert_eq!(m.families_discarded(DiscardReason::BufferFull), 8);
     }
 
@@ -344,11 +354,11 @@ mod tests {
     async fn oversized_batches_split_and_dead_receiver_reports_undelivered() {
         let (tx, mut rx, _) = make(3, WhenFull::Block);
         let send = tokio::spawn(async move {
-            let r = tx.send(events(7, 0)).await;
+            let r = tx.send(events(7, 0), Acks::none()).await;
             (r, tx)
         });
-        assert_eq!(rx.recv().await.unwrap().len(), 3);
-        assert_eq!(rx.recv().await.unwrap().len(), 3);
+        assert_eq!(rx.recv().await.unwrap().0.len(), 3);
+        assert_eq!(rx.recv().await.unwrap().0.len(), 3);
         drop(rx);
         let (r, _tx) = send.await.unwrap();
         assert_eq!(r, Err(Undelivered(1)));

@@ -3,7 +3,7 @@
 use super::control::PipelineControl;
 use super::fanout::Fanout;
 use crate::config::controls::OnError;
-use crate::event::{self, Event};
+use crate::event::{self, Acks, Event};
 use crate::telemetry::{ComponentMetrics, DiscardReason};
 
 /// An event a stage could not process, with why.
@@ -38,7 +38,21 @@ pub struct ErrorHandler {
 }
 
 impl ErrorHandler {
-    pub async fn handle(&self, failed: Vec<Failed>) {
+    /// `acks` are those of the batch the failures came from. Dropping a
+    /// failure is a configured rule discarding it: the source may
+    /// acknowledge it (redelivering cannot fix a bad event).
+    pub async fn handle(&self, failed: Vec<Failed>, acks: &Acks) {
+        self.handle_as(failed, acks, false).await
+    }
+
+    /// For events a sink could not write though they may be fine (its
+    /// service failed past the retries): unless they are routed, their
+    /// acknowledgements fail so the source can redeliver or refuse them.
+    pub async fn handle_unwritten(&self, failed: Vec<Failed>, acks: &Acks) {
+        self.handle_as(failed, acks, true).await
+    }
+
+    async fn handle_as(&self, failed: Vec<Failed>, acks: &Acks, unwritten: bool) {
         if failed.is_empty() {
             return;
         }
@@ -58,11 +72,12 @@ impl ErrorHandler {
                     .into_iter()
                     .map(|f| event::with_error(f.event, &f.message, &self.name, f.attempts))
                     .collect();
-                if let Err(lost) = out.send(batch).await {
+                if let Err(lost) = out.send(batch, acks.clone()).await {
                     self.metrics.discard(DiscardReason::Error, lost.0);
                 }
             }
             (OnError::Stop, _) => {
+                acks.fail();
                 let first = &failed[0];
                 self.metrics.discard(DiscardReason::Error, failed.len());
                 self.control.fail(
@@ -71,6 +86,9 @@ impl ErrorHandler {
                 );
             }
             _ => {
+                if unwritten {
+                    acks.fail();
+                }
                 let first = &failed[0];
                 tracing::debug!(component = %self.name, "dropping {} failed events; first: {}", failed.len(), first.message);
                 self.metrics.discard(DiscardReason::Error, failed.len());

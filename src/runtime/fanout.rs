@@ -14,7 +14,7 @@
 
 use super::buffer::{BufferSender, Undelivered};
 use super::tap::TapPoint;
-use crate::event::Batch;
+use crate::event::{Acks, Batch};
 use prometheus::IntCounter;
 use std::sync::{Arc, RwLock};
 
@@ -89,8 +89,10 @@ impl Fanout {
     }
 
     /// Sends to every consumer; counts the batch as emitted. Returns the
-    /// events that could not reach a consumer that is gone.
-    pub async fn send(&self, batch: Batch) -> Result<(), Undelivered> {
+    /// events that could not reach a consumer that is gone. Every copy
+    /// carries the batch's acknowledgements; with no consumer they are
+    /// released (the graph check warns about such outputs).
+    pub async fn send(&self, batch: Batch, acks: Acks) -> Result<(), Undelivered> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -105,11 +107,11 @@ impl Fanout {
         };
         let mut lost = 0;
         for consumer in rest {
-            if let Err(Undelivered(n)) = consumer.send(batch.clone()).await {
+            if let Err(Undelivered(n)) = consumer.send(batch.clone(), acks.clone()).await {
                 lost += n;
             }
         }
-        if let Err(Undelivered(n)) = last.send(batch).await {
+        if let Err(Undelivered(n)) = last.send(batch, acks).await {
             lost += n;
         }
         if lost == 0 {
@@ -166,9 +168,9 @@ mod tests {
                 .component("p", "src", "source", "generator")
                 .output("default"),
         );
-        out.send(batch(5)).await.unwrap();
+        out.send(batch(5), Acks::none()).await.unwrap();
         let second = tokio::spawn(async move {
-            out.send(batch(5)).await.unwrap();
+            out.send(batch(5), Acks::none()).await.unwrap();
             out
         });
         tokio::task::yield_now().await;
@@ -178,11 +180,11 @@ mod tests {
             5,
             "the sibling waits behind the full consumer"
         );
-        assert_eq!(full_rx.recv().await.unwrap().len(), 5);
+        assert_eq!(full_rx.recv().await.unwrap().0.len(), 5);
         let out = second.await.unwrap();
         drop(out);
-        assert_eq!(full_rx.recv().await.unwrap().len(), 5);
-        assert_eq!(free_rx.recv().await.unwrap().len(), 10);
+        assert_eq!(full_rx.recv().await.unwrap().0.len(), 5);
+        assert_eq!(free_rx.recv().await.unwrap().0.len(), 10);
     }
 
     #[tokio::test]
@@ -197,11 +199,11 @@ mod tests {
                     .output("default"),
             );
             for _ in 0..4 {
-                out.send(batch(5)).await.unwrap();
+                out.send(batch(5), Acks::none()).await.unwrap();
             }
             drop(out);
-            assert_eq!(free_rx.recv().await.unwrap().len(), 20);
-            let kept = full_rx.recv().await.unwrap();
+            assert_eq!(free_rx.recv().await.unwrap().0.len(), 20);
+            let kept = full_rx.recv().await.unwrap().0;
             assert_eq!(kept.len(), 5);
             assert_eq!(full_m.families_discarded(DiscardReason::BufferFull), 15);
             let first = kept[0]["i"].as_u64().unwrap();

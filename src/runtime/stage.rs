@@ -11,7 +11,7 @@ use crate::components::{
     AsyncTransform, ComponentError, Encoded, Sink, Transform, TransformOutput,
 };
 use crate::controls::{Attempt, StageControls};
-use crate::event::{Batch, Event};
+use crate::event::{Acks, Batch, Event};
 use crate::telemetry::{ComponentMetrics, DiscardReason};
 use futures_util::StreamExt;
 use std::future::Future;
@@ -43,7 +43,7 @@ struct Intake {
     /// For sinks that send batches (`batch.max_events`, `batch.timeout`):
     /// fresh events are gathered up to the size or until the timeout.
     batching: Option<(usize, std::time::Duration)>,
-    carry: Batch,
+    carry: (Batch, Acks),
 }
 
 impl Intake {
@@ -56,7 +56,7 @@ impl Intake {
             cap,
             input_done: false,
             batching: None,
-            carry: Vec::new(),
+            carry: (Vec::new(), Acks::none()),
         }
     }
 
@@ -66,34 +66,42 @@ impl Intake {
     }
 
     /// The next batch, gathered to the configured size when batching.
-    async fn next(&mut self) -> Option<(Batch, bool)> {
+    async fn next(&mut self) -> Option<Taken> {
         let Some((max, timeout)) = self.batching else {
             return self.next_raw().await;
         };
-        let mut batch = std::mem::take(&mut self.carry);
+        let (mut batch, mut acks) = std::mem::take(&mut self.carry);
         if batch.is_empty() {
             match self.next_raw().await {
-                Some((b, true)) => batch = b,
+                Some(t) if t.fresh => (batch, acks) = (t.batch, t.acks),
                 other => return other,
             }
         }
         let deadline = tokio::time::Instant::now() + timeout;
         while batch.len() < max && !self.input_done {
             match tokio::time::timeout_at(deadline, self.input.recv()).await {
-                Ok(Some(more)) => batch.extend(more),
+                Ok(Some((more, more_acks))) => {
+                    batch.extend(more);
+                    acks.merge(more_acks);
+                }
                 Ok(None) => self.input_done = true,
                 Err(_) => break,
             }
         }
         if batch.len() > max {
-            self.carry = batch.split_off(max);
+            // Both parts hold the acknowledgements of what they mix.
+            self.carry = (batch.split_off(max), acks.clone());
         }
-        Some((batch, true))
+        Some(Taken {
+            batch,
+            acks,
+            fresh: true,
+        })
     }
 
     /// The next batch and whether it is fresh from the queue (counted as
     /// received) or released from parking (counted already).
-    async fn next_raw(&mut self) -> Option<(Batch, bool)> {
+    async fn next_raw(&mut self) -> Option<Taken> {
         loop {
             let parked = self
                 .parking
@@ -105,7 +113,7 @@ impl Intake {
                     return None;
                 }
                 match self.input.recv().await {
-                    Some(b) => return Some((b, true)),
+                    Some((batch, acks)) => return Some(Taken::fresh(batch, acks)),
                     None => {
                         self.input_done = true;
                         continue;
@@ -116,13 +124,13 @@ impl Intake {
             let can_take = !self.input_done && limiter.parked() < self.cap;
             tokio::select! {
                 b = self.input.recv(), if can_take => match b {
-                    Some(b) => return Some((b, true)),
+                    Some((batch, acks)) => return Some(Taken::fresh(batch, acks)),
                     None => self.input_done = true,
                 },
                 _ = tokio::time::sleep(wait) => {
-                    let ready = limiter.take_ready();
-                    if !ready.is_empty() {
-                        return Some((ready, false));
+                    let (batch, acks) = limiter.take_ready();
+                    if !batch.is_empty() {
+                        return Some(Taken { batch, acks, fresh: false });
                     }
                 }
             }
@@ -130,9 +138,29 @@ impl Intake {
     }
 }
 
+/// A batch taken by a stage, with its acknowledgements; `fresh` when it
+/// came from the queue (counted as received), not from parking.
+struct Taken {
+    batch: Batch,
+    acks: Acks,
+    fresh: bool,
+}
+
+impl Taken {
+    fn fresh(batch: Batch, acks: Acks) -> Self {
+        Self {
+            batch,
+            acks,
+            fresh: true,
+        }
+    }
+}
+
 /// Runs `work` on every batch from `input` and passes each result to `emit`
-/// (one at a time, in input order when `ordered`). A panic in `work` is
-/// re-raised in the stage task, where the supervisor reports it by name.
+/// (one at a time, in input order when `ordered`) with the batch's
+/// acknowledgements; `work` gets a copy of them for events the rate limit
+/// parks. A panic in `work` is re-raised in the stage task, where the
+/// supervisor reports it by name.
 async fn drive<T, W, WF, E, F>(
     intake: Intake,
     conc: Concurrency,
@@ -141,16 +169,16 @@ async fn drive<T, W, WF, E, F>(
     emit: E,
 ) where
     T: Send + 'static,
-    W: Fn(Batch, Admitted) -> WF + Send + Sync + 'static,
+    W: Fn(Batch, &Acks, Admitted) -> WF + Send + Sync + 'static,
     WF: Future<Output = T> + Send + 'static,
-    E: Fn(T) -> F,
+    E: Fn(T, Acks) -> F,
     F: Future<Output = ()>,
 {
     let gauge = intake.input.gauge();
     let work = Arc::new(work);
     let timed = {
         let metrics = metrics.clone();
-        move |(batch, fresh): (Batch, bool)| {
+        move |Taken { batch, acks, fresh }: Taken| {
             let (metrics, work) = (metrics.clone(), work.clone());
             async move {
                 // Released parked events were counted when they arrived.
@@ -160,6 +188,7 @@ async fn drive<T, W, WF, E, F>(
                 let started = Instant::now();
                 let result = work(
                     batch,
+                    &acks,
                     if fresh {
                         Admitted::No
                     } else {
@@ -169,12 +198,12 @@ async fn drive<T, W, WF, E, F>(
                 .await;
                 metrics.processing.observe(started.elapsed().as_secs_f64());
                 metrics.workers_busy.dec();
-                (result, n)
+                (result, acks, n)
             }
         }
     };
-    let emit = |(result, n): (T, usize)| {
-        let done = emit(result);
+    let emit = |(result, acks, n): (T, Acks, usize)| {
+        let done = emit(result, acks);
         let gauge = gauge.clone();
         async move {
             done.await;
@@ -294,6 +323,7 @@ pub struct StageParts {
 /// `on_error`, and the discard counters, once per batch.
 async fn emit_output(
     out: TransformOutput,
+    acks: Acks,
     ports: &[PortOutput],
     errors: &ErrorHandler,
     m: &ComponentMetrics,
@@ -308,11 +338,11 @@ async fn emit_output(
             m.discard(DiscardReason::Unmatched, batch.len());
             continue;
         }
-        if let Err(lost) = port.fanout.send(batch).await {
+        if let Err(lost) = port.fanout.send(batch, acks.clone()).await {
             m.discard(DiscardReason::Error, lost.0);
         }
     }
-    errors.handle(out.failed).await;
+    errors.handle(out.failed, &acks).await;
 }
 
 pub async fn run_transform(
@@ -330,12 +360,14 @@ pub async fn run_transform(
     let n_ports = ports.len();
     let controls = Arc::new(controls);
     let intake = Intake::new(input, &controls);
-    let work = move |batch: Batch, admitted: Admitted| {
+    let work = move |batch: Batch, acks: &Acks, admitted: Admitted| {
         let (transform, controls) = (transform.clone(), controls.clone());
+        let acks = controls.parking().is_some().then(|| acks.clone());
         async move {
             let mut out = TransformOutput::with_ports(n_ports, batch.len());
+            let acks = acks.unwrap_or_default();
             let gated = controls
-                .gate(batch, admitted == Admitted::ByRateLimit)
+                .gate(batch, &acks, admitted == Admitted::ByRateLimit)
                 .await;
             out.failed = gated.rejected;
             out.rate_limited = gated.rate_limited;
@@ -346,8 +378,8 @@ pub async fn run_transform(
         }
     };
     let (ports, errors, m) = (&ports, &errors, &metrics);
-    drive(intake, conc, &metrics, work, |out: TransformOutput| {
-        emit_output(out, ports, errors, m)
+    drive(intake, conc, &metrics, work, |out: TransformOutput, acks| {
+        emit_output(out, acks, ports, errors, m)
     })
     .await;
     Ok(())
@@ -411,7 +443,7 @@ pub async fn run_async_transform(
         controls,
     } = parts;
     let controls = Arc::new(controls);
-    let work = move |batch: Batch, _: Admitted| {
+    let work = move |batch: Batch, _: &Acks, _: Admitted| {
         let (transform, controls) = (transform.clone(), controls.clone());
         async move {
             let mut out = TransformOutput::with_ports(1, batch.len());
@@ -446,10 +478,10 @@ pub async fn run_async_transform(
         cap: 0,
         input_done: false,
         batching: None,
-        carry: Vec::new(),
+        carry: (Vec::new(), Acks::none()),
     };
-    drive(intake, serial, &metrics, work, |out: TransformOutput| {
-        emit_output(out, ports, errors, m)
+    drive(intake, serial, &metrics, work, |out: TransformOutput, acks| {
+        emit_output(out, acks, ports, errors, m)
     })
     .await;
     Ok(())
@@ -475,11 +507,13 @@ pub async fn run_sink(
     let intake = Intake::new(input, &controls).with_batching(sink.batching());
     let work = {
         let (sink, controls) = (sink.clone(), controls.clone());
-        move |batch: Batch, admitted: Admitted| {
+        move |batch: Batch, acks: &Acks, admitted: Admitted| {
             let (sink, controls) = (sink.clone(), controls.clone());
+            let acks = controls.parking().is_some().then(|| acks.clone());
             async move {
+                let acks = acks.unwrap_or_default();
                 let gated = controls
-                    .gate(batch, admitted == Admitted::ByRateLimit)
+                    .gate(batch, &acks, admitted == Admitted::ByRateLimit)
                     .await;
                 SinkBatch {
                     encoded: sink.encode(gated.batch),
@@ -490,9 +524,9 @@ pub async fn run_sink(
         }
     };
     let (sink_ref, errors_ref, written_ref, m, c) = (&sink, &errors, &written, &metrics, &controls);
-    drive(intake, conc, &metrics, work, |b: SinkBatch| async move {
+    drive(intake, conc, &metrics, work, |b: SinkBatch, acks| async move {
         m.discard(DiscardReason::RateLimited, b.rate_limited);
-        errors_ref.handle(b.rejected).await;
+        errors_ref.handle_unwritten(b.rejected, &acks).await;
         let encoded = b.encoded;
         if !encoded.events.is_empty() {
             // Most write errors may pass (I/O, 5xx) and are retried;
@@ -526,11 +560,12 @@ pub async fn run_sink(
                             attempts,
                         })
                         .collect();
-                    errors_ref.handle(failed).await;
+                    errors_ref.handle_unwritten(failed, &acks).await;
                 }
             }
         }
-        errors_ref.handle(encoded.failed).await;
+        errors_ref.handle(encoded.failed, &acks).await;
+        // Dropping `acks` here acknowledges what this sink wrote.
     })
     .await;
     sink.flush().await

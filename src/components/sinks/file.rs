@@ -71,7 +71,11 @@ impl Sink for FileSink {
         let file = slot.as_mut().expect("opened above");
         file.write_all(&encoded.bytes)
             .await
-            .map_err(|e| self.io("writing", e))
+            .map_err(|e| self.io("writing", e))?;
+        // tokio's File finishes a write on a blocking thread after
+        // `write_all` returns; flushing waits for it, so "written" (what
+        // acknowledgements rely on) means the kernel has the bytes.
+        file.flush().await.map_err(|e| self.io("writing", e))
     }
 
     async fn flush(&self) -> Result<(), ComponentError> {

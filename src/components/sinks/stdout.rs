@@ -37,10 +37,12 @@ impl Sink for Stdout {
     }
 
     async fn write(&self, encoded: &Encoded) -> Result<(), ComponentError> {
-        self.out
-            .lock()
+        let mut out = self.out.lock().await;
+        out.write_all(&encoded.bytes)
             .await
-            .write_all(&encoded.bytes)
+            .map_err(|e| ComponentError::io("writing to stdout", e))?;
+        // Written means handed to the kernel (see the file sink).
+        out.flush()
             .await
             .map_err(|e| ComponentError::io("writing to stdout", e))
     }

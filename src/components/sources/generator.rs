@@ -180,7 +180,7 @@ mod tests {
         );
         let mut all = Vec::new();
         while let Some(b) = rx.recv().await {
-            all.extend(b);
+            all.extend(b.0);
         }
         assert_eq!(all.len(), 250);
         assert_eq!(all[0], serde_json::json!({"a": 1}));

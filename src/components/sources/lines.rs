@@ -156,7 +156,9 @@ async fn emit(decoded: Decoded, ctx: &SourceContext) {
     for batch in decoded.batches {
         ctx.emit(batch).await;
     }
-    ctx.errors.handle(decoded.failed).await;
+    ctx.errors
+        .handle(decoded.failed, &crate::event::Acks::none())
+        .await;
 }
 
 #[cfg(test)]
