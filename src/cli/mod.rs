@@ -39,6 +39,9 @@ enum Command {
         /// Reload when the files (or the *.yaml files of the directories) change.
         #[arg(long)]
         watch: bool,
+        /// Where checkpoints and other state are kept (one directory per pipeline).
+        #[arg(long, default_value = crate::runtime::data_dir::DEFAULT)]
+        data_dir: PathBuf,
         /// Log format; the level comes from RUST_LOG (default info).
         #[arg(long, value_enum, default_value = "text")]
         log_format: LogFormat,
@@ -175,9 +178,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             metrics_address,
             shutdown_timeout,
             watch,
+            data_dir,
             log_format,
         } => {
             logging::init(log_format);
+            crate::runtime::data_dir::set(data_dir);
             let files = expand(&paths)?;
             let Some(pipelines) = load_all(&files) else {
                 return Ok(ExitCode::from(EXIT_CONFIG));

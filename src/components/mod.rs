@@ -60,6 +60,8 @@ pub use transforms::TransformKind;
 /// What a source is given to run.
 pub struct SourceContext {
     pub name: String,
+    /// The pipeline's name (where its state lives under `--data-dir`).
+    pub pipeline: String,
     pub output: Fanout,
     pub errors: ErrorHandler,
     pub shutdown: CancellationToken,

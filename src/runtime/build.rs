@@ -250,6 +250,7 @@ pub fn build_with(
                 source_stops.insert(c.name.clone(), stop.clone());
                 let ctx = SourceContext {
                     name: c.name.clone(),
+                    pipeline: pipeline.name.clone(),
                     output: fanout(id, &None),
                     errors: errors_for(id),
                     shutdown: stop,

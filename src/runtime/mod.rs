@@ -4,6 +4,7 @@
 pub mod buffer;
 pub mod build;
 pub mod control;
+pub mod data_dir;
 pub mod errors;
 pub mod fanout;
 pub mod faults;

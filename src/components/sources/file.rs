@@ -1,12 +1,29 @@
-//! `file`: reads a file once, one event per line, then ends.
+//! `file`: reads a file once, or with `follow: true` tails it across
+//! rotation and truncation, checkpointing what was acknowledged.
 
 use super::Codec;
+use super::checkpoint::{self, Checkpointer};
+use super::tail::{self, Chunk, Start};
 use crate::components::{ComponentError, Source, SourceContext};
+use crate::config::duration::ConfigDuration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+use std::time::Duration;
 
-/// Reads a file once from the beginning, one event per line, then ends.
+/// Where a followed file is read from the first time it is seen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadFrom {
+    /// Everything the file holds.
+    #[default]
+    Beginning,
+    /// Only lines written after flowgate started.
+    End,
+}
+
+/// Reads a file, one event per line: once from the beginning, or with
+/// `follow: true` as it grows.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileSourceConfig {
@@ -15,28 +32,116 @@ pub struct FileSourceConfig {
     /// `json` (default): each line is a JSON object; `text`: each line becomes `{"message": line}`.
     #[serde(default)]
     pub codec: Codec,
+    /// Keep reading as the file grows, across rotation (rename + create) and
+    /// truncation; a checkpoint under `--data-dir` records the end of the last
+    /// acknowledged line, so a restart resumes there. Without it the file is read once.
+    #[serde(default)]
+    pub follow: bool,
+    /// With `follow`, where a file without a checkpoint is read from.
+    #[serde(default)]
+    pub read_from: ReadFrom,
+    /// With `follow`, how often to look for new data, rotation and truncation.
+    #[serde(default = "default_poll")]
+    pub poll_interval: ConfigDuration,
+}
+
+fn default_poll() -> ConfigDuration {
+    ConfigDuration(Duration::from_millis(250))
 }
 
 impl FileSourceConfig {
     pub fn build(&self) -> FileSource {
         FileSource {
-            path: self.path.clone(),
-            codec: self.codec,
+            config: self.clone(),
         }
+    }
+
+    pub fn check(&self) -> Vec<(Vec<&'static str>, String)> {
+        let mut problems = Vec::new();
+        if !self.follow && self.read_from != ReadFrom::Beginning {
+            problems.push((
+                vec!["read_from"],
+                "`read_from` applies only with `follow: true`".to_string(),
+            ));
+        }
+        if self.poll_interval.0.is_zero() {
+            problems.push((vec!["poll_interval"], "must be greater than 0".to_string()));
+        }
+        problems
     }
 }
 
 pub struct FileSource {
-    path: PathBuf,
-    codec: Codec,
+    config: FileSourceConfig,
 }
 
 #[async_trait::async_trait]
 impl Source for FileSource {
     async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), ComponentError> {
-        let what = format!("file '{}'", self.path.display());
-        let file = std::fs::File::open(&self.path)
-            .map_err(|e| ComponentError::io(format!("opening {what}"), e))?;
-        super::lines::run(file, self.codec, &ctx, &what).await
+        let what = format!("file '{}'", self.config.path.display());
+        if !self.config.follow {
+            let file = std::fs::File::open(&self.config.path)
+                .map_err(|e| ComponentError::io(format!("opening {what}"), e))?;
+            return super::lines::run(file, self.config.codec, &ctx, &what).await;
+        }
+        follow(self.config, ctx, what).await
     }
+}
+
+async fn follow(
+    config: FileSourceConfig,
+    ctx: SourceContext,
+    what: String,
+) -> Result<(), ComponentError> {
+    let state = crate::runtime::data_dir::for_pipeline(&ctx.pipeline)
+        .join(format!("{}.checkpoint.json", ctx.name));
+    let start = match checkpoint::load(&state, &ctx.name) {
+        Some(p) => Start::Checkpoint(p),
+        None if config.read_from == ReadFrom::End => Start::End,
+        None => Start::Beginning,
+    };
+    let mut checkpointer = Checkpointer::start(state, config.path.clone(), ctx.name.clone());
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(4);
+    let reader = {
+        let (path, poll, name) = (config.path.clone(), config.poll_interval.0, ctx.name.clone());
+        std::thread::Builder::new()
+            .name(format!("tail-{}", ctx.name))
+            .spawn(move || tail::follow(&path, start, poll, tx, &name))
+            .map_err(|e| ComponentError::io("starting the tail thread", e))?
+    };
+    loop {
+        tokio::select! {
+            biased;
+            _ = ctx.shutdown.cancelled() => break,
+            chunk = rx.recv() => match chunk {
+                Some(chunk) => emit(chunk, &ctx, &mut checkpointer, config.codec).await,
+                None => break,
+            },
+        }
+    }
+    // Lines not yet read stay behind the checkpoint for the next run.
+    drop(rx);
+    let result = tokio::task::spawn_blocking(move || reader.join())
+        .await
+        .ok()
+        .and_then(|r| r.ok());
+    // Let downstream drain, then wait for the last acknowledgements.
+    ctx.output.close();
+    checkpointer.finish().await;
+    match result {
+        Some(Err(e)) => Err(ComponentError::io(format!("following {what}"), e)),
+        _ => Ok(()),
+    }
+}
+
+/// Emits a chunk's events; the chunk's end is checkpointed once all of
+/// them are acknowledged.
+async fn emit(chunk: Chunk, ctx: &SourceContext, checkpointer: &mut Checkpointer, codec: Codec) {
+    let decoded = super::lines::decode_chunk(&chunk.bytes, codec);
+    let acks = checkpointer.acks_for(chunk.end);
+    ctx.metrics.events_in.inc_by(decoded.lines as u64);
+    for batch in decoded.batches {
+        ctx.emit_acked(batch, acks.clone()).await;
+    }
+    ctx.errors.handle(decoded.failed, &acks).await;
 }

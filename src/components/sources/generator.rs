@@ -138,6 +138,7 @@ mod tests {
         );
         let ctx = SourceContext {
             name: "g".into(),
+            pipeline: "p".into(),
             output: Fanout::new(vec![tx], m.output("default")),
             errors: ErrorHandler {
                 name: "g".into(),

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::io::Read;
 use tokio::task::JoinHandle;
 
-const CHUNK_BYTES: usize = 256 * 1024;
+pub(super) const CHUNK_BYTES: usize = 256 * 1024;
 
 fn decode_parallelism() -> usize {
     std::thread::available_parallelism()
@@ -20,13 +20,13 @@ fn decode_parallelism() -> usize {
 }
 
 /// The events and failures of one chunk, in input order.
-struct Decoded {
-    batches: Vec<Batch>,
-    failed: Vec<Failed>,
-    lines: usize,
+pub(super) struct Decoded {
+    pub batches: Vec<Batch>,
+    pub failed: Vec<Failed>,
+    pub lines: usize,
 }
 
-fn decode_chunk(chunk: &[u8], codec: Codec) -> Decoded {
+pub(super) fn decode_chunk(chunk: &[u8], codec: Codec) -> Decoded {
     let mut decoded = Decoded {
         batches: Vec::new(),
         failed: Vec::new(),

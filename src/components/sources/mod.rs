@@ -1,10 +1,12 @@
 //! Sources: components that make events.
 
+pub mod checkpoint;
 pub mod file;
 pub mod generator;
 pub mod http_server;
 pub mod lines;
 pub mod stdin;
+pub mod tail;
 
 use super::{Source, catalogue};
 use schemars::JsonSchema;
@@ -17,7 +19,7 @@ catalogue!(
         Generator(generator::GeneratorConfig) = "generator",
         /// Reads standard input, one event per line.
         Stdin(stdin::StdinConfig) = "stdin",
-        /// Reads a file once, one event per line.
+        /// Reads a file once, or follows it (`follow: true`), one event per line.
         File(file::FileSourceConfig) = "file",
         /// Accepts events over HTTP POST.
         HttpServer(http_server::HttpServerConfig) = "http_server",
@@ -50,7 +52,8 @@ impl SourceKind {
         match self {
             Self::Generator(c) => c.check(),
             Self::HttpServer(c) => c.check(),
-            Self::Stdin(_) | Self::File(_) => Vec::new(),
+            Self::File(c) => c.check(),
+            Self::Stdin(_) => Vec::new(),
         }
     }
 }

@@ -1,0 +1,186 @@
+//! Following a file (`follow: true`): a blocking thread polls the file,
+//! sends chunks of whole lines with the position they end at, and follows
+//! the path across rotation (rename + create: the old file is read to its
+//! end first) and truncation (read again from the start). Files are known
+//! by device and inode, so a checkpoint still finds a file that was
+//! rotated away while flowgate was down. Polling, as Vector's file source
+//! does: it works the same on every filesystem.
+
+use super::checkpoint::Position;
+use super::lines::CHUNK_BYTES;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::mpsc::Sender;
+
+/// Whole lines read from a file and where they end.
+pub struct Chunk {
+    pub bytes: Vec<u8>,
+    pub end: Position,
+}
+
+/// Where to start reading.
+#[derive(Debug, Clone, Copy)]
+pub enum Start {
+    /// Resume after the last acknowledged line.
+    Checkpoint(Position),
+    Beginning,
+    /// Only lines written from now on (for a file seen the first time).
+    End,
+}
+
+struct Open {
+    file: File,
+    dev: u64,
+    ino: u64,
+    /// Bytes consumed: the end of the last whole line sent.
+    offset: u64,
+    partial: Vec<u8>,
+}
+
+impl Open {
+    fn at(path: &Path, offset: SeekFrom) -> std::io::Result<Self> {
+        let mut file = File::open(path)?;
+        let meta = file.metadata()?;
+        let offset = match offset {
+            SeekFrom::Start(n) if n > meta.len() => 0, // truncated meanwhile
+            other => file.seek(other)?,
+        };
+        file.seek(SeekFrom::Start(offset))?;
+        Ok(Self {
+            file,
+            dev: meta.dev(),
+            ino: meta.ino(),
+            offset,
+            partial: Vec::new(),
+        })
+    }
+
+    fn position(&self) -> Position {
+        Position {
+            dev: self.dev,
+            ino: self.ino,
+            offset: self.offset,
+        }
+    }
+
+    /// Reads what is there; sends whole lines (and, with `to_end`, a last
+    /// line without newline). `Ok(false)` at the end of the data; `Err` with
+    /// `None` when the receiver is gone.
+    fn read_some(&mut self, tx: &Sender<Chunk>, to_end: bool) -> Result<bool, Option<std::io::Error>> {
+        let start = self.partial.len();
+        self.partial.resize(start + CHUNK_BYTES, 0);
+        let n = loop {
+            match self.file.read(&mut self.partial[start..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.partial.truncate(start);
+                    return Err(Some(e));
+                }
+            }
+        };
+        self.partial.truncate(start + n);
+        let cut = if n == 0 && to_end {
+            Some(self.partial.len()).filter(|n| *n > 0)
+        } else {
+            self.partial.iter().rposition(|b| *b == b'\n').map(|i| i + 1)
+        };
+        if let Some(cut) = cut {
+            let rest = self.partial.split_off(cut);
+            let bytes = std::mem::replace(&mut self.partial, rest);
+            self.offset += bytes.len() as u64;
+            let end = self.position();
+            tx.blocking_send(Chunk { bytes, end }).map_err(|_| None)?;
+        }
+        Ok(n > 0)
+    }
+
+    /// Reads the rest of a file that will not grow any more (rotated away).
+    fn drain(&mut self, tx: &Sender<Chunk>) -> Result<(), Option<std::io::Error>> {
+        while self.read_some(tx, true)? {}
+        Ok(())
+    }
+}
+
+/// A file in `dir` with the given identity (a rotated file).
+fn find_by_identity(dir: &Path, dev: u64, ino: u64) -> Option<PathBuf> {
+    std::fs::read_dir(dir).ok()?.flatten().find_map(|entry| {
+        let meta = entry.metadata().ok()?;
+        (meta.is_file() && meta.dev() == dev && meta.ino() == ino).then(|| entry.path())
+    })
+}
+
+/// Follows `path` until the receiver is gone; an I/O error other than a
+/// missing file ends it.
+pub fn follow(
+    path: &Path,
+    start: Start,
+    poll: Duration,
+    tx: Sender<Chunk>,
+    component: &str,
+) -> Result<(), std::io::Error> {
+    let gone = |e: Option<std::io::Error>| e.map_or(Ok(()), Err);
+    let mut current = match start {
+        Start::Checkpoint(p) => {
+            let same = std::fs::metadata(path)
+                .is_ok_and(|m| m.dev() == p.dev && m.ino() == p.ino);
+            if !same {
+                // Rotated while we were away: finish the old file first.
+                let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+                match find_by_identity(dir.unwrap_or(Path::new(".")), p.dev, p.ino) {
+                    Some(old) => {
+                        tracing::info!(component, "resuming rotated file '{}' at offset {}", old.display(), p.offset);
+                        let mut o = Open::at(&old, SeekFrom::Start(p.offset))?;
+                        if let Err(e) = o.drain(&tx) {
+                            return gone(e);
+                        }
+                    }
+                    None => tracing::warn!(component, "the file of the checkpoint is gone; reading '{}' from the beginning", path.display()),
+                }
+                Open::at(path, SeekFrom::Start(0)).ok()
+            } else {
+                Open::at(path, SeekFrom::Start(p.offset)).ok()
+            }
+        }
+        Start::Beginning => Open::at(path, SeekFrom::Start(0)).ok(),
+        Start::End => Open::at(path, SeekFrom::End(0)).ok(),
+    };
+    if current.is_none() {
+        tracing::info!(component, "waiting for '{}' to appear", path.display());
+    }
+    loop {
+        if tx.is_closed() {
+            return Ok(());
+        }
+        let Some(open) = current.as_mut() else {
+            std::thread::sleep(poll);
+            // A file that appears later is read from its beginning.
+            current = Open::at(path, SeekFrom::Start(0)).ok();
+            continue;
+        };
+        match open.read_some(&tx, false) {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(e) => return gone(e),
+        }
+        match std::fs::metadata(path) {
+            Ok(m) if m.dev() != open.dev || m.ino() != open.ino => {
+                tracing::info!(component, "'{}' was rotated; finishing the old file", path.display());
+                if let Err(e) = open.drain(&tx) {
+                    return gone(e);
+                }
+                current = Open::at(path, SeekFrom::Start(0)).ok();
+            }
+            Ok(m) if m.len() < open.offset + open.partial.len() as u64 => {
+                tracing::info!(component, "'{}' was truncated; reading it from the start", path.display());
+                open.file.seek(SeekFrom::Start(0))?;
+                open.offset = 0;
+                open.partial.clear();
+            }
+            _ => std::thread::sleep(poll),
+        }
+    }
+}
