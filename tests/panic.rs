@@ -79,7 +79,14 @@ async fn a_panicking_worker_is_caught_named_and_fails_the_pipeline() {
         };
         let running = RunningPipeline::spawn(pieces);
         for n in 0..5 {
-            if tx.send(vec![flowgate::ev!({ "n": n })], flowgate::event::Acks::none()).await.is_err() {
+            if tx
+                .send(
+                    vec![flowgate::ev!({ "n": n })],
+                    flowgate::event::Acks::none(),
+                )
+                .await
+                .is_err()
+            {
                 break;
             }
             tokio::task::yield_now().await;
@@ -102,6 +109,10 @@ async fn a_panicking_worker_is_caught_named_and_fails_the_pipeline() {
             "events before the panic may pass, none after: {got}"
         );
         // Upstream sends to the dead stage report the undelivered events.
-        assert!(tx.send(vec![flowgate::ev!({"n": 9})], flowgate::event::Acks::none()).await.is_err());
+        assert!(
+            tx.send(vec![flowgate::ev!({"n": 9})], flowgate::event::Acks::none())
+                .await
+                .is_err()
+        );
     }
 }

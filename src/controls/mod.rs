@@ -227,7 +227,8 @@ impl StageControls {
     /// Breaker, then rate limit, in that order. Events released from
     /// parking (`rate_limited_already`) have their tokens and skip the limit.
     pub async fn gate(&self, batch: Batch, acks: &Acks, rate_limited_already: bool) -> Gated {
-        self.gate_with(batch, acks, false, rate_limited_already).await
+        self.gate_with(batch, acks, false, rate_limited_already)
+            .await
     }
 
     /// `gate` for one event in its own concurrent slot: a keyed limit waits

@@ -121,7 +121,11 @@ mod tests {
         let mut merged = Acks::none();
         merged.merge(acks.clone());
         merged.merge(acks);
-        assert_eq!(merged.0.len(), 1, "merging keeps one reference per notifier");
+        assert_eq!(
+            merged.0.len(),
+            1,
+            "merging keeps one reference per notifier"
+        );
         drop(merged);
         assert_eq!(*seen.lock().unwrap(), vec![Delivery::Delivered]);
     }

@@ -321,10 +321,16 @@ mod tests {
         tokio::task::yield_now().await;
         assert!(!pending.is_finished(), "a full queue must block the sender");
         assert_eq!(rx.len(), 10);
-        assert_eq!(ids(&rx.recv().await.unwrap().0), (0..10).collect::<Vec<_>>());
+        assert_eq!(
+            ids(&rx.recv().await.unwrap().0),
+            (0..10).collect::<Vec<_>>()
+        );
         pending.await.unwrap().unwrap();
         drop(tx);
-        assert_eq!(ids(&rx.recv().await.unwrap().0), (10..15).collect::<Vec<_>>());
+        assert_eq!(
+            ids(&rx.recv().await.unwrap().0),
+            (10..15).collect::<Vec<_>>()
+        );
         assert!(rx.recv().await.is_none());
     }
 

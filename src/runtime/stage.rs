@@ -378,9 +378,13 @@ pub async fn run_transform(
         }
     };
     let (ports, errors, m) = (&ports, &errors, &metrics);
-    drive(intake, conc, &metrics, work, |out: TransformOutput, acks| {
-        emit_output(out, acks, ports, errors, m)
-    })
+    drive(
+        intake,
+        conc,
+        &metrics,
+        work,
+        |out: TransformOutput, acks| emit_output(out, acks, ports, errors, m),
+    )
     .await;
     Ok(())
 }
@@ -480,9 +484,13 @@ pub async fn run_async_transform(
         batching: None,
         carry: (Vec::new(), Acks::none()),
     };
-    drive(intake, serial, &metrics, work, |out: TransformOutput, acks| {
-        emit_output(out, acks, ports, errors, m)
-    })
+    drive(
+        intake,
+        serial,
+        &metrics,
+        work,
+        |out: TransformOutput, acks| emit_output(out, acks, ports, errors, m),
+    )
     .await;
     Ok(())
 }
@@ -524,49 +532,55 @@ pub async fn run_sink(
         }
     };
     let (sink_ref, errors_ref, written_ref, m, c) = (&sink, &errors, &written, &metrics, &controls);
-    drive(intake, conc, &metrics, work, |b: SinkBatch, acks| async move {
-        m.discard(DiscardReason::RateLimited, b.rate_limited);
-        errors_ref.handle_unwritten(b.rejected, &acks).await;
-        let encoded = b.encoded;
-        if !encoded.events.is_empty() {
-            // Most write errors may pass (I/O, 5xx) and are retried;
-            // `Permanent` ones (a 4xx) are not.
-            let result = c
-                .run(
-                    || async {
-                        match sink_ref.write(&encoded).await {
-                            Ok(()) => Attempt::Done(Ok(())),
-                            Err(ComponentError::Permanent {
-                                message,
+    drive(
+        intake,
+        conc,
+        &metrics,
+        work,
+        |b: SinkBatch, acks| async move {
+            m.discard(DiscardReason::RateLimited, b.rate_limited);
+            errors_ref.handle_unwritten(b.rejected, &acks).await;
+            let encoded = b.encoded;
+            if !encoded.events.is_empty() {
+                // Most write errors may pass (I/O, 5xx) and are retried;
+                // `Permanent` ones (a 4xx) are not.
+                let result = c
+                    .run(
+                        || async {
+                            match sink_ref.write(&encoded).await {
+                                Ok(()) => Attempt::Done(Ok(())),
+                                Err(ComponentError::Permanent {
+                                    message,
+                                    error_type,
+                                }) => Attempt::Done(Err((message, error_type))),
+                                Err(e) => Attempt::Retryable(e.to_string(), e.error_type()),
+                            }
+                        },
+                        |r| r.is_ok(),
+                    )
+                    .await
+                    .and_then(|(r, attempts)| r.map_err(|(m, t)| (m, t, attempts)));
+                match result {
+                    Ok(()) => written_ref.inc_by(encoded.events.len() as u64),
+                    Err((message, error_type, attempts)) => {
+                        let failed = encoded
+                            .events
+                            .into_iter()
+                            .map(|ev| Failed {
+                                event: ev,
+                                message: message.clone(),
                                 error_type,
-                            }) => Attempt::Done(Err((message, error_type))),
-                            Err(e) => Attempt::Retryable(e.to_string(), e.error_type()),
-                        }
-                    },
-                    |r| r.is_ok(),
-                )
-                .await
-                .and_then(|(r, attempts)| r.map_err(|(m, t)| (m, t, attempts)));
-            match result {
-                Ok(()) => written_ref.inc_by(encoded.events.len() as u64),
-                Err((message, error_type, attempts)) => {
-                    let failed = encoded
-                        .events
-                        .into_iter()
-                        .map(|ev| Failed {
-                            event: ev,
-                            message: message.clone(),
-                            error_type,
-                            attempts,
-                        })
-                        .collect();
-                    errors_ref.handle_unwritten(failed, &acks).await;
+                                attempts,
+                            })
+                            .collect();
+                        errors_ref.handle_unwritten(failed, &acks).await;
+                    }
                 }
             }
-        }
-        errors_ref.handle(encoded.failed, &acks).await;
-        // Dropping `acks` here acknowledges what this sink wrote.
-    })
+            errors_ref.handle(encoded.failed, &acks).await;
+            // Dropping `acks` here acknowledges what this sink wrote.
+        },
+    )
     .await;
     sink.flush().await
 }

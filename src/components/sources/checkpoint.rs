@@ -38,14 +38,22 @@ pub fn load(file: &Path, component: &str) -> Option<Position> {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
         Err(e) => {
-            tracing::warn!(component, "cannot read checkpoint '{}': {e}", file.display());
+            tracing::warn!(
+                component,
+                "cannot read checkpoint '{}': {e}",
+                file.display()
+            );
             return None;
         }
     };
     match serde_json::from_slice::<Stored>(&text) {
         Ok(s) => Some(s.position),
         Err(e) => {
-            tracing::warn!(component, "ignoring corrupt checkpoint '{}': {e}", file.display());
+            tracing::warn!(
+                component,
+                "ignoring corrupt checkpoint '{}': {e}",
+                file.display()
+            );
             None
         }
     }
@@ -121,7 +129,11 @@ async fn keep(
             if delivery == Delivery::Failed {
                 // A file cannot be asked to send a line again: the failure
                 // is counted where it happened, and the checkpoint moves on.
-                tracing::warn!(component, "events up to offset {} were not all written (see flowgate_component_errors_total)", position.offset);
+                tracing::warn!(
+                    component,
+                    "events up to offset {} were not all written (see flowgate_component_errors_total)",
+                    position.offset
+                );
             }
             done.insert(seq, position);
         }
@@ -135,7 +147,11 @@ async fn keep(
             match tokio::task::spawn_blocking(move || store(&f, &w, p)).await {
                 Ok(Ok(())) => written = Some(p),
                 Ok(Err(e)) => {
-                    tracing::error!(component, "cannot write checkpoint '{}': {e}", file.display())
+                    tracing::error!(
+                        component,
+                        "cannot write checkpoint '{}': {e}",
+                        file.display()
+                    )
                 }
                 Err(e) => tracing::error!(component, "checkpoint writer failed: {e}"),
             }

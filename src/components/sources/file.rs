@@ -103,7 +103,11 @@ async fn follow(
     let mut checkpointer = Checkpointer::start(state, config.path.clone(), ctx.name.clone());
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(4);
     let reader = {
-        let (path, poll, name) = (config.path.clone(), config.poll_interval.0, ctx.name.clone());
+        let (path, poll, name) = (
+            config.path.clone(),
+            config.poll_interval.0,
+            ctx.name.clone(),
+        );
         std::thread::Builder::new()
             .name(format!("tail-{}", ctx.name))
             .spawn(move || tail::follow(&path, start, poll, tx, &name))

@@ -69,7 +69,11 @@ impl Open {
     /// Reads what is there; sends whole lines (and, with `to_end`, a last
     /// line without newline). `Ok(false)` at the end of the data; `Err` with
     /// `None` when the receiver is gone.
-    fn read_some(&mut self, tx: &Sender<Chunk>, to_end: bool) -> Result<bool, Option<std::io::Error>> {
+    fn read_some(
+        &mut self,
+        tx: &Sender<Chunk>,
+        to_end: bool,
+    ) -> Result<bool, Option<std::io::Error>> {
         let start = self.partial.len();
         self.partial.resize(start + CHUNK_BYTES, 0);
         let n = loop {
@@ -86,7 +90,10 @@ impl Open {
         let cut = if n == 0 && to_end {
             Some(self.partial.len()).filter(|n| *n > 0)
         } else {
-            self.partial.iter().rposition(|b| *b == b'\n').map(|i| i + 1)
+            self.partial
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map(|i| i + 1)
         };
         if let Some(cut) = cut {
             let rest = self.partial.split_off(cut);
@@ -125,20 +132,28 @@ pub fn follow(
     let gone = |e: Option<std::io::Error>| e.map_or(Ok(()), Err);
     let mut current = match start {
         Start::Checkpoint(p) => {
-            let same = std::fs::metadata(path)
-                .is_ok_and(|m| m.dev() == p.dev && m.ino() == p.ino);
+            let same = std::fs::metadata(path).is_ok_and(|m| m.dev() == p.dev && m.ino() == p.ino);
             if !same {
                 // Rotated while we were away: finish the old file first.
                 let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
                 match find_by_identity(dir.unwrap_or(Path::new(".")), p.dev, p.ino) {
                     Some(old) => {
-                        tracing::info!(component, "resuming rotated file '{}' at offset {}", old.display(), p.offset);
+                        tracing::info!(
+                            component,
+                            "resuming rotated file '{}' at offset {}",
+                            old.display(),
+                            p.offset
+                        );
                         let mut o = Open::at(&old, SeekFrom::Start(p.offset))?;
                         if let Err(e) = o.drain(&tx) {
                             return gone(e);
                         }
                     }
-                    None => tracing::warn!(component, "the file of the checkpoint is gone; reading '{}' from the beginning", path.display()),
+                    None => tracing::warn!(
+                        component,
+                        "the file of the checkpoint is gone; reading '{}' from the beginning",
+                        path.display()
+                    ),
                 }
                 Open::at(path, SeekFrom::Start(0)).ok()
             } else {
@@ -168,14 +183,22 @@ pub fn follow(
         }
         match std::fs::metadata(path) {
             Ok(m) if m.dev() != open.dev || m.ino() != open.ino => {
-                tracing::info!(component, "'{}' was rotated; finishing the old file", path.display());
+                tracing::info!(
+                    component,
+                    "'{}' was rotated; finishing the old file",
+                    path.display()
+                );
                 if let Err(e) = open.drain(&tx) {
                     return gone(e);
                 }
                 current = Open::at(path, SeekFrom::Start(0)).ok();
             }
             Ok(m) if m.len() < open.offset + open.partial.len() as u64 => {
-                tracing::info!(component, "'{}' was truncated; reading it from the start", path.display());
+                tracing::info!(
+                    component,
+                    "'{}' was truncated; reading it from the start",
+                    path.display()
+                );
                 open.file.seek(SeekFrom::Start(0))?;
                 open.offset = 0;
                 open.partial.clear();
