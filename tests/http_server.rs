@@ -120,3 +120,77 @@ fn a_full_pipeline_answers_429_with_retry_after() {
     );
     drop(d);
 }
+
+#[test]
+fn with_acknowledgements_every_200_is_written_under_concurrent_load_and_a_slow_sink() {
+    let s = Scratch::new();
+    let port = free_port();
+    let file = s.write(
+        "p.yaml",
+        &format!(
+            "sources:\n  web: {{type: http_server, address: '127.0.0.1:{port}', acknowledgements: true}}\nsinks:\n  slow:\n    type: file\n    inputs: [web]\n    path: $DIR/out.ndjson\n    buffer: {{size: 50}}\n    rate_limit: {{rate: 500, burst: 20}}\n"
+        ),
+    );
+    let mut d = Daemon::start(&file, &[], Stdio::null());
+    wait_listening(port);
+    let url = format!("http://127.0.0.1:{port}/");
+    let clients: Vec<_> = (0..8u64)
+        .map(|c| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let (mut written, mut busy) = (Vec::new(), 0);
+                for r in 0..25u64 {
+                    let ids: Vec<u64> = (0..20).map(|i| c * 10_000 + r * 100 + i).collect();
+                    let body: String = ids.iter().map(|i| format!("{{\"i\":{i}}}\n")).collect();
+                    match post(&url, &body, None).0 {
+                        200 => written.extend(ids),
+                        429 | 503 => busy += 1,
+                        other => panic!("unexpected status {other}"),
+                    }
+                }
+                (written, busy)
+            })
+        })
+        .collect();
+    let (mut answered, mut busy) = (Vec::new(), 0);
+    for c in clients {
+        let (w, b) = c.join().unwrap();
+        answered.extend(w);
+        busy += b;
+    }
+    // Every 200 was written before it was sent: the file has them already.
+    let mut out: Vec<u64> = s
+        .read_lines("out.ndjson")
+        .iter()
+        .map(|e| e["i"].as_u64().unwrap())
+        .collect();
+    answered.sort_unstable();
+    out.sort_unstable();
+    assert!(busy > 0, "a slow sink must push back on concurrent clients");
+    assert!(!answered.is_empty());
+    assert_eq!(
+        out, answered,
+        "written == answered 200, nothing else, nothing twice"
+    );
+    d.signal("TERM");
+    assert_eq!(d.wait(Duration::from_secs(30)), Some(0));
+}
+
+#[test]
+fn with_acknowledgements_events_a_sink_cannot_write_get_503() {
+    let s = Scratch::new();
+    let port = free_port();
+    let dead = free_port();
+    let file = s.write(
+        "p.yaml",
+        &format!(
+            "sources:\n  web: {{type: http_server, address: '127.0.0.1:{port}', acknowledgements: true}}\nsinks:\n  down: {{type: http, inputs: [web], url: 'http://127.0.0.1:{dead}/', batch: {{max_events: 1, timeout: 10ms}}}}\n"
+        ),
+    );
+    let d = Daemon::start(&file, &[], Stdio::null());
+    wait_listening(port);
+    let (code, text) = post(&format!("http://127.0.0.1:{port}/"), "{\"n\":1}", None);
+    assert_eq!(code, 503, "{text}");
+    assert!(text.contains("not all could be written"), "{text}");
+    drop(d);
+}

@@ -4,11 +4,12 @@
 //! missing or wrong bearer token gets 401; a body over `max_body_bytes`
 //! 413; and when the pipeline pushes back (a full `block` buffer
 //! downstream) 429 with `Retry-After`, so clients slow down instead of
-//! piling up requests. On shutdown the listener closes and requests in
+//! piling up requests. With `acknowledgements: true` the 200 waits until
+//! the sinks wrote every event (503 if one could not be). On shutdown the listener closes and requests in
 //! flight are answered.
 
 use crate::components::{ComponentError, Source, SourceContext};
-use crate::event::{Batch, MAX_BATCH, Value};
+use crate::event::{Acks, Batch, Delivery, MAX_BATCH, Value};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -43,6 +44,11 @@ pub struct HttpServerConfig {
     /// When set, clients must send `Authorization: Bearer <auth_token>` (else 401).
     #[serde(default)]
     pub auth_token: Option<String>,
+    /// Answer 200 only once every event of the request is written by the
+    /// sinks it reaches (or discarded by a configured rule); 503 with
+    /// `Retry-After` if some could not be written. Off: 200 once accepted.
+    #[serde(default)]
+    pub acknowledgements: bool,
 }
 
 impl HttpServerConfig {
@@ -77,6 +83,7 @@ pub struct HttpServer {
 struct Shared {
     ctx: SourceContext,
     token: Option<String>,
+    acknowledgements: bool,
 }
 
 /// The events of a request body, or why it does not parse.
@@ -154,6 +161,17 @@ async fn accept(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
             .into_response();
     }
     shared.ctx.metrics.events_in.inc_by(n as u64);
+    let (acks, written) = if shared.acknowledgements {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (
+            Acks::new(move |d| {
+                let _ = tx.send(d);
+            }),
+            Some(rx),
+        )
+    } else {
+        (Acks::none(), None)
+    };
     let mut events = events;
     while !events.is_empty() {
         let rest = if events.len() > MAX_BATCH {
@@ -161,8 +179,19 @@ async fn accept(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
         } else {
             Vec::new()
         };
-        shared.ctx.emit(events).await;
+        shared.ctx.emit_acked(events, acks.clone()).await;
         events = rest;
+    }
+    drop(acks);
+    if let Some(written) = written {
+        if written.await != Ok(Delivery::Delivered) {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "1")],
+                "the events were accepted but not all could be written; retry\n",
+            )
+                .into_response();
+        }
     }
     (StatusCode::OK, format!("{{\"accepted\":{n}}}\n")).into_response()
 }
@@ -178,6 +207,7 @@ impl Source for HttpServer {
         let shared = Arc::new(Shared {
             ctx,
             token: self.config.auth_token.clone(),
+            acknowledgements: self.config.acknowledgements,
         });
         let app = Router::new()
             .route(&self.config.path, post(accept))
