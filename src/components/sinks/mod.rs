@@ -3,6 +3,7 @@
 pub mod blackhole;
 pub mod file;
 pub mod http;
+pub mod nats;
 pub mod stdout;
 
 use super::{Encoded, Sink, catalogue};
@@ -23,6 +24,8 @@ catalogue!(
         Blackhole(blackhole::BlackholeConfig) = "blackhole",
         /// POSTs NDJSON batches to an HTTP endpoint.
         Http(http::HttpSinkConfig) = "http",
+        /// Publishes events to NATS JetStream, waiting for each message's acknowledgement.
+        Nats(nats::NatsSinkConfig) = "nats",
     }
 );
 
@@ -33,6 +36,7 @@ impl SinkKind {
             Self::File(c) => Box::new(c.build()),
             Self::Blackhole(c) => Box::new(c.build()),
             Self::Http(c) => Box::new(c.build()),
+            Self::Nats(c) => Box::new(c.build()),
         }
     }
 
@@ -40,6 +44,7 @@ impl SinkKind {
     pub fn check(&self) -> Vec<(Vec<&'static str>, String)> {
         match self {
             Self::Http(c) => c.check(),
+            Self::Nats(c) => c.check(),
             _ => Vec::new(),
         }
     }

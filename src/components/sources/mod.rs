@@ -5,6 +5,7 @@ pub mod file;
 pub mod generator;
 pub mod http_server;
 pub mod lines;
+pub mod nats;
 pub mod stdin;
 pub mod tail;
 
@@ -23,6 +24,8 @@ catalogue!(
         File(file::FileSourceConfig) = "file",
         /// Accepts events over HTTP POST.
         HttpServer(http_server::HttpServerConfig) = "http_server",
+        /// Consumes a NATS JetStream stream (durable pull consumer, acknowledged after the sinks wrote).
+        Nats(nats::NatsSourceConfig) = "nats",
     }
 );
 
@@ -44,6 +47,7 @@ impl SourceKind {
             Self::Stdin(c) => Box::new(c.build()),
             Self::File(c) => Box::new(c.build()),
             Self::HttpServer(c) => Box::new(c.build()),
+            Self::Nats(c) => Box::new(c.build()),
         }
     }
 
@@ -53,6 +57,7 @@ impl SourceKind {
             Self::Generator(c) => c.check(),
             Self::HttpServer(c) => c.check(),
             Self::File(c) => c.check(),
+            Self::Nats(c) => c.check(),
             Self::Stdin(_) => Vec::new(),
         }
     }

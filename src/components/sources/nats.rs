@@ -1,0 +1,270 @@
+//! `nats`: a JetStream durable pull consumer. Every flowgate process with
+//! the same `durable` shares the stream's messages. A message is
+//! acknowledged only once every sink it reached has written it (end-to-end
+//! acknowledgements); if a sink could not, it is nak'ed and JetStream
+//! redelivers it. Messages of a process that dies unacknowledged are
+//! redelivered to the others after `ack_wait`. At-least-once.
+
+use super::Codec;
+use crate::components::{ComponentError, Source, SourceContext, raw_line_event};
+use crate::config::duration::ConfigDuration;
+use crate::event::{Acks, Delivery, Value};
+use crate::runtime::errors::Failed;
+use async_nats::jetstream::{self, AckKind, consumer};
+use async_nats::{Client, Subject};
+use futures_util::StreamExt;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+fn default_batch() -> usize {
+    500
+}
+
+fn default_max_ack_pending() -> i64 {
+    2000
+}
+
+fn default_ack_wait() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(30))
+}
+
+/// Consumes a NATS JetStream stream with a durable pull consumer.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NatsSourceConfig {
+    /// Server URL(s), e.g. `nats://127.0.0.1:4222` (comma-separated for a cluster).
+    pub url: String,
+    /// The JetStream stream; created with `subject` when missing.
+    pub stream: String,
+    /// Subject the consumer reads (and the stream is created with).
+    pub subject: String,
+    /// Durable consumer name: every process with the same name shares the work.
+    pub durable: String,
+    /// `json` (default): each message is a JSON object; `text`: it becomes `{"message": payload}`.
+    #[serde(default)]
+    pub codec: Codec,
+    /// Messages fetched per pull request.
+    #[serde(default = "default_batch")]
+    #[schemars(range(min = 1))]
+    pub batch: usize,
+    /// Messages delivered and not yet acknowledged, at most (set on the
+    /// consumer when it is created). Bounds what a crash leaves to be redelivered.
+    #[serde(default = "default_max_ack_pending")]
+    #[schemars(range(min = 1))]
+    pub max_ack_pending: i64,
+    /// How long JetStream waits for an acknowledgement before redelivering
+    /// (set on the consumer when it is created).
+    #[serde(default = "default_ack_wait")]
+    pub ack_wait: ConfigDuration,
+}
+
+impl NatsSourceConfig {
+    pub fn check(&self) -> Vec<(Vec<&'static str>, String)> {
+        let mut problems = Vec::new();
+        if self.stream.is_empty() || self.stream.contains(['.', ' ', '*', '>']) {
+            problems.push((
+                vec!["stream"],
+                format!(
+                    "stream name '{}' must be non-empty, without '.', ' ', '*' or '>'",
+                    self.stream
+                ),
+            ));
+        }
+        if self.durable.is_empty() || self.durable.contains(['.', ' ', '*', '>']) {
+            problems.push((
+                vec!["durable"],
+                format!(
+                    "durable name '{}' must be non-empty, without '.', ' ', '*' or '>'",
+                    self.durable
+                ),
+            ));
+        }
+        if self.subject.is_empty() {
+            problems.push((vec!["subject"], "must not be empty".to_string()));
+        }
+        if self.batch as i64 > self.max_ack_pending {
+            problems.push((
+                vec!["batch"],
+                format!(
+                    "batch {} is larger than max_ack_pending {}",
+                    self.batch, self.max_ack_pending
+                ),
+            ));
+        }
+        problems
+    }
+
+    pub fn build(&self) -> NatsSource {
+        NatsSource {
+            config: self.clone(),
+        }
+    }
+}
+
+/// Connects, retrying in the background: a daemon starts (and keeps
+/// running) while NATS is down, and catches up when it is back.
+pub async fn connect(url: &str, component: &str) -> Result<Client, ComponentError> {
+    async_nats::ConnectOptions::new()
+        .name(format!("flowgate {component}"))
+        .retry_on_initial_connect()
+        .connect(url)
+        .await
+        .map_err(|e| ComponentError::Other(format!("connecting to NATS at {url}: {e}")))
+}
+
+pub struct NatsSource {
+    config: NatsSourceConfig,
+}
+
+/// Replies to send for a batch of messages once its outcome is known.
+type Settled = (Vec<Subject>, Delivery);
+
+impl NatsSource {
+    async fn consumer(&self, js: &jetstream::Context) -> Result<consumer::PullConsumer, String> {
+        let c = &self.config;
+        let stream = js
+            .get_or_create_stream(jetstream::stream::Config {
+                name: c.stream.clone(),
+                subjects: vec![c.subject.clone()],
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("stream '{}': {e}", c.stream))?;
+        stream
+            .get_or_create_consumer(
+                &c.durable,
+                consumer::pull::Config {
+                    durable_name: Some(c.durable.clone()),
+                    filter_subject: c.subject.clone(),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait: c.ack_wait.0,
+                    max_ack_pending: c.max_ack_pending,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| format!("consumer '{}': {e}", c.durable))
+    }
+
+    fn decode(&self, payload: &[u8]) -> Result<Value, Failed> {
+        match self.config.codec {
+            Codec::Text => Ok(raw_line_event(&String::from_utf8_lossy(payload))),
+            Codec::Json => match serde_json::from_slice::<Value>(payload) {
+                Ok(event @ Value::Object(_)) => Ok(event),
+                Ok(other) => Err(Failed::new(
+                    raw_line_event(&String::from_utf8_lossy(payload)),
+                    format!(
+                        "message is a JSON {}, not an object",
+                        crate::expr::value::type_name(&other)
+                    ),
+                    "decode",
+                )),
+                Err(e) => Err(Failed::new(
+                    raw_line_event(&String::from_utf8_lossy(payload)),
+                    format!("message is not valid JSON: {e}"),
+                    "decode",
+                )),
+            },
+        }
+    }
+}
+
+/// Sends the acknowledgements (or naks) of settled batches.
+async fn acknowledge(client: Client, mut settled: tokio::sync::mpsc::UnboundedReceiver<Settled>) {
+    while let Some((replies, delivery)) = settled.recv().await {
+        let payload: bytes::Bytes = match delivery {
+            Delivery::Delivered => AckKind::Ack.into(),
+            Delivery::Failed => AckKind::Nak(Some(Duration::from_secs(1))).into(),
+        };
+        for reply in replies {
+            if let Err(e) = client.publish(reply, payload.clone()).await {
+                tracing::warn!("acknowledging a NATS message: {e}");
+            }
+        }
+    }
+    let _ = client.flush().await;
+}
+
+#[async_trait::async_trait]
+impl Source for NatsSource {
+    async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), ComponentError> {
+        let c = &self.config;
+        let client = tokio::select! {
+            client = connect(&c.url, &ctx.name) => client?,
+            _ = ctx.shutdown.cancelled() => return Ok(()),
+        };
+        let js = jetstream::new(client.clone());
+        let (settle_tx, settle_rx) = tokio::sync::mpsc::unbounded_channel::<Settled>();
+        let acker = tokio::spawn(acknowledge(client, settle_rx));
+        'session: while !ctx.shutdown.is_cancelled() {
+            let messages = match self.consumer(&js).await {
+                Ok(consumer) => consumer
+                    .stream()
+                    .max_messages_per_batch(c.batch)
+                    .messages()
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            let messages = match messages {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(component = %ctx.name, "NATS: {e}; retrying in 1s");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        _ = ctx.shutdown.cancelled() => break,
+                    }
+                }
+            };
+            tracing::info!(component = %ctx.name, "consuming stream '{}' as '{}'", c.stream, c.durable);
+            // Whatever has arrived, up to `batch` messages, travels as one batch.
+            let mut chunks = std::pin::pin!(messages.ready_chunks(c.batch));
+            loop {
+                let chunk = tokio::select! {
+                    biased;
+                    _ = ctx.shutdown.cancelled() => break 'session,
+                    chunk = chunks.next() => chunk,
+                };
+                let Some(chunk) = chunk else {
+                    continue 'session;
+                };
+                let mut events = Vec::with_capacity(chunk.len());
+                let mut failed = Vec::new();
+                let mut replies = Vec::with_capacity(chunk.len());
+                for m in chunk {
+                    match m {
+                        Ok(m) => {
+                            if let Some(reply) = m.message.reply.clone() {
+                                replies.push(reply);
+                            }
+                            match self.decode(&m.message.payload) {
+                                Ok(e) => events.push(e),
+                                Err(f) => failed.push(f),
+                            }
+                        }
+                        Err(e) => tracing::warn!(component = %ctx.name, "NATS: {e}"),
+                    }
+                }
+                if replies.is_empty() && events.is_empty() {
+                    continue;
+                }
+                ctx.metrics
+                    .events_in
+                    .inc_by((events.len() + failed.len()) as u64);
+                let tx = settle_tx.clone();
+                let acks = Acks::new(move |d| {
+                    let _ = tx.send((replies, d));
+                });
+                ctx.errors.handle(failed, &acks).await;
+                ctx.emit_acked(events, acks).await;
+            }
+        }
+        // Unacknowledged messages already fetched go back after `ack_wait`;
+        // what is in the pipeline drains and is acknowledged before we leave.
+        ctx.output.close();
+        drop(settle_tx);
+        let _ = acker.await;
+        Ok(())
+    }
+}

@@ -1,0 +1,234 @@
+//! NATS JetStream through the real binary and a real nats-server:
+//! a publisher pipeline, three consumer daemons sharing one durable
+//! consumer, one of them killed with `kill -9` mid-run. The union of the
+//! outputs holds every event; duplicates only come from what the killed
+//! daemon wrote without having acknowledged it.
+//!
+//! The server: `FLOWGATE_TEST_NATS_URL` (set by .ci/run, which starts
+//! Debian's nats-server with JetStream). Without it, a `nats-server` on
+//! PATH is started for this test binary; in CI a missing server fails.
+
+mod common;
+use common::*;
+use std::collections::{BTreeMap, HashSet};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+const LONG: Duration = Duration::from_secs(90);
+
+struct Server {
+    url: String,
+    _child: Option<Child>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn server() -> Option<&'static str> {
+    static SERVER: OnceLock<Option<Server>> = OnceLock::new();
+    SERVER
+        .get_or_init(|| {
+            if let Ok(url) = std::env::var("FLOWGATE_TEST_NATS_URL") {
+                return Some(Server {
+                    url,
+                    _child: None,
+                    _dir: None,
+                });
+            }
+            let in_ci = std::env::var_os("CI").is_some();
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let dir = tempfile::tempdir().unwrap();
+            let child = Command::new("nats-server")
+                .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+                .arg(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn();
+            match child {
+                Ok(child) => {
+                    assert!(eventually(Duration::from_secs(20), || {
+                        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                    }));
+                    Some(Server {
+                        url: format!("nats://127.0.0.1:{port}"),
+                        _child: Some(child),
+                        _dir: Some(dir),
+                    })
+                }
+                Err(e) if in_ci => panic!(
+                    "CI must provide NATS: set FLOWGATE_TEST_NATS_URL or install nats-server ({e})"
+                ),
+                Err(_) => None,
+            }
+        })
+        .as_ref()
+        .map(|s| s.url.as_str())
+}
+
+/// A name unique to this test run, so tests sharing a server do not meet.
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}{}{}", std::process::id(), nanos % 1_000_000_000)
+}
+
+fn ids(s: &Scratch, name: &str) -> Vec<u64> {
+    s.read_lines(name)
+        .iter()
+        .map(|e| e["i"].as_u64().unwrap())
+        .collect()
+}
+
+macro_rules! nats_or_skip {
+    () => {
+        match server() {
+            Some(url) => url,
+            None => {
+                eprintln!(
+                    "skipped: no NATS server (set FLOWGATE_TEST_NATS_URL or install nats-server)"
+                );
+                return;
+            }
+        }
+    };
+}
+
+#[test]
+fn three_consumers_share_a_durable_and_survive_one_kill_9() {
+    let url = nats_or_skip!();
+    let s = Scratch::new();
+    let (stream, subject) = (unique("S"), unique("events."));
+    let total: u64 = 30_000;
+    let input: String = (0..total).map(|i| format!("{{\"i\":{i}}}\n")).collect();
+    std::fs::write(s.path("input.ndjson"), input).unwrap();
+    let consumer = |n: usize| {
+        s.write(
+            &format!("consumer{n}.yaml"),
+            &format!(
+                "name: consumer\nsources:\n  bus: {{type: nats, url: '{url}', stream: {stream}, subject: '{subject}', durable: workers, batch: 200, max_ack_pending: 1000, ack_wait: 2s}}\nsinks:\n  out: {{type: file, inputs: [bus], path: $DIR/out{n}.ndjson, rate_limit: {{rate: 4000, burst: 200}}}}\n"
+            ),
+        )
+    };
+    let files: Vec<_> = (1..=3).map(consumer).collect();
+    let mut daemons: Vec<Option<Daemon>> = files
+        .iter()
+        .map(|f| Some(Daemon::start(f, &[], Stdio::null())))
+        .collect();
+    let publisher = s.write(
+        "publisher.yaml",
+        &format!(
+            "name: publisher\nsources:\n  in: {{type: file, path: $DIR/input.ndjson}}\nsinks:\n  bus: {{type: nats, inputs: [in], url: '{url}', subject: '{subject}', stream: {stream}}}\n"
+        ),
+    );
+    let published = run(
+        &[
+            "run",
+            publisher.to_str().unwrap(),
+            "--metrics-address",
+            "off",
+        ],
+        None,
+    );
+    assert!(published.status.success(), "{}", text(&published.stderr));
+
+    let written = |n: usize| ids(&s, &format!("out{n}.ndjson"));
+    assert!(eventually(LONG, || written(2).len() > 2_000));
+    daemons[1].as_ref().unwrap().signal("KILL");
+    daemons[1] = None;
+    let killed: HashSet<u64> = written(2).into_iter().collect();
+
+    let union = || -> BTreeMap<u64, usize> {
+        let mut seen = BTreeMap::new();
+        for n in 1..=3 {
+            for i in written(n) {
+                *seen.entry(i).or_insert(0) += 1;
+            }
+        }
+        seen
+    };
+    assert!(
+        eventually(LONG, || union().len() == total as usize),
+        "every event reaches a surviving consumer after redelivery: {} of {total}",
+        union().len()
+    );
+    for d in daemons.iter().flatten() {
+        let m = d.metrics();
+        let got = metric(&m, "flowgate_events_in_total", &[("component", "bus")]).unwrap_or(0.0);
+        assert!(got > 0.0, "each daemon takes a share of the work");
+    }
+    for d in daemons.iter_mut().flatten() {
+        d.signal("TERM");
+        assert_eq!(d.wait(LONG), Some(0));
+    }
+    let seen = union();
+    assert_eq!(seen.len(), total as usize);
+    let repeated: Vec<u64> = seen
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(i, _)| *i)
+        .collect();
+    assert!(
+        repeated.iter().all(|i| killed.contains(i) && seen[i] == 2),
+        "duplicates only from the killed daemon's unacknowledged window"
+    );
+    assert!(
+        repeated.len() <= 1000,
+        "at most max_ack_pending repeat: {}",
+        repeated.len()
+    );
+    eprintln!(
+        "kill -9 of one of three consumers: {} of {total} events repeated",
+        repeated.len()
+    );
+}
+
+#[test]
+fn a_consumer_restarted_after_sigterm_repeats_nothing() {
+    let url = nats_or_skip!();
+    let s = Scratch::new();
+    let (stream, subject) = (unique("R"), unique("restart."));
+    let total: u64 = 5_000;
+    let input: String = (0..total).map(|i| format!("{{\"i\":{i}}}\n")).collect();
+    std::fs::write(s.path("input.ndjson"), input).unwrap();
+    let publisher = s.write(
+        "publisher.yaml",
+        &format!(
+            "sources:\n  in: {{type: file, path: $DIR/input.ndjson}}\nsinks:\n  bus: {{type: nats, inputs: [in], url: '{url}', subject: '{subject}', stream: {stream}}}\n"
+        ),
+    );
+    let published = run(
+        &[
+            "run",
+            publisher.to_str().unwrap(),
+            "--metrics-address",
+            "off",
+        ],
+        None,
+    );
+    assert!(published.status.success(), "{}", text(&published.stderr));
+    let consumer = s.write(
+        "consumer.yaml",
+        &format!(
+            "sources:\n  bus: {{type: nats, url: '{url}', stream: {stream}, subject: '{subject}', durable: once}}\nsinks:\n  out: {{type: file, inputs: [bus], path: $DIR/out.ndjson, rate_limit: {{rate: 5000, burst: 100}}}}\n"
+        ),
+    );
+    let mut d = Daemon::start(&consumer, &[], Stdio::null());
+    assert!(eventually(LONG, || ids(&s, "out.ndjson").len() > 1_000));
+    d.signal("TERM");
+    assert_eq!(d.wait(LONG), Some(0));
+    assert!(
+        ids(&s, "out.ndjson").len() < total as usize,
+        "work left for the restart"
+    );
+    let mut d = Daemon::start(&consumer, &[], Stdio::null());
+    assert!(eventually(LONG, || ids(&s, "out.ndjson").len() >= total as usize));
+    std::thread::sleep(Duration::from_millis(300));
+    d.signal("TERM");
+    assert_eq!(d.wait(LONG), Some(0));
+    assert_eq!(ids(&s, "out.ndjson"), (0..total).collect::<Vec<_>>());
+}
