@@ -183,15 +183,15 @@ async fn accept(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
         events = rest;
     }
     drop(acks);
-    if let Some(written) = written {
-        if written.await != Ok(Delivery::Delivered) {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                [(header::RETRY_AFTER, "1")],
-                "the events were accepted but not all could be written; retry\n",
-            )
-                .into_response();
-        }
+    if let Some(written) = written
+        && written.await != Ok(Delivery::Delivered)
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            "the events were accepted but not all could be written; retry\n",
+        )
+            .into_response();
     }
     (StatusCode::OK, format!("{{\"accepted\":{n}}}\n")).into_response()
 }
