@@ -3,7 +3,7 @@
 
 use super::Codec;
 use super::checkpoint::{self, Checkpointer};
-use super::tail::{self, Chunk, Start};
+use super::tail::{self, Start};
 use crate::components::{ComponentError, Source, SourceContext};
 use crate::config::duration::ConfigDuration;
 use schemars::JsonSchema;
@@ -101,7 +101,7 @@ async fn follow(
         None => Start::Beginning,
     };
     let mut checkpointer = Checkpointer::start(state, config.path.clone(), ctx.name.clone());
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(4);
+    let (tx, mut rx) = super::lines::chunk_channel();
     let reader = {
         let (path, poll, name) = (
             config.path.clone(),
@@ -113,16 +113,11 @@ async fn follow(
             .spawn(move || tail::follow(&path, start, poll, tx, &name))
             .map_err(|e| ComponentError::io("starting the tail thread", e))?
     };
-    loop {
-        tokio::select! {
-            biased;
-            _ = ctx.shutdown.cancelled() => break,
-            chunk = rx.recv() => match chunk {
-                Some(chunk) => emit(chunk, &ctx, &mut checkpointer, config.codec).await,
-                None => break,
-            },
-        }
-    }
+    // Each chunk's end is checkpointed once all its events are acknowledged.
+    let decoded = super::lines::decode_in_order(&mut rx, config.codec, &ctx, &what, |end| {
+        checkpointer.acks_for(end)
+    })
+    .await;
     // Lines not yet read stay behind the checkpoint for the next run.
     drop(rx);
     let result = tokio::task::spawn_blocking(move || reader.join())
@@ -132,20 +127,9 @@ async fn follow(
     // Let downstream drain, then wait for the last acknowledgements.
     ctx.output.close();
     checkpointer.finish().await;
+    decoded?;
     match result {
         Some(Err(e)) => Err(ComponentError::io(format!("following {what}"), e)),
         _ => Ok(()),
     }
-}
-
-/// Emits a chunk's events; the chunk's end is checkpointed once all of
-/// them are acknowledged.
-async fn emit(chunk: Chunk, ctx: &SourceContext, checkpointer: &mut Checkpointer, codec: Codec) {
-    let decoded = super::lines::decode_chunk(&chunk.bytes, codec);
-    let acks = checkpointer.acks_for(chunk.end);
-    ctx.metrics.events_in.inc_by(decoded.lines as u64);
-    for batch in decoded.batches {
-        ctx.emit_acked(batch, acks.clone()).await;
-    }
-    ctx.errors.handle(decoded.failed, &acks).await;
 }

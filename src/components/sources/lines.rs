@@ -5,7 +5,7 @@
 
 use super::Codec;
 use crate::components::{ComponentError, SourceContext, raw_line_event};
-use crate::event::{Batch, MAX_BATCH};
+use crate::event::{Acks, Batch, MAX_BATCH};
 use crate::runtime::errors::Failed;
 use std::collections::VecDeque;
 use std::io::Read;
@@ -72,7 +72,7 @@ pub(super) fn decode_chunk(chunk: &[u8], codec: Codec) -> Decoded {
 
 /// Reads on the current (blocking) thread, sending chunks that end with a
 /// full line; stops when the receiver is gone.
-fn read_chunks(mut reader: impl Read, tx: tokio::sync::mpsc::Sender<std::io::Result<Vec<u8>>>) {
+fn read_chunks(mut reader: impl Read, tx: ChunkSender<()>) {
     let mut carry: Vec<u8> = Vec::new();
     loop {
         let mut buf = std::mem::take(&mut carry);
@@ -93,14 +93,14 @@ fn read_chunks(mut reader: impl Read, tx: tokio::sync::mpsc::Sender<std::io::Res
         buf.truncate(start + n);
         if n == 0 {
             if !buf.is_empty() {
-                let _ = tx.blocking_send(Ok(buf));
+                let _ = tx.blocking_send(Ok((buf, ())));
             }
             return;
         }
         match buf.iter().rposition(|b| *b == b'\n') {
             Some(last) => {
                 carry = buf.split_off(last + 1);
-                if tx.blocking_send(Ok(buf)).is_err() {
+                if tx.blocking_send(Ok((buf, ()))).is_err() {
                     return;
                 }
             }
@@ -118,13 +118,35 @@ pub async fn run<R: Read + Send + 'static>(
     ctx: &SourceContext,
     what: &str,
 ) -> Result<(), ComponentError> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel(decode_parallelism() * 2);
+    let (tx, mut rx) = chunk_channel();
     std::thread::Builder::new()
         .name(format!("read-{}", ctx.name))
         .spawn(move || read_chunks(reader, tx))
         .map_err(|e| ComponentError::io("starting the reader thread", e))?;
+    decode_in_order(&mut rx, codec, ctx, what, |()| Acks::none()).await
+}
+
+/// Chunks of whole lines, each with a tag (a file position to acknowledge).
+pub(super) type ChunkSender<T> = tokio::sync::mpsc::Sender<std::io::Result<(Vec<u8>, T)>>;
+pub(super) type ChunkReceiver<T> = tokio::sync::mpsc::Receiver<std::io::Result<(Vec<u8>, T)>>;
+
+pub(super) fn chunk_channel<T>() -> (ChunkSender<T>, ChunkReceiver<T>) {
+    tokio::sync::mpsc::channel(decode_parallelism() * 2)
+}
+
+/// Decodes chunks on the runtime's workers, several at once, and emits
+/// them in input order with the acknowledgements `acks_for` makes of each
+/// chunk's tag. Ends when the channel does; on shutdown the channel is
+/// closed and chunks already read are still emitted.
+pub(super) async fn decode_in_order<T: Send + 'static>(
+    rx: &mut ChunkReceiver<T>,
+    codec: Codec,
+    ctx: &SourceContext,
+    what: &str,
+    mut acks_for: impl FnMut(T) -> Acks,
+) -> Result<(), ComponentError> {
     let parallelism = decode_parallelism();
-    let mut inflight: VecDeque<JoinHandle<Decoded>> = VecDeque::new();
+    let mut inflight: VecDeque<JoinHandle<(Decoded, T)>> = VecDeque::new();
     let mut input_done = false;
     let mut closing = false;
     loop {
@@ -139,11 +161,11 @@ pub async fn run<R: Read + Send + 'static>(
             }
             decoded = async { inflight.front_mut().expect("guarded by is_empty").await }, if !inflight.is_empty() => {
                 inflight.pop_front();
-                let decoded = decoded.map_err(|e| ComponentError::Other(format!("decoding {what}: {e}")))?;
-                emit(decoded, ctx).await;
+                let (decoded, tag) = decoded.map_err(|e| ComponentError::Other(format!("decoding {what}: {e}")))?;
+                emit(decoded, acks_for(tag), ctx).await;
             }
             chunk = rx.recv(), if !input_done && inflight.len() < parallelism => match chunk {
-                Some(Ok(chunk)) => inflight.push_back(tokio::spawn(async move { decode_chunk(&chunk, codec) })),
+                Some(Ok((chunk, tag))) => inflight.push_back(tokio::spawn(async move { (decode_chunk(&chunk, codec), tag) })),
                 Some(Err(e)) => return Err(ComponentError::io(format!("reading {what}"), e)),
                 None => input_done = true,
             },
@@ -151,14 +173,12 @@ pub async fn run<R: Read + Send + 'static>(
     }
 }
 
-async fn emit(decoded: Decoded, ctx: &SourceContext) {
+async fn emit(decoded: Decoded, acks: Acks, ctx: &SourceContext) {
     ctx.metrics.events_in.inc_by(decoded.lines as u64);
     for batch in decoded.batches {
-        ctx.emit(batch).await;
+        ctx.emit_acked(batch, acks.clone()).await;
     }
-    ctx.errors
-        .handle(decoded.failed, &crate::event::Acks::none())
-        .await;
+    ctx.errors.handle(decoded.failed, &acks).await;
 }
 
 #[cfg(test)]
@@ -191,7 +211,7 @@ mod tests {
         std::thread::spawn(move || read_chunks(std::io::Cursor::new(data), tx));
         let mut total = Vec::new();
         while let Some(chunk) = rx.blocking_recv() {
-            let chunk = chunk.unwrap();
+            let (chunk, ()) = chunk.unwrap();
             assert_eq!(chunk.last(), Some(&b'\n'));
             total.extend(chunk);
         }

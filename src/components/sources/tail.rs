@@ -8,18 +8,15 @@
 
 use super::checkpoint::Position;
 use super::lines::CHUNK_BYTES;
+use super::lines::ChunkSender;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tokio::sync::mpsc::Sender;
 
-/// Whole lines read from a file and where they end.
-pub struct Chunk {
-    pub bytes: Vec<u8>,
-    pub end: Position,
-}
+/// Chunks of whole lines, each tagged with the position it ends at.
+type Sender = ChunkSender<Position>;
 
 /// Where to start reading.
 #[derive(Debug, Clone, Copy)]
@@ -69,11 +66,7 @@ impl Open {
     /// Reads what is there; sends whole lines (and, with `to_end`, a last
     /// line without newline). `Ok(false)` at the end of the data; `Err` with
     /// `None` when the receiver is gone.
-    fn read_some(
-        &mut self,
-        tx: &Sender<Chunk>,
-        to_end: bool,
-    ) -> Result<bool, Option<std::io::Error>> {
+    fn read_some(&mut self, tx: &Sender, to_end: bool) -> Result<bool, Option<std::io::Error>> {
         let start = self.partial.len();
         self.partial.resize(start + CHUNK_BYTES, 0);
         let n = loop {
@@ -100,13 +93,13 @@ impl Open {
             let bytes = std::mem::replace(&mut self.partial, rest);
             self.offset += bytes.len() as u64;
             let end = self.position();
-            tx.blocking_send(Chunk { bytes, end }).map_err(|_| None)?;
+            tx.blocking_send(Ok((bytes, end))).map_err(|_| None)?;
         }
         Ok(n > 0)
     }
 
     /// Reads the rest of a file that will not grow any more (rotated away).
-    fn drain(&mut self, tx: &Sender<Chunk>) -> Result<(), Option<std::io::Error>> {
+    fn drain(&mut self, tx: &Sender) -> Result<(), Option<std::io::Error>> {
         while self.read_some(tx, true)? {}
         Ok(())
     }
@@ -126,7 +119,7 @@ pub fn follow(
     path: &Path,
     start: Start,
     poll: Duration,
-    tx: Sender<Chunk>,
+    tx: Sender,
     component: &str,
 ) -> Result<(), std::io::Error> {
     let gone = |e: Option<std::io::Error>| e.map_or(Ok(()), Err);
