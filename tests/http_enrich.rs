@@ -392,3 +392,127 @@ fn the_http_sink_posts_batches_retries_and_dead_letters_what_finally_fails() {
     assert_eq!(dlq[0]["error"]["attempts"], 2);
     assert!(dlq[0]["error"]["message"].as_str().unwrap().contains("503"));
 }
+
+/// A collector that takes gzip bodies and fails its first `fail_first` requests.
+#[derive(Default)]
+struct GzipCollector {
+    fail_first: AtomicUsize,
+    gzipped: AtomicUsize,
+    lines: std::sync::Mutex<Vec<serde_json::Value>>,
+}
+
+async fn collect_gzip(
+    State(c): State<Arc<GzipCollector>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> StatusCode {
+    if c.fail_first
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    let text = if headers
+        .get("content-encoding")
+        .and_then(|v| v.to_str().ok())
+        == Some("gzip")
+    {
+        c.gzipped.fetch_add(1, Ordering::SeqCst);
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut out)
+            .unwrap();
+        out
+    } else {
+        String::from_utf8(body.to_vec()).unwrap()
+    };
+    let mut lines = c.lines.lock().unwrap();
+    lines.extend(text.lines().map(|l| serde_json::from_str(l).unwrap()));
+    StatusCode::OK
+}
+
+#[test]
+fn the_http_sink_gzips_and_rides_out_a_service_that_fails_for_a_while() {
+    let collector = Arc::new(GzipCollector::default());
+    collector.fail_first.store(3, Ordering::SeqCst);
+    let addr = serve_on_thread(
+        axum::Router::new()
+            .route("/ingest", axum::routing::post(collect_gzip))
+            .with_state(collector.clone()),
+    );
+    let s = Scratch::new();
+    let file = s.write(
+        "p.yaml",
+        &format!(
+            "sources:\n  in: {{type: stdin}}\nsinks:\n  ship:\n    type: http\n    inputs: [in]\n    url: 'http://{addr}/ingest'\n    compression: gzip\n    batch: {{max_events: 50, timeout: 50ms}}\n    retry: {{attempts: 5, initial_backoff: 5ms, max_backoff: 20ms}}\n    on_error: route\n  dlq: {{type: file, inputs: [ship.errors], path: $DIR/dlq.ndjson}}\n"
+        ),
+    );
+    let input: String = (0..200).map(|i| format!("{{\"i\":{i}}}\n")).collect();
+    let out = run(
+        &["run", file.to_str().unwrap(), "--metrics-address", "off"],
+        Some(&input),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let got: Vec<u64> = collector
+        .lines
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| e["i"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        got,
+        (0..200).collect::<Vec<_>>(),
+        "retries deliver everything, in order"
+    );
+    assert!(collector.gzipped.load(Ordering::SeqCst) >= 4);
+    assert!(
+        s.read_lines("dlq.ndjson").is_empty(),
+        "nothing needed the dead letters"
+    );
+}
+
+#[test]
+fn the_http_sink_breaker_opens_on_a_failing_service_dead_letters_and_recovers() {
+    let collector = Arc::new(GzipCollector::default());
+    collector.fail_first.store(4, Ordering::SeqCst);
+    let addr = serve_on_thread(
+        axum::Router::new()
+            .route("/ingest", axum::routing::post(collect_gzip))
+            .with_state(collector.clone()),
+    );
+    let s = Scratch::new();
+    let file = s.write(
+        "p.yaml",
+        &format!(
+            "sources:\n  in: {{type: generator, count: 400, rate: 500, events: [{{n: 1}}]}}\nsinks:\n  ship:\n    type: http\n    inputs: [in]\n    url: 'http://{addr}/ingest'\n    batch: {{max_events: 10, timeout: 5ms}}\n    circuit_breaker: {{consecutive_failures: 2, open_for: 30ms}}\n    on_error: route\n  dlq: {{type: file, inputs: [ship.errors], path: $DIR/dlq.ndjson}}\n"
+        ),
+    );
+    let out = run(
+        &["run", file.to_str().unwrap(), "--metrics-address", "off"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let delivered = collector.lines.lock().unwrap().len();
+    let dlq = s.read_lines("dlq.ndjson");
+    assert_eq!(
+        delivered + dlq.len(),
+        400,
+        "every event is delivered or dead-lettered"
+    );
+    let rejected = dlq
+        .iter()
+        .filter(|e| e["error"]["message"] == "circuit breaker is open")
+        .count();
+    assert!(
+        rejected > 0,
+        "the open breaker rejected batches without calling"
+    );
+    assert!(
+        dlq.iter()
+            .any(|e| e["error"]["message"].as_str().unwrap().contains("503"))
+    );
+    assert!(
+        delivered >= 200,
+        "the breaker closed again once the service recovered: {delivered}"
+    );
+}
