@@ -8,37 +8,6 @@ use common::*;
 use std::process::Stdio;
 use std::time::Duration;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn post(url: &str, body: &str, token: Option<&str>) -> (u16, String) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut req = reqwest::Client::new().post(url).body(body.to_string());
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        let resp = req.send().await.expect("request");
-        let code = resp.status().as_u16();
-        (code, resp.text().await.unwrap_or_default())
-    })
-}
-
-fn wait_listening(port: u16) {
-    assert!(eventually(Duration::from_secs(30), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    }));
-}
-
 #[test]
 fn accepts_objects_arrays_and_ndjson_and_refuses_bad_requests() {
     let s = Scratch::new();
