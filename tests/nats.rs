@@ -232,3 +232,86 @@ fn a_consumer_restarted_after_sigterm_repeats_nothing() {
     assert_eq!(d.wait(LONG), Some(0));
     assert_eq!(ids(&s, "out.ndjson"), (0..total).collect::<Vec<_>>());
 }
+
+/// Serves a collector on `port` that records the `i` of every NDJSON line.
+fn collector_on(port: u16) -> std::sync::Arc<std::sync::Mutex<Vec<u64>>> {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let state = seen.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let app = axum::Router::new().route(
+                "/",
+                axum::routing::post(move |body: String| {
+                    let state = state.clone();
+                    async move {
+                        let mut seen = state.lock().unwrap();
+                        for line in body.lines() {
+                            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                            seen.push(v["i"].as_u64().unwrap());
+                        }
+                        "ok"
+                    }
+                }),
+            );
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    seen
+}
+
+#[test]
+fn messages_a_sink_could_not_write_are_nakd_and_redelivered() {
+    let url = nats_or_skip!();
+    let s = Scratch::new();
+    let (stream, subject) = (unique("N"), unique("nak."));
+    let total: u64 = 300;
+    let input: String = (0..total).map(|i| format!("{{\"i\":{i}}}\n")).collect();
+    std::fs::write(s.path("input.ndjson"), input).unwrap();
+    let publisher = s.write(
+        "publisher.yaml",
+        &format!(
+            "sources:\n  in: {{type: file, path: $DIR/input.ndjson}}\nsinks:\n  bus: {{type: nats, inputs: [in], url: '{url}', subject: '{subject}', stream: {stream}}}\n"
+        ),
+    );
+    let published = run(
+        &[
+            "run",
+            publisher.to_str().unwrap(),
+            "--metrics-address",
+            "off",
+        ],
+        None,
+    );
+    assert!(published.status.success(), "{}", text(&published.stderr));
+    // The service is down at first: every POST fails and is not retried.
+    let port = free_port();
+    let consumer = s.write(
+        "consumer.yaml",
+        &format!(
+            "sources:\n  bus: {{type: nats, url: '{url}', stream: {stream}, subject: '{subject}', durable: naks}}\nsinks:\n  ship: {{type: http, inputs: [bus], url: 'http://127.0.0.1:{port}/', batch: {{max_events: 100, timeout: 10ms}}}}\n"
+        ),
+    );
+    let mut d = Daemon::start(&consumer, &[], Stdio::null());
+    assert!(eventually(LONG, || {
+        let m = d.metrics();
+        metric(&m, "flowgate_errors_total", &[("component", "ship")]).unwrap_or(0.0) > 0.0
+    }));
+    let seen = collector_on(port);
+    assert!(
+        eventually(LONG, || {
+            let got: HashSet<u64> = seen.lock().unwrap().iter().copied().collect();
+            got.len() == total as usize
+        }),
+        "nak'ed messages are redelivered once the service is back: {} of {total}",
+        seen.lock().unwrap().len()
+    );
+    d.signal("TERM");
+    assert_eq!(d.wait(LONG), Some(0));
+}

@@ -135,7 +135,7 @@ async fn keep(
                 // is counted where it happened, and the checkpoint moves on.
                 tracing::warn!(
                     component,
-                    "events up to offset {} were not all written (see flowgate_component_errors_total)",
+                    "events up to offset {} were not all written (see flowgate_errors_total)",
                     position.offset
                 );
             }
