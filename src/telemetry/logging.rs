@@ -10,7 +10,8 @@ pub enum LogFormat {
 
 /// Installs the global subscriber; logs go to stderr so stdout stays data.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn"));
     // Colours only for a terminal: piped logs (systemd, files) stay plain.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -130,10 +130,12 @@ impl Sink for NatsSink {
 
     async fn flush(&self) -> Result<(), ComponentError> {
         if let Some(js) = self.js.get() {
-            js.client()
-                .flush()
-                .await
-                .map_err(|e| transient(format!("flushing to NATS: {e}")))?;
+            // Every message was acknowledged already; this only bounds the wait.
+            match tokio::time::timeout(std::time::Duration::from_secs(5), js.client().flush()).await
+            {
+                Ok(r) => r.map_err(|e| transient(format!("flushing to NATS: {e}")))?,
+                Err(_) => return Err(transient("flushing to NATS timed out".into())),
+            }
         }
         Ok(())
     }

@@ -105,8 +105,31 @@ impl NatsSourceConfig {
 /// Connects, retrying in the background: a daemon starts (and keeps
 /// running) while NATS is down, and catches up when it is back.
 pub async fn connect(url: &str, component: &str) -> Result<Client, ComponentError> {
+    // The client reports every failed reconnect attempt; say once that the
+    // server is unreachable and once that it is back.
+    let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (name, address) = (component.to_string(), url.to_string());
     async_nats::ConnectOptions::new()
         .name(format!("flowgate {component}"))
+        .event_callback(move |event| {
+            let (down, name, address) = (down.clone(), name.clone(), address.clone());
+            async move {
+                use std::sync::atomic::Ordering::Relaxed;
+                match event {
+                    async_nats::Event::Connected => {
+                        if down.swap(false, Relaxed) {
+                            tracing::info!(component = %name, "reconnected to NATS at {address}");
+                        }
+                    }
+                    async_nats::Event::Disconnected | async_nats::Event::ClientError(_) => {
+                        if !down.swap(true, Relaxed) {
+                            tracing::warn!(component = %name, "NATS at {address} is unreachable ({event}); retrying in the background");
+                        }
+                    }
+                    other => tracing::debug!(component = %name, "NATS: {other}"),
+                }
+            }
+        })
         .retry_on_initial_connect()
         .connect(url)
         .await
@@ -172,7 +195,9 @@ impl NatsSource {
 
 /// Sends the acknowledgements (or naks) of settled batches.
 async fn acknowledge(client: Client, mut settled: tokio::sync::mpsc::UnboundedReceiver<Settled>) {
+    let mut sent = false;
     while let Some((replies, delivery)) = settled.recv().await {
+        sent = true;
         let payload: bytes::Bytes = match delivery {
             Delivery::Delivered => AckKind::Ack.into(),
             Delivery::Failed => AckKind::Nak(Some(Duration::from_secs(1))).into(),
@@ -183,7 +208,10 @@ async fn acknowledge(client: Client, mut settled: tokio::sync::mpsc::UnboundedRe
             }
         }
     }
-    let _ = client.flush().await;
+    // Bounded: an unreachable server must not hold up shutdown.
+    if sent {
+        let _ = tokio::time::timeout(Duration::from_secs(5), client.flush()).await;
+    }
 }
 
 #[async_trait::async_trait]
@@ -198,14 +226,19 @@ impl Source for NatsSource {
         let (settle_tx, settle_rx) = tokio::sync::mpsc::unbounded_channel::<Settled>();
         let acker = tokio::spawn(acknowledge(client, settle_rx));
         'session: while !ctx.shutdown.is_cancelled() {
-            let messages = match self.consumer(&js).await {
-                Ok(consumer) => consumer
+            let subscribe = async {
+                let consumer = self.consumer(&js).await?;
+                consumer
                     .stream()
                     .max_messages_per_batch(c.batch)
                     .messages()
                     .await
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e),
+                    .map_err(|e| e.to_string())
+            };
+            // Requests wait for a server that may be down: shutdown must not.
+            let messages = tokio::select! {
+                m = subscribe => m,
+                _ = ctx.shutdown.cancelled() => break,
             };
             let messages = match messages {
                 Ok(m) => m,
