@@ -8,10 +8,12 @@
 //!   reload); rendering as dot/mermaid; the JSON Schema
 //! - `expr/`       jq programs: native closures for the common subset, the
 //!   jaq interpreter for the rest
-//! - `event/`      the event value: insertion-ordered objects, inline strings
+//! - `event/`      the event value: insertion-ordered objects, inline strings;
+//!   `Acks`, the end-to-end acknowledgements batches carry to their sinks
 //! - `components/` the catalogue: sources/, transforms/, sinks/ (one file each)
 //! - `controls/`   circuit breaker, rate limiter, retry, and their order
-//! - `runtime/`    buffers, fan-out, stage drivers, taps, faults; `build`
+//! - `runtime/`    buffers, fan-out, stage drivers, taps, faults, the data
+//!   directory (checkpoints); `build`
 //!   makes every channel and task future, `run` spawns, supervises and
 //!   applies new configurations by difference
 //! - `telemetry/`  metric definitions and logging setup

@@ -84,7 +84,7 @@ fn follows_a_file_across_rotation_and_truncation() {
     );
     d.signal("TERM");
     assert_eq!(d.wait(LONG), Some(0));
-    assert_eq!(ids(&s), (0..310).collect::<Vec<_>>());
+    assert_ids(&ids(&s), &(0..310).collect::<Vec<_>>(), "tailed lines");
     let log = d.log_text();
     assert!(
         log.contains("was rotated") && log.contains("was truncated"),
@@ -135,7 +135,11 @@ fn restart_after_sigterm_loses_and_repeats_nothing() {
     );
     d.signal("TERM");
     assert_eq!(d.wait(LONG), Some(0));
-    assert_eq!(ids(&s), (0..total).collect::<Vec<_>>());
+    assert_ids(
+        &ids(&s),
+        &(0..total).collect::<Vec<_>>(),
+        "after a SIGTERM restart",
+    );
 }
 
 #[test]

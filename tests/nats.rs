@@ -230,7 +230,17 @@ fn a_consumer_restarted_after_sigterm_repeats_nothing() {
     std::thread::sleep(Duration::from_millis(300));
     d.signal("TERM");
     assert_eq!(d.wait(LONG), Some(0));
-    assert_eq!(ids(&s, "out.ndjson"), (0..total).collect::<Vec<_>>());
+    // Messages fetched but not taken at the stop were handed back, so the
+    // order may change across the restart; nothing is lost or repeated.
+    let mut got = ids(&s, "out.ndjson");
+    got.sort_unstable();
+    let n = got.len();
+    got.dedup();
+    assert_eq!(n, got.len(), "no message written twice");
+    assert!(
+        got == (0..total).collect::<Vec<_>>(),
+        "all {total} written once: {n} lines"
+    );
 }
 
 /// Serves a collector on `port` that records the `i` of every NDJSON line.

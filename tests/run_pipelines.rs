@@ -111,11 +111,11 @@ fn ordered_worker_pool_keeps_input_order_and_unordered_keeps_every_event() {
         let lines = s.read_lines(&format!("{name}.ndjson"));
         let ns: Vec<u64> = lines.iter().map(|e| e["n"].as_u64().unwrap()).collect();
         if ordered {
-            assert_eq!(ns, (0..30000).collect::<Vec<_>>());
+            assert_ids(&ns, &(0..30000).collect::<Vec<_>>(), name);
         } else {
             let mut sorted = ns.clone();
             sorted.sort();
-            assert_eq!(sorted, (0..30000).collect::<Vec<_>>());
+            assert_ids(&sorted, &(0..30000).collect::<Vec<_>>(), name);
         }
         assert!(
             lines

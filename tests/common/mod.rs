@@ -280,3 +280,22 @@ pub fn wait_listening(port: u16) {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     }));
 }
+
+/// Asserts `got == want` for long id lists, reporting lengths, the first
+/// difference and the duplicates rather than printing both lists.
+pub fn assert_ids(got: &[u64], want: &[u64], what: &str) {
+    if got == want {
+        return;
+    }
+    let first = got.iter().zip(want).position(|(a, b)| a != b);
+    let mut sorted = got.to_vec();
+    sorted.sort_unstable();
+    let dups = sorted.windows(2).filter(|w| w[0] == w[1]).count();
+    let have: std::collections::HashSet<u64> = got.iter().copied().collect();
+    let missing = want.iter().filter(|i| !have.contains(i)).count();
+    panic!(
+        "{what}: got {} ids, want {}; first difference at {first:?}; {dups} duplicates, {missing} missing",
+        got.len(),
+        want.len()
+    );
+}

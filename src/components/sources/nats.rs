@@ -200,6 +200,7 @@ async fn acknowledge(client: Client, mut settled: tokio::sync::mpsc::UnboundedRe
         sent = true;
         let payload: bytes::Bytes = match delivery {
             Delivery::Delivered => AckKind::Ack.into(),
+            // Redelivered after a second, so a failing sink is not hammered.
             Delivery::Failed => AckKind::Nak(Some(Duration::from_secs(1))).into(),
         };
         for reply in replies {
@@ -256,7 +257,28 @@ impl Source for NatsSource {
             loop {
                 let chunk = tokio::select! {
                     biased;
-                    _ = ctx.shutdown.cancelled() => break 'session,
+                    _ = ctx.shutdown.cancelled() => {
+                        // Messages the client holds but we have not taken go
+                        // back now, not after `ack_wait`: the other members
+                        // (or our restart) get them at once.
+                        // Messages still in transit from a pull are caught
+                        // by waiting until none arrives for a moment.
+                        let mut held = Vec::new();
+                        let give_up = tokio::time::Instant::now() + Duration::from_secs(2);
+                        while let Ok(Some(chunk)) = tokio::time::timeout_at(
+                            give_up.min(tokio::time::Instant::now() + Duration::from_millis(150)),
+                            chunks.next(),
+                        )
+                        .await
+                        {
+                            held.extend(chunk.into_iter().flatten().filter_map(|m| m.message.reply.clone()));
+                        }
+                        if !held.is_empty() {
+                            tracing::debug!(component = %ctx.name, "returning {} fetched messages", held.len());
+                            let _ = settle_tx.send((held, Delivery::Failed));
+                        }
+                        break 'session;
+                    }
                     chunk = chunks.next() => chunk,
                 };
                 let Some(chunk) = chunk else {
@@ -293,8 +315,7 @@ impl Source for NatsSource {
                 ctx.emit_acked(events, acks).await;
             }
         }
-        // Unacknowledged messages already fetched go back after `ack_wait`;
-        // what is in the pipeline drains and is acknowledged before we leave.
+        // What is in the pipeline drains and is acknowledged before we leave.
         ctx.output.close();
         drop(settle_tx);
         let _ = acker.await;
