@@ -325,3 +325,28 @@ fn messages_a_sink_could_not_write_are_nakd_and_redelivered() {
     d.signal("TERM");
     assert_eq!(d.wait(LONG), Some(0));
 }
+
+#[test]
+fn the_scale_out_demo_of_the_readme_runs_and_loses_nothing() {
+    let installed = Command::new("nats-server")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !installed && std::env::var_os("CI").is_none() {
+        eprintln!("skipped: nats-server is not installed");
+        return;
+    }
+    // The script starts its own nats-server, three workers and the ingest
+    // daemon on the example pipelines, kills a worker with kill -9 half-way
+    // and fails unless every event arrives.
+    let out = Command::new("bash")
+        .arg(repo().join("deploy/scaleout-demo.sh"))
+        .env("FLOWGATE", bin())
+        .env("EVENTS", "20000")
+        .output()
+        .expect("run deploy/scaleout-demo.sh");
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("killed worker 2 with kill -9"), "{stdout}");
+    assert!(stdout.contains("all 20000 events written"), "{stdout}");
+}
