@@ -5,6 +5,9 @@
 //! `cargo bench --bench reference_jobs` — generates the 2,000,000-event data
 //! set into target/bench/ on first use (needs python3); `BENCH_JOBS=a,c1`
 //! picks jobs, `BENCH_RUNS=3` repeats each and reports the median.
+//! Job `a-acked` is job A with `follow: true`: the same work with
+//! end-to-end acknowledgements and checkpoints (timed until its output is
+//! complete, then stopped), to compare with job A, which acknowledges nothing.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -95,6 +98,17 @@ fn main() {
     );
     let mut c1 = None;
     for job in jobs.split(',') {
+        if job == "a-acked" {
+            let m = median((0..runs).map(|_| acked_a(&root, &data)).collect());
+            println!(
+                "{:<8} {:>10.2} {:>14.0} {:>13}",
+                "flowgate a-acked",
+                m.seconds,
+                EVENTS as f64 / m.seconds,
+                "-"
+            );
+            continue;
+        }
         let file = root.join(format!("../shared/bench/jobs/job_{job}.yaml"));
         let out = out_dir.join(format!("out_{job}.ndjson"));
         let results = (0..runs)
@@ -162,4 +176,42 @@ fn compare_outputs(limit: &Path, ours: &Path) {
         a == b,
         b.len()
     );
+}
+
+/// Job A with `follow: true` (acknowledgements and checkpoints on): runs
+/// until its output has job A's size, then stops it with SIGTERM.
+fn acked_a(root: &Path, data: &Path) -> Measure {
+    let out_dir = root.join("target/bench");
+    let expected = std::fs::metadata(out_dir.join("out_a.ndjson"))
+        .expect("run job a first (BENCH_JOBS=a,a-acked)")
+        .len();
+    let job = std::fs::read_to_string(root.join("../shared/bench/jobs/job_a.yaml"))
+        .unwrap()
+        .replace("codec: json}", "codec: json, follow: true}");
+    assert!(job.contains("follow: true"), "job A's source line changed");
+    let file = out_dir.join("job_a_acked.yaml");
+    std::fs::write(&file, job).unwrap();
+    let out = out_dir.join("out_a_acked.ndjson");
+    let state = out_dir.join("state_a_acked");
+    let _ = std::fs::remove_file(&out);
+    let _ = std::fs::remove_dir_all(&state);
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flowgate"))
+        .args(["run", file.to_str().unwrap(), "--metrics-address", "off", "--data-dir"])
+        .arg(&state)
+        .env("BENCH_DATA", data)
+        .env("BENCH_OUT", &out)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    while std::fs::metadata(&out).map_or(0, |m| m.len()) < expected {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let _ = child.wait();
+    Measure {
+        seconds,
+        peak_rss_kib: 0,
+    }
 }
