@@ -197,7 +197,13 @@ fn acked_a(root: &Path, data: &Path) -> Measure {
     let _ = std::fs::remove_dir_all(&state);
     let started = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_flowgate"))
-        .args(["run", file.to_str().unwrap(), "--metrics-address", "off", "--data-dir"])
+        .args([
+            "run",
+            file.to_str().unwrap(),
+            "--metrics-address",
+            "off",
+            "--data-dir",
+        ])
         .arg(&state)
         .env("BENCH_DATA", data)
         .env("BENCH_OUT", &out)

@@ -20,7 +20,7 @@ fn alerts_and_dashboard_use_only_metrics_flowgate_exposes() {
     let s = Scratch::new();
     let file = s.write(
         "p.yaml",
-        "sources:\n  g: {type: generator, rate: 100, events: [{a: 1}]}\ntransforms:\n  f:\n    type: filter\n    inputs: [g]\n    condition: '.a.b == 1'\n    rate_limit: {rate: 1000}\n    retry: {attempts: 2}\n    circuit_breaker: {consecutive_failures: 5}\nsinks:\n  o: {type: blackhole, inputs: [f, g]}\n",
+        "sources:\n  g: {type: generator, rate: 100, events: [{a: 1}]}\n  web: {type: http_server, address: '127.0.0.1:0', acknowledgements: true}\ntransforms:\n  f:\n    type: filter\n    inputs: [g]\n    condition: '.a.b == 1'\n    rate_limit: {rate: 1000}\n    retry: {attempts: 2}\n    circuit_breaker: {consecutive_failures: 5}\nsinks:\n  o: {type: blackhole, inputs: [f, g, web]}\n",
     );
     let d = Daemon::start(&file, &[], Stdio::null());
     assert!(eventually(std::time::Duration::from_secs(30), || metric(

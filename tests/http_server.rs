@@ -161,5 +161,11 @@ fn with_acknowledgements_events_a_sink_cannot_write_get_503() {
     let (code, text) = post(&format!("http://127.0.0.1:{port}/"), "{\"n\":1}", None);
     assert_eq!(code, 503, "{text}");
     assert!(text.contains("not all could be written"), "{text}");
+    let failed = metric(
+        &d.metrics(),
+        "flowgate_acknowledged_events_total",
+        &[("component", "web"), ("outcome", "failed")],
+    );
+    assert_eq!(failed, Some(1.0));
     drop(d);
 }

@@ -322,6 +322,19 @@ fn messages_a_sink_could_not_write_are_nakd_and_redelivered() {
         "nak'ed messages are redelivered once the service is back: {} of {total}",
         seen.lock().unwrap().len()
     );
+    let outcome = |o| {
+        metric(
+            &d.metrics(),
+            "flowgate_acknowledged_events_total",
+            &[("component", "bus"), ("outcome", o)],
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(outcome("failed") > 0.0, "naks are counted");
+    assert!(
+        eventually(LONG, || outcome("delivered") >= total as f64),
+        "acks are counted"
+    );
     d.signal("TERM");
     assert_eq!(d.wait(LONG), Some(0));
 }

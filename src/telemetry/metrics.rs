@@ -51,6 +51,7 @@ pub struct Metrics {
     rate_limit_evictions: IntCounterVec,
     breaker_state: IntGaugeVec,
     breaker_transitions: IntCounterVec,
+    acknowledged: IntCounterVec,
 }
 
 fn with_extra(extra: &str) -> Vec<&str> {
@@ -148,6 +149,11 @@ impl Metrics {
                 "Circuit breaker state changes, by new state.",
                 &with_extra("to"),
             ),
+            acknowledged: counter(
+                "flowgate_acknowledged_events_total",
+                "Events of acknowledging sources by outcome: delivered (acked, checkpointed, answered 200) or failed (nak'ed, answered 503).",
+                &with_extra("outcome"),
+            ),
             events_in: counter(
                 "flowgate_events_in_total",
                 "Events a component received.",
@@ -239,6 +245,22 @@ impl Metrics {
     }
 }
 
+/// What acknowledging sources count, per outcome.
+#[derive(Clone)]
+pub struct AckCounters {
+    pub delivered: IntCounter,
+    pub failed: IntCounter,
+}
+
+impl AckCounters {
+    pub fn count(&self, outcome: crate::event::Delivery, n: usize) {
+        match outcome {
+            crate::event::Delivery::Delivered => self.delivered.inc_by(n as u64),
+            crate::event::Delivery::Failed => self.failed.inc_by(n as u64),
+        }
+    }
+}
+
 /// One component's metric handles.
 #[derive(Clone)]
 pub struct ComponentMetrics {
@@ -314,6 +336,15 @@ impl ComponentMetrics {
             state: f.breaker_state.with_label_values(&self.fixed()),
             to: ["closed", "open", "half_open"]
                 .map(|to| f.breaker_transitions.with_label_values(&self.with(to))),
+        }
+    }
+
+    /// `(delivered, failed)` counters of an acknowledging source.
+    pub fn acknowledged(&self) -> AckCounters {
+        let f = &self.families.acknowledged;
+        AckCounters {
+            delivered: f.with_label_values(&self.with("delivered")),
+            failed: f.with_label_values(&self.with("failed")),
         }
     }
 

@@ -3,4 +3,4 @@
 pub mod logging;
 pub mod metrics;
 
-pub use metrics::{ComponentMetrics, DiscardReason, Metrics};
+pub use metrics::{AckCounters, ComponentMetrics, DiscardReason, Metrics};

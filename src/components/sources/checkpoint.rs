@@ -8,6 +8,7 @@
 //! `WRITE_INTERVAL`, covering every acknowledgement that arrived meanwhile.
 
 use crate::event::{Acks, Delivery};
+use crate::telemetry::AckCounters;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -97,12 +98,13 @@ impl Checkpointer {
         }
     }
 
-    /// The acknowledgements of a batch that ends at `end`.
-    pub fn acks_for(&mut self, end: Position) -> Acks {
+    /// The acknowledgements of a chunk of `lines` lines that ends at `end`.
+    pub fn acks_for(&mut self, end: Position, lines: usize, counters: &AckCounters) -> Acks {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let tx = self.tx.clone();
+        let (tx, counters) = (self.tx.clone(), counters.clone());
         Acks::new(move |delivery| {
+            counters.count(delivery, lines);
             let _ = tx.send((seq, end, delivery));
         })
     }
@@ -179,18 +181,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.checkpoint.json");
         let mut cp = Checkpointer::start(file.clone(), "w.log".into(), "c".into());
+        let counters = crate::telemetry::Metrics::new()
+            .component("p", "c", "source", "file")
+            .acknowledged();
         let at = |offset| Position {
             dev: 1,
             ino: 2,
             offset,
         };
-        let first = cp.acks_for(at(10));
-        let second = cp.acks_for(at(20));
+        let first = cp.acks_for(at(10), 1, &counters);
+        let second = cp.acks_for(at(20), 1, &counters);
         drop(second);
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert_eq!(load(&file, "c"), None, "20 waits for 10");
         drop(first);
-        let third = cp.acks_for(at(30));
+        let third = cp.acks_for(at(30), 1, &counters);
         let held = third.clone();
         drop(third);
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -198,5 +203,6 @@ mod tests {
         drop(held);
         cp.finish().await;
         assert_eq!(load(&file, "c"), Some(at(30)));
+        assert_eq!(counters.delivered.get(), 3);
     }
 }

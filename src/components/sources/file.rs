@@ -114,10 +114,12 @@ async fn follow(
             .map_err(|e| ComponentError::io("starting the tail thread", e))?
     };
     // Each chunk's end is checkpointed once all its events are acknowledged.
-    let decoded = super::lines::decode_in_order(&mut rx, config.codec, &ctx, &what, |end| {
-        checkpointer.acks_for(end)
-    })
-    .await;
+    let counters = ctx.metrics.acknowledged();
+    let decoded =
+        super::lines::decode_in_order(&mut rx, config.codec, &ctx, &what, |end, lines| {
+            checkpointer.acks_for(end, lines, &counters)
+        })
+        .await;
     // Lines not yet read stay behind the checkpoint for the next run.
     drop(rx);
     let result = tokio::task::spawn_blocking(move || reader.join())

@@ -83,7 +83,8 @@ pub struct HttpServer {
 struct Shared {
     ctx: SourceContext,
     token: Option<String>,
-    acknowledgements: bool,
+    /// With `acknowledgements: true`, what became of the requests' events.
+    acknowledged: Option<crate::telemetry::AckCounters>,
 }
 
 /// The events of a request body, or why it does not parse.
@@ -161,10 +162,11 @@ async fn accept(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
             .into_response();
     }
     shared.ctx.metrics.events_in.inc_by(n as u64);
-    let (acks, written) = if shared.acknowledgements {
+    let (acks, written) = if let Some(counters) = shared.acknowledged.clone() {
         let (tx, rx) = tokio::sync::oneshot::channel();
         (
             Acks::new(move |d| {
+                counters.count(d, n);
                 let _ = tx.send(d);
             }),
             Some(rx),
@@ -204,10 +206,14 @@ impl Source for HttpServer {
             .map_err(|e| ComponentError::io(format!("listening on {}", self.config.address), e))?;
         tracing::info!(component = %ctx.name, "http_server listening on http://{}{}", self.config.address, self.config.path);
         let shutdown = ctx.shutdown.clone();
+        let acknowledged = self
+            .config
+            .acknowledgements
+            .then(|| ctx.metrics.acknowledged());
         let shared = Arc::new(Shared {
             ctx,
             token: self.config.auth_token.clone(),
-            acknowledgements: self.config.acknowledgements,
+            acknowledged,
         });
         let app = Router::new()
             .route(&self.config.path, post(accept))

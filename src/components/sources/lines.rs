@@ -123,7 +123,7 @@ pub async fn run<R: Read + Send + 'static>(
         .name(format!("read-{}", ctx.name))
         .spawn(move || read_chunks(reader, tx))
         .map_err(|e| ComponentError::io("starting the reader thread", e))?;
-    decode_in_order(&mut rx, codec, ctx, what, |()| Acks::none()).await
+    decode_in_order(&mut rx, codec, ctx, what, |(), _| Acks::none()).await
 }
 
 /// Chunks of whole lines, each with a tag (a file position to acknowledge).
@@ -136,14 +136,14 @@ pub(super) fn chunk_channel<T>() -> (ChunkSender<T>, ChunkReceiver<T>) {
 
 /// Decodes chunks on the runtime's workers, several at once, and emits
 /// them in input order with the acknowledgements `acks_for` makes of each
-/// chunk's tag. Ends when the channel does; on shutdown the channel is
+/// chunk's tag and line count. Ends when the channel does; on shutdown the channel is
 /// closed and chunks already read are still emitted.
 pub(super) async fn decode_in_order<T: Send + 'static>(
     rx: &mut ChunkReceiver<T>,
     codec: Codec,
     ctx: &SourceContext,
     what: &str,
-    mut acks_for: impl FnMut(T) -> Acks,
+    mut acks_for: impl FnMut(T, usize) -> Acks,
 ) -> Result<(), ComponentError> {
     let parallelism = decode_parallelism();
     let mut inflight: VecDeque<JoinHandle<(Decoded, T)>> = VecDeque::new();
@@ -162,7 +162,8 @@ pub(super) async fn decode_in_order<T: Send + 'static>(
             decoded = async { inflight.front_mut().expect("guarded by is_empty").await }, if !inflight.is_empty() => {
                 inflight.pop_front();
                 let (decoded, tag) = decoded.map_err(|e| ComponentError::Other(format!("decoding {what}: {e}")))?;
-                emit(decoded, acks_for(tag), ctx).await;
+                let acks = acks_for(tag, decoded.lines);
+                emit(decoded, acks, ctx).await;
             }
             chunk = rx.recv(), if !input_done && inflight.len() < parallelism => match chunk {
                 Some(Ok((chunk, tag))) => inflight.push_back(tokio::spawn(async move { (decode_chunk(&chunk, codec), tag) })),

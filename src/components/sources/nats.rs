@@ -194,10 +194,15 @@ impl NatsSource {
 }
 
 /// Sends the acknowledgements (or naks) of settled batches.
-async fn acknowledge(client: Client, mut settled: tokio::sync::mpsc::UnboundedReceiver<Settled>) {
+async fn acknowledge(
+    client: Client,
+    mut settled: tokio::sync::mpsc::UnboundedReceiver<Settled>,
+    counters: crate::telemetry::AckCounters,
+) {
     let mut sent = false;
     while let Some((replies, delivery)) = settled.recv().await {
         sent = true;
+        counters.count(delivery, replies.len());
         let payload: bytes::Bytes = match delivery {
             Delivery::Delivered => AckKind::Ack.into(),
             // Redelivered after a second, so a failing sink is not hammered.
@@ -225,7 +230,7 @@ impl Source for NatsSource {
         };
         let js = jetstream::new(client.clone());
         let (settle_tx, settle_rx) = tokio::sync::mpsc::unbounded_channel::<Settled>();
-        let acker = tokio::spawn(acknowledge(client, settle_rx));
+        let acker = tokio::spawn(acknowledge(client, settle_rx, ctx.metrics.acknowledged()));
         'session: while !ctx.shutdown.is_cancelled() {
             let subscribe = async {
                 let consumer = self.consumer(&js).await?;
