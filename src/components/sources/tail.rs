@@ -105,6 +105,29 @@ impl Open {
     }
 }
 
+/// Opens `path` if it is there. A missing file is waited for quietly;
+/// another error (permissions, a directory) is logged once until it changes.
+fn try_open(path: &Path, at: SeekFrom, component: &str, last: &mut Option<String>) -> Option<Open> {
+    match Open::at(path, at) {
+        Ok(open) => {
+            *last = None;
+            Some(open)
+        }
+        Err(e) => {
+            let why = e.to_string();
+            if e.kind() != std::io::ErrorKind::NotFound && last.as_deref() != Some(why.as_str()) {
+                tracing::warn!(
+                    component,
+                    "cannot open '{}': {why}; retrying",
+                    path.display()
+                );
+            }
+            *last = Some(why);
+            None
+        }
+    }
+}
+
 /// A file in `dir` with the given identity (a rotated file).
 fn find_by_identity(dir: &Path, dev: u64, ino: u64) -> Option<PathBuf> {
     std::fs::read_dir(dir).ok()?.flatten().find_map(|entry| {
@@ -123,6 +146,8 @@ pub fn follow(
     component: &str,
 ) -> Result<(), std::io::Error> {
     let gone = |e: Option<std::io::Error>| e.map_or(Ok(()), Err);
+    let mut last_error = None;
+    let mut open = |at| try_open(path, at, component, &mut last_error);
     let mut current = match start {
         Start::Checkpoint(p) => {
             let same = std::fs::metadata(path).is_ok_and(|m| m.dev() == p.dev && m.ino() == p.ino);
@@ -148,13 +173,13 @@ pub fn follow(
                         path.display()
                     ),
                 }
-                Open::at(path, SeekFrom::Start(0)).ok()
+                open(SeekFrom::Start(0))
             } else {
-                Open::at(path, SeekFrom::Start(p.offset)).ok()
+                open(SeekFrom::Start(p.offset))
             }
         }
-        Start::Beginning => Open::at(path, SeekFrom::Start(0)).ok(),
-        Start::End => Open::at(path, SeekFrom::End(0)).ok(),
+        Start::Beginning => open(SeekFrom::Start(0)),
+        Start::End => open(SeekFrom::End(0)),
     };
     if current.is_none() {
         tracing::info!(component, "waiting for '{}' to appear", path.display());
@@ -163,38 +188,38 @@ pub fn follow(
         if tx.is_closed() {
             return Ok(());
         }
-        let Some(open) = current.as_mut() else {
+        let Some(file) = current.as_mut() else {
             std::thread::sleep(poll);
             // A file that appears later is read from its beginning.
-            current = Open::at(path, SeekFrom::Start(0)).ok();
+            current = open(SeekFrom::Start(0));
             continue;
         };
-        match open.read_some(&tx, false) {
+        match file.read_some(&tx, false) {
             Ok(true) => continue,
             Ok(false) => {}
             Err(e) => return gone(e),
         }
         match std::fs::metadata(path) {
-            Ok(m) if m.dev() != open.dev || m.ino() != open.ino => {
+            Ok(m) if m.dev() != file.dev || m.ino() != file.ino => {
                 tracing::info!(
                     component,
                     "'{}' was rotated; finishing the old file",
                     path.display()
                 );
-                if let Err(e) = open.drain(&tx) {
+                if let Err(e) = file.drain(&tx) {
                     return gone(e);
                 }
-                current = Open::at(path, SeekFrom::Start(0)).ok();
+                current = open(SeekFrom::Start(0));
             }
-            Ok(m) if m.len() < open.offset + open.partial.len() as u64 => {
+            Ok(m) if m.len() < file.offset + file.partial.len() as u64 => {
                 tracing::info!(
                     component,
                     "'{}' was truncated; reading it from the start",
                     path.display()
                 );
-                open.file.seek(SeekFrom::Start(0))?;
-                open.offset = 0;
-                open.partial.clear();
+                file.file.seek(SeekFrom::Start(0))?;
+                file.offset = 0;
+                file.partial.clear();
             }
             _ => std::thread::sleep(poll),
         }
