@@ -363,3 +363,49 @@ fn the_scale_out_demo_of_the_readme_runs_and_loses_nothing() {
     assert!(stdout.contains("killed worker 2 with kill -9"), "{stdout}");
     assert!(stdout.contains("all 20000 events written"), "{stdout}");
 }
+
+#[test]
+fn messages_waiting_longer_than_ack_wait_in_a_slow_pipeline_are_not_redelivered() {
+    let url = nats_or_skip!();
+    let s = Scratch::new();
+    let (stream, subject) = (unique("P"), unique("progress."));
+    let total: u64 = 1_000;
+    let input: String = (0..total).map(|i| format!("{{\"i\":{i}}}\n")).collect();
+    std::fs::write(s.path("input.ndjson"), input).unwrap();
+    let publisher = s.write(
+        "publisher.yaml",
+        &format!(
+            "sources:\n  in: {{type: file, path: $DIR/input.ndjson}}\nsinks:\n  bus: {{type: nats, inputs: [in], url: '{url}', subject: '{subject}', stream: {stream}}}\n"
+        ),
+    );
+    let published = run(
+        &[
+            "run",
+            publisher.to_str().unwrap(),
+            "--metrics-address",
+            "off",
+        ],
+        None,
+    );
+    assert!(published.status.success(), "{}", text(&published.stderr));
+    // 1,000 messages through a 250/s sink take 4 s, four times ack_wait:
+    // "in progress" keeps JetStream from redelivering what is queued.
+    let consumer = s.write(
+        "consumer.yaml",
+        &format!(
+            "sources:\n  bus: {{type: nats, url: '{url}', stream: {stream}, subject: '{subject}', durable: slow, ack_wait: 1s}}\nsinks:\n  out: {{type: file, inputs: [bus], path: $DIR/out.ndjson, rate_limit: {{rate: 250, burst: 50}}}}\n"
+        ),
+    );
+    let mut d = Daemon::start(&consumer, &[], Stdio::null());
+    assert!(eventually(LONG, || ids(&s, "out.ndjson").len() >= total as usize));
+    std::thread::sleep(Duration::from_millis(1500));
+    d.signal("TERM");
+    assert_eq!(d.wait(LONG), Some(0));
+    let mut got = ids(&s, "out.ndjson");
+    got.sort_unstable();
+    assert_ids(
+        &got,
+        &(0..total).collect::<Vec<_>>(),
+        "each message written once",
+    );
+}

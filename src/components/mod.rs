@@ -62,6 +62,9 @@ pub struct SourceContext {
     pub name: String,
     /// The pipeline's name (where its state lives under `--data-dir`).
     pub pipeline: String,
+    /// Events the buffers downstream of this source hold in all (what an
+    /// acknowledging source may have outstanding without overfilling them).
+    pub downstream_capacity: usize,
     pub output: Fanout,
     pub errors: ErrorHandler,
     pub shutdown: CancellationToken,

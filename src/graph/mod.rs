@@ -103,6 +103,24 @@ impl Pipeline {
         map
     }
 
+    /// Events the input buffers of every stage reachable from `from` hold
+    /// in all (each stage counted once).
+    pub fn downstream_capacity(&self, from: usize) -> usize {
+        let mut seen = vec![false; self.components.len()];
+        let mut todo = vec![from];
+        let mut total = 0;
+        while let Some(id) = todo.pop() {
+            for (next, c) in self.components.iter().enumerate() {
+                if !seen[next] && c.inputs.iter().any(|i| i.component == id) {
+                    seen[next] = true;
+                    total += c.stage().map_or(0, |s| s.buffer.size);
+                    todo.push(next);
+                }
+            }
+        }
+        total
+    }
+
     pub fn port_label(port: &Port) -> &str {
         port.as_deref().unwrap_or("default")
     }
@@ -462,6 +480,19 @@ mod tests {
             Ok((_, w)) => w.iter().map(|w| format!("warning: {w}")).collect(),
             Err(e) => e.iter().map(ToString::to_string).collect(),
         }
+    }
+
+    #[test]
+    fn downstream_capacity_counts_each_reachable_buffer_once() {
+        let (p, _) = load_str(
+            "sources:\n  a: {type: stdin}\n  b: {type: stdin}\ntransforms:\n  f: {type: filter, inputs: [a], condition: 'true', buffer: {size: 10}}\n  r: {type: route, inputs: [f, b], routes: {x: 'true'}, buffer: {size: 20}}\nsinks:\n  o: {type: blackhole, inputs: [r.x, f], buffer: {size: 300}}\n  u: {type: blackhole, inputs: [r.unmatched], buffer: {size: 4000}}\n",
+            "p.yaml",
+            "p",
+        )
+        .unwrap();
+        let id = |n: &str| p.components.iter().position(|c| c.name == n).unwrap();
+        assert_eq!(p.downstream_capacity(id("a")), 10 + 20 + 300 + 4000);
+        assert_eq!(p.downstream_capacity(id("b")), 20 + 300 + 4000);
     }
 
     #[test]

@@ -251,6 +251,7 @@ pub fn build_with(
                 let ctx = SourceContext {
                     name: c.name.clone(),
                     pipeline: pipeline.name.clone(),
+                    downstream_capacity: pipeline.downstream_capacity(id),
                     output: fanout(id, &None),
                     errors: errors_for(id),
                     shutdown: stop,

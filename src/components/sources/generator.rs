@@ -139,6 +139,7 @@ mod tests {
         let ctx = SourceContext {
             name: "g".into(),
             pipeline: "p".into(),
+            downstream_capacity: 10,
             output: Fanout::new(vec![tx], m.output("default")),
             errors: ErrorHandler {
                 name: "g".into(),

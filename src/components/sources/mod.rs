@@ -6,6 +6,7 @@ pub mod generator;
 pub mod http_server;
 pub mod lines;
 pub mod nats;
+pub mod nats_acks;
 pub mod stdin;
 pub mod tail;
 

@@ -6,12 +6,13 @@
 //! redelivered to the others after `ack_wait`. At-least-once.
 
 use super::Codec;
+use super::nats_acks::Acker;
 use crate::components::{ComponentError, Source, SourceContext, raw_line_event};
 use crate::config::duration::ConfigDuration;
-use crate::event::{Acks, Delivery, Value};
+use crate::event::Value;
 use crate::runtime::errors::Failed;
-use async_nats::jetstream::{self, AckKind, consumer};
-use async_nats::{Client, Subject};
+use async_nats::Client;
+use async_nats::jetstream::{self, consumer};
 use futures_util::StreamExt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -19,10 +20,6 @@ use std::time::Duration;
 
 fn default_batch() -> usize {
     500
-}
-
-fn default_max_ack_pending() -> i64 {
-    2000
 }
 
 fn default_ack_wait() -> ConfigDuration {
@@ -49,10 +46,12 @@ pub struct NatsSourceConfig {
     #[schemars(range(min = 1))]
     pub batch: usize,
     /// Messages delivered and not yet acknowledged, at most (set on the
-    /// consumer when it is created). Bounds what a crash leaves to be redelivered.
-    #[serde(default = "default_max_ack_pending")]
+    /// consumer when it is created). Default: what the buffers downstream of
+    /// this source hold (at least `batch`), so the pipeline is never handed
+    /// more than it can queue. Bounds what a crash leaves to be redelivered.
+    #[serde(default)]
     #[schemars(range(min = 1))]
-    pub max_ack_pending: i64,
+    pub max_ack_pending: Option<i64>,
     /// How long JetStream waits for an acknowledgement before redelivering
     /// (set on the consumer when it is created).
     #[serde(default = "default_ack_wait")]
@@ -83,12 +82,14 @@ impl NatsSourceConfig {
         if self.subject.is_empty() {
             problems.push((vec!["subject"], "must not be empty".to_string()));
         }
-        if self.batch as i64 > self.max_ack_pending {
+        if let Some(max) = self.max_ack_pending
+            && (max < 1 || self.batch as i64 > max)
+        {
             problems.push((
-                vec!["batch"],
+                vec!["max_ack_pending"],
                 format!(
-                    "batch {} is larger than max_ack_pending {}",
-                    self.batch, self.max_ack_pending
+                    "max_ack_pending {max} must be at least batch ({})",
+                    self.batch
                 ),
             ));
         }
@@ -140,11 +141,20 @@ pub struct NatsSource {
     config: NatsSourceConfig,
 }
 
-/// Replies to send for a batch of messages once its outcome is known.
-type Settled = (Vec<Subject>, Delivery);
-
 impl NatsSource {
-    async fn consumer(&self, js: &jetstream::Context) -> Result<consumer::PullConsumer, String> {
+    /// The consumer's `max_ack_pending`: as configured, or what the
+    /// pipeline's buffers downstream hold.
+    fn max_ack_pending(&self, downstream_capacity: usize) -> i64 {
+        self.config
+            .max_ack_pending
+            .unwrap_or_else(|| downstream_capacity.max(self.config.batch) as i64)
+    }
+
+    async fn consumer(
+        &self,
+        js: &jetstream::Context,
+        max_ack_pending: i64,
+    ) -> Result<consumer::PullConsumer, String> {
         let c = &self.config;
         let stream = js
             .get_or_create_stream(jetstream::stream::Config {
@@ -162,7 +172,7 @@ impl NatsSource {
                     filter_subject: c.subject.clone(),
                     ack_policy: consumer::AckPolicy::Explicit,
                     ack_wait: c.ack_wait.0,
-                    max_ack_pending: c.max_ack_pending,
+                    max_ack_pending,
                     ..Default::default()
                 },
             )
@@ -193,33 +203,6 @@ impl NatsSource {
     }
 }
 
-/// Sends the acknowledgements (or naks) of settled batches.
-async fn acknowledge(
-    client: Client,
-    mut settled: tokio::sync::mpsc::UnboundedReceiver<Settled>,
-    counters: crate::telemetry::AckCounters,
-) {
-    let mut sent = false;
-    while let Some((replies, delivery)) = settled.recv().await {
-        sent = true;
-        counters.count(delivery, replies.len());
-        let payload: bytes::Bytes = match delivery {
-            Delivery::Delivered => AckKind::Ack.into(),
-            // Redelivered after a second, so a failing sink is not hammered.
-            Delivery::Failed => AckKind::Nak(Some(Duration::from_secs(1))).into(),
-        };
-        for reply in replies {
-            if let Err(e) = client.publish(reply, payload.clone()).await {
-                tracing::warn!("acknowledging a NATS message: {e}");
-            }
-        }
-    }
-    // Bounded: an unreachable server must not hold up shutdown.
-    if sent {
-        let _ = tokio::time::timeout(Duration::from_secs(5), client.flush()).await;
-    }
-}
-
 #[async_trait::async_trait]
 impl Source for NatsSource {
     async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), ComponentError> {
@@ -229,11 +212,11 @@ impl Source for NatsSource {
             _ = ctx.shutdown.cancelled() => return Ok(()),
         };
         let js = jetstream::new(client.clone());
-        let (settle_tx, settle_rx) = tokio::sync::mpsc::unbounded_channel::<Settled>();
-        let acker = tokio::spawn(acknowledge(client, settle_rx, ctx.metrics.acknowledged()));
+        let mut acker = Acker::start(client, ctx.metrics.acknowledged(), c.ack_wait.0);
+        let max_ack_pending = self.max_ack_pending(ctx.downstream_capacity);
         'session: while !ctx.shutdown.is_cancelled() {
             let subscribe = async {
-                let consumer = self.consumer(&js).await?;
+                let consumer = self.consumer(&js, max_ack_pending).await?;
                 consumer
                     .stream()
                     .max_messages_per_batch(c.batch)
@@ -280,7 +263,7 @@ impl Source for NatsSource {
                         }
                         if !held.is_empty() {
                             tracing::debug!(component = %ctx.name, "returning {} fetched messages", held.len());
-                            let _ = settle_tx.send((held, Delivery::Failed));
+                            acker.hand_back(held);
                         }
                         break 'session;
                     }
@@ -312,18 +295,14 @@ impl Source for NatsSource {
                 ctx.metrics
                     .events_in
                     .inc_by((events.len() + failed.len()) as u64);
-                let tx = settle_tx.clone();
-                let acks = Acks::new(move |d| {
-                    let _ = tx.send((replies, d));
-                });
+                let acks = acker.acks_for(replies);
                 ctx.errors.handle(failed, &acks).await;
                 ctx.emit_acked(events, acks).await;
             }
         }
         // What is in the pipeline drains and is acknowledged before we leave.
         ctx.output.close();
-        drop(settle_tx);
-        let _ = acker.await;
+        acker.finish().await;
         Ok(())
     }
 }

@@ -1,0 +1,118 @@
+//! Acknowledging the nats source's JetStream messages: each batch's reply
+//! subjects are registered until its outcome is known, then acked (written)
+//! or nak'ed (redelivered after a second). While batches wait in the
+//! pipeline — a slow sink, a breaker holding events — the registered
+//! messages get "in progress" every half `ack_wait`, so JetStream does not
+//! redeliver to another consumer what this one still holds.
+
+use crate::event::{Acks, Delivery};
+use crate::telemetry::AckCounters;
+use async_nats::jetstream::AckKind;
+use async_nats::{Client, Subject};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+type Pending = Arc<Mutex<HashMap<u64, Vec<Subject>>>>;
+
+pub struct Acker {
+    next_id: u64,
+    pending: Pending,
+    tx: mpsc::UnboundedSender<(u64, Delivery)>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Acker {
+    pub fn start(client: Client, counters: AckCounters, ack_wait: Duration) -> Self {
+        let pending = Pending::default();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(run(client, rx, pending.clone(), counters, ack_wait));
+        Self {
+            next_id: 0,
+            pending,
+            tx,
+            task,
+        }
+    }
+
+    fn register(&mut self, replies: Vec<Subject>) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        lock(&self.pending).insert(id, replies);
+        id
+    }
+
+    /// The acknowledgements of a batch made of these messages.
+    pub fn acks_for(&mut self, replies: Vec<Subject>) -> Acks {
+        let id = self.register(replies);
+        let tx = self.tx.clone();
+        Acks::new(move |delivery| {
+            let _ = tx.send((id, delivery));
+        })
+    }
+
+    /// Messages fetched but not taken into the pipeline: nak'ed at once.
+    pub fn hand_back(&mut self, replies: Vec<Subject>) {
+        let id = self.register(replies);
+        let _ = self.tx.send((id, Delivery::Failed));
+    }
+
+    /// Waits until every batch handed out is settled and its answer sent.
+    pub async fn finish(self) {
+        drop(self.tx);
+        let _ = self.task.await;
+    }
+}
+
+fn lock(p: &Pending) -> std::sync::MutexGuard<'_, HashMap<u64, Vec<Subject>>> {
+    p.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+async fn run(
+    client: Client,
+    mut settled: mpsc::UnboundedReceiver<(u64, Delivery)>,
+    pending: Pending,
+    counters: AckCounters,
+    ack_wait: Duration,
+) {
+    let mut sent = false;
+    let every = (ack_wait / 2).max(Duration::from_millis(500));
+    let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            next = settled.recv() => {
+                let Some((id, delivery)) = next else { break };
+                let replies = lock(&pending).remove(&id).unwrap_or_default();
+                sent = true;
+                counters.count(delivery, replies.len());
+                let payload: bytes::Bytes = match delivery {
+                    Delivery::Delivered => AckKind::Ack.into(),
+                    // Redelivered after a second, so a failing sink is not hammered.
+                    Delivery::Failed => AckKind::Nak(Some(Duration::from_secs(1))).into(),
+                };
+                publish(&client, replies, payload).await;
+            }
+            _ = progress.tick() => {
+                let waiting: Vec<Subject> = lock(&pending).values().flatten().cloned().collect();
+                if !waiting.is_empty() {
+                    sent = true;
+                    publish(&client, waiting, AckKind::Progress.into()).await;
+                }
+            }
+        }
+    }
+    // Bounded: an unreachable server must not hold up shutdown.
+    if sent {
+        let _ = tokio::time::timeout(Duration::from_secs(5), client.flush()).await;
+    }
+}
+
+async fn publish(client: &Client, replies: Vec<Subject>, payload: bytes::Bytes) {
+    for reply in replies {
+        if let Err(e) = client.publish(reply, payload.clone()).await {
+            tracing::warn!("acknowledging a NATS message: {e}");
+        }
+    }
+}
