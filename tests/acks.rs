@@ -109,3 +109,28 @@ fn a_reload_replacing_the_sink_mid_request_still_writes_everything_before_the_20
     d.signal("TERM");
     assert_eq!(d.wait(Duration::from_secs(30)), Some(0));
 }
+
+#[test]
+fn sigterm_during_an_acknowledged_request_writes_it_and_answers_200() {
+    let s = Scratch::new();
+    let port = free_port();
+    let file = s.write(
+        "p.yaml",
+        &format!(
+            "sources:\n  web: {{type: http_server, address: '127.0.0.1:{port}', acknowledgements: true}}\nsinks:\n  out: {{type: file, inputs: [web], path: $DIR/out.ndjson, rate_limit: {{rate: 20, burst: 1}}}}\n"
+        ),
+    );
+    let mut d = Daemon::start(&file, &[], Stdio::null());
+    wait_listening(port);
+    let url = format!("http://127.0.0.1:{port}/");
+    let body: String = (0..10).map(|n| format!("{{\"n\":{n}}}\n")).collect();
+    let request = std::thread::spawn(move || post(&url, &body, None));
+    assert!(eventually(Duration::from_secs(10), || {
+        !s.read_lines("out.ndjson").is_empty()
+    }));
+    d.signal("TERM");
+    let (code, text) = request.join().unwrap();
+    assert_eq!(code, 200, "{text}");
+    assert_eq!(numbers(&s, "out.ndjson"), (0..10).collect::<Vec<_>>());
+    assert_eq!(d.wait(Duration::from_secs(30)), Some(0));
+}
