@@ -199,3 +199,39 @@ fn restart_after_kill_9_loses_nothing_and_repeats_only_the_unacknowledged() {
     }
     eprintln!("kill -9: {} of {total} lines repeated", repeated.len());
 }
+
+#[test]
+fn a_reload_replacing_the_followed_source_resumes_from_its_checkpoint() {
+    let s = Scratch::new();
+    let file = pipeline(&s, Some(20_000));
+    let total = 20_000;
+    let w = writer(&s, total);
+    let mut d = start(&s, &file);
+    assert!(eventually(LONG, || ids(&s).len() > 2_000));
+    // A changed poll interval replaces the source: the old instance drains
+    // and checkpoints, the new one starts from that checkpoint.
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("poll_interval: 20ms", "poll_interval: 30ms");
+    std::fs::write(&file, text).unwrap();
+    d.signal("HUP");
+    assert!(
+        eventually(LONG, || d.log_text().contains("1 replaced")),
+        "{}",
+        d.log_text()
+    );
+    w.join().unwrap();
+    assert!(
+        eventually(LONG, || ids(&s).len() >= total as usize),
+        "{}",
+        d.log_text()
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    d.signal("TERM");
+    assert_eq!(d.wait(LONG), Some(0));
+    assert_ids(
+        &ids(&s),
+        &(0..total).collect::<Vec<_>>(),
+        "across the reload",
+    );
+}

@@ -28,6 +28,9 @@ struct State {
     masters: HashMap<String, BufferSender>,
     outputs: Outputs,
     source_stops: HashMap<String, CancellationToken>,
+    /// Cancelled when a component's current task has ended, however it
+    /// ended: a replacement waits on it even while `wait` holds the handle.
+    ended: HashMap<String, CancellationToken>,
     queues: Vec<BufferGauge>,
     /// Set once the sources are done: no more reloads.
     finishing: bool,
@@ -48,10 +51,20 @@ pub struct Applied {
     pub removed: usize,
 }
 
-fn spawn_named(pipeline: &str, component: &str, future: super::build::TaskFuture) -> Handle {
+fn spawn_named(
+    pipeline: &str,
+    component: &str,
+    future: super::build::TaskFuture,
+) -> (Handle, CancellationToken) {
     // The span names the task in every log line it writes.
     let span = tracing::info_span!("component", pipeline = %pipeline, component = %component);
-    tokio::spawn(future.instrument(span))
+    let ended = CancellationToken::new();
+    let guard = ended.clone().drop_guard();
+    let task = async move {
+        let _ended = guard;
+        future.await
+    };
+    (tokio::spawn(task.instrument(span)), ended)
 }
 
 impl RunningPipeline {
@@ -70,6 +83,7 @@ impl RunningPipeline {
         let state = State {
             pipeline: Some(empty),
             handles: Vec::new(),
+            ended: HashMap::new(),
             masters: HashMap::new(),
             outputs: HashMap::new(),
             source_stops: HashMap::new(),
@@ -100,11 +114,13 @@ impl RunningPipeline {
             source_stops,
             ..
         } = pieces;
+        let mut ended = HashMap::new();
         let handles = tasks
             .into_iter()
             .map(|t| {
                 let is_source = source_stops.contains_key(&t.component);
-                let handle = spawn_named(&name, &t.component, t.future);
+                let (handle, done) = spawn_named(&name, &t.component, t.future);
+                ended.insert(t.component.clone(), done);
                 (t.component, is_source, handle)
             })
             .collect();
@@ -112,6 +128,7 @@ impl RunningPipeline {
         let state = State {
             pipeline: None,
             handles,
+            ended,
             masters,
             outputs,
             source_stops,
@@ -193,6 +210,8 @@ impl RunningPipeline {
         }
         let mut applied = Applied::default();
         let mut retired: HashMap<String, Handle> = HashMap::new();
+        // When `wait` holds a retired task's handle, its end is seen here.
+        let mut retired_ended: HashMap<String, CancellationToken> = HashMap::new();
         for c in &changes {
             match c.change {
                 Change::Keep => applied.kept += 1,
@@ -212,7 +231,10 @@ impl RunningPipeline {
                     if let Some(i) = st.handles.iter().position(|(n, _, _)| *n == c.name) {
                         let (name, _, h) = st.handles.swap_remove(i);
                         retired.insert(name, h);
+                    } else if let Some(ended) = st.ended.get(&c.name) {
+                        retired_ended.insert(c.name.clone(), ended.clone());
                     }
+                    st.ended.remove(&c.name);
                 }
             }
         }
@@ -234,9 +256,19 @@ impl RunningPipeline {
                         next.await
                     })
                 }
-                None => task.future,
+                None => match retired_ended.remove(&task.component) {
+                    Some(ended) => {
+                        let next = task.future;
+                        Box::pin(async move {
+                            ended.cancelled().await;
+                            next.await
+                        })
+                    }
+                    None => task.future,
+                },
             };
-            let handle = spawn_named(&self.name, &task.component, future);
+            let (handle, ended) = spawn_named(&self.name, &task.component, future);
+            st.ended.insert(task.component.clone(), ended);
             st.handles.push((task.component, is_source, handle));
         }
         // Removed components drain on their own; keep waiting for them.

@@ -36,9 +36,10 @@ struct Stored {
     position: Position,
 }
 
-/// Reads a checkpoint; a missing file is `None`, an unreadable one is
-/// logged and ignored (the file is then read per `read_from`).
-pub fn load(file: &Path, component: &str) -> Option<Position> {
+/// Reads the checkpoint of `watched`; a missing one is `None`, and so is
+/// an unreadable one or one kept for another path (logged; the file is
+/// then read per `read_from`).
+pub fn load(file: &Path, watched: &Path, component: &str) -> Option<Position> {
     let text = match std::fs::read(file) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
@@ -52,7 +53,16 @@ pub fn load(file: &Path, component: &str) -> Option<Position> {
         }
     };
     match serde_json::from_slice::<Stored>(&text) {
-        Ok(s) => Some(s.position),
+        Ok(s) if s.path == watched => Some(s.position),
+        Ok(s) => {
+            tracing::info!(
+                component,
+                "the checkpoint is for '{}', not '{}': starting afresh",
+                s.path.display(),
+                watched.display()
+            );
+            None
+        }
         Err(e) => {
             tracing::warn!(
                 component,
@@ -193,16 +203,20 @@ mod tests {
         let second = cp.acks_for(at(20), 1, &counters);
         drop(second);
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        assert_eq!(load(&file, "c"), None, "20 waits for 10");
+        assert_eq!(
+            load(&file, Path::new("w.log"), "c"),
+            None,
+            "20 waits for 10"
+        );
         drop(first);
         let third = cp.acks_for(at(30), 1, &counters);
         let held = third.clone();
         drop(third);
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        assert_eq!(load(&file, "c"), Some(at(20)));
+        assert_eq!(load(&file, Path::new("w.log"), "c"), Some(at(20)));
         drop(held);
         cp.finish().await;
-        assert_eq!(load(&file, "c"), Some(at(30)));
+        assert_eq!(load(&file, Path::new("w.log"), "c"), Some(at(30)));
         assert_eq!(counters.delivered.get(), 3);
     }
 }

@@ -95,7 +95,7 @@ async fn follow(
 ) -> Result<(), ComponentError> {
     let state = crate::runtime::data_dir::for_pipeline(&ctx.pipeline)
         .join(format!("{}.checkpoint.json", ctx.name));
-    let start = match checkpoint::load(&state, &ctx.name) {
+    let start = match checkpoint::load(&state, &config.path, &ctx.name) {
         Some(p) => Start::Checkpoint(p),
         None if config.read_from == ReadFrom::End => Start::End,
         None => Start::Beginning,
