@@ -409,3 +409,51 @@ fn messages_waiting_longer_than_ack_wait_in_a_slow_pipeline_are_not_redelivered(
         "each message written once",
     );
 }
+
+#[test]
+fn max_deliver_stops_redelivering_what_a_sink_never_takes() {
+    let url = nats_or_skip!();
+    let s = Scratch::new();
+    let (stream, subject) = (unique("M"), unique("poison."));
+    let publisher = s.write(
+        "publisher.yaml",
+        &format!(
+            "sources:\n  in: {{type: generator, count: 5, events: [{{p: 1}}]}}\nsinks:\n  bus: {{type: nats, inputs: [in], url: '{url}', subject: '{subject}', stream: {stream}}}\n"
+        ),
+    );
+    let published = run(
+        &[
+            "run",
+            publisher.to_str().unwrap(),
+            "--metrics-address",
+            "off",
+        ],
+        None,
+    );
+    assert!(published.status.success(), "{}", text(&published.stderr));
+    let dead = free_port();
+    let consumer = s.write(
+        "consumer.yaml",
+        &format!(
+            "sources:\n  bus: {{type: nats, url: '{url}', stream: {stream}, subject: '{subject}', durable: poison, max_deliver: 2}}\nsinks:\n  ship: {{type: http, inputs: [bus], url: 'http://127.0.0.1:{dead}/', batch: {{max_events: 100, timeout: 10ms}}}}\n"
+        ),
+    );
+    let mut d = Daemon::start(&consumer, &[], Stdio::null());
+    let failed = |d: &Daemon| {
+        metric(
+            &d.metrics(),
+            "flowgate_acknowledged_events_total",
+            &[("component", "bus"), ("outcome", "failed")],
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(
+        eventually(LONG, || failed(&d) >= 10.0),
+        "five messages, two deliveries each"
+    );
+    // The nak delay is a second: a third delivery would have come by now.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(failed(&d), 10.0, "no delivery beyond max_deliver");
+    d.signal("TERM");
+    assert_eq!(d.wait(LONG), Some(0));
+}

@@ -56,6 +56,12 @@ pub struct NatsSourceConfig {
     /// (set on the consumer when it is created).
     #[serde(default = "default_ack_wait")]
     pub ack_wait: ConfigDuration,
+    /// Deliveries of a message at most (set on the consumer when it is
+    /// created); after that JetStream stops redelivering it — for messages a
+    /// sink will never take. Unlimited when absent.
+    #[serde(default)]
+    #[schemars(range(min = 1))]
+    pub max_deliver: Option<i64>,
 }
 
 impl NatsSourceConfig {
@@ -78,6 +84,9 @@ impl NatsSourceConfig {
                     self.durable
                 ),
             ));
+        }
+        if self.max_deliver.is_some_and(|n| n < 1) {
+            problems.push((vec!["max_deliver"], "must be at least 1".to_string()));
         }
         if self.subject.is_empty() {
             problems.push((vec!["subject"], "must not be empty".to_string()));
@@ -173,6 +182,7 @@ impl NatsSource {
                     ack_policy: consumer::AckPolicy::Explicit,
                     ack_wait: c.ack_wait.0,
                     max_ack_pending,
+                    max_deliver: c.max_deliver.unwrap_or(-1),
                     ..Default::default()
                 },
             )
