@@ -430,15 +430,21 @@ async fn collect_gzip(
     StatusCode::OK
 }
 
-#[test]
-fn the_http_sink_gzips_and_rides_out_a_service_that_fails_for_a_while() {
+/// Serves a `GzipCollector` at /ingest that fails its first `fail_first` requests.
+fn start_gzip_collector(fail_first: usize) -> (String, Arc<GzipCollector>) {
     let collector = Arc::new(GzipCollector::default());
-    collector.fail_first.store(3, Ordering::SeqCst);
+    collector.fail_first.store(fail_first, Ordering::SeqCst);
     let addr = serve_on_thread(
         axum::Router::new()
             .route("/ingest", axum::routing::post(collect_gzip))
             .with_state(collector.clone()),
     );
+    (addr, collector)
+}
+
+#[test]
+fn the_http_sink_gzips_and_rides_out_a_service_that_fails_for_a_while() {
+    let (addr, collector) = start_gzip_collector(3);
     let s = Scratch::new();
     let file = s.write(
         "p.yaml",
@@ -473,13 +479,7 @@ fn the_http_sink_gzips_and_rides_out_a_service_that_fails_for_a_while() {
 
 #[test]
 fn the_http_sink_breaker_opens_on_a_failing_service_dead_letters_and_recovers() {
-    let collector = Arc::new(GzipCollector::default());
-    collector.fail_first.store(4, Ordering::SeqCst);
-    let addr = serve_on_thread(
-        axum::Router::new()
-            .route("/ingest", axum::routing::post(collect_gzip))
-            .with_state(collector.clone()),
-    );
+    let (addr, collector) = start_gzip_collector(4);
     let s = Scratch::new();
     let file = s.write(
         "p.yaml",

@@ -84,6 +84,29 @@ fn ids(s: &Scratch, name: &str) -> Vec<u64> {
         .collect()
 }
 
+/// Publishes `{"i": 0..total}` into `stream` on `subject` with a
+/// publisher pipeline (file source -> nats sink), run to completion.
+fn publish(s: &Scratch, url: &str, stream: &str, subject: &str, total: u64) {
+    let input: String = (0..total).map(|i| format!("{{\"i\":{i}}}\n")).collect();
+    std::fs::write(s.path("input.ndjson"), input).unwrap();
+    let publisher = s.write(
+        "publisher.yaml",
+        &format!(
+            "name: publisher\nsources:\n  in: {{type: file, path: $DIR/input.ndjson}}\nsinks:\n  bus: {{type: nats, inputs: [in], url: '{url}', subject: '{subject}', stream: {stream}}}\n"
+        ),
+    );
+    let published = run(
+        &[
+            "run",
+            publisher.to_str().unwrap(),
+            "--metrics-address",
+            "off",
+        ],
+        None,
+    );
+    assert!(published.status.success(), "{}", text(&published.stderr));
+}
+
 macro_rules! nats_or_skip {
     () => {
         match server() {
@@ -104,8 +127,6 @@ fn three_consumers_share_a_durable_and_survive_one_kill_9() {
     let s = Scratch::new();
     let (stream, subject) = (unique("S"), unique("events."));
     let total: u64 = 30_000;
-    let input: String = (0..total).map(|i| format!("{{\"i\":{i}}}\n")).collect();
-    std::fs::write(s.path("input.ndjson"), input).unwrap();
     let consumer = |n: usize| {
         s.write(
             &format!("consumer{n}.yaml"),
@@ -119,22 +140,7 @@ fn three_consumers_share_a_durable_and_survive_one_kill_9() {
         .iter()
         .map(|f| Some(Daemon::start(f, &[], Stdio::null())))
         .collect();
-    let publisher = s.write(
-        "publisher.yaml",
-        &format!(
-            "name: publisher\nsources:\n  in: {{type: file, path: $DIR/input.ndjson}}\nsinks:\n  bus: {{type: nats, inputs: [in], url: '{url}', subject: '{subject}', stream: {stream}}}\n"
-        ),
-    );
-    let published = run(
-        &[
-            "run",
-            publisher.to_str().unwrap(),
-            "--metrics-address",
-            "off",
-        ],
-        None,
-    );
-    assert!(published.status.success(), "{}", text(&published.stderr));
+    publish(&s, url, &stream, &subject, total);
 
     let written = |n: usize| ids(&s, &format!("out{n}.ndjson"));
     assert!(eventually(LONG, || written(2).len() > 2_000));
@@ -193,24 +199,7 @@ fn a_consumer_restarted_after_sigterm_repeats_nothing() {
     let s = Scratch::new();
     let (stream, subject) = (unique("R"), unique("restart."));
     let total: u64 = 5_000;
-    let input: String = (0..total).map(|i| format!("{{\"i\":{i}}}\n")).collect();
-    std::fs::write(s.path("input.ndjson"), input).unwrap();
-    let publisher = s.write(
-        "publisher.yaml",
-        &format!(
-            "sources:\n  in: {{type: file, path: $DIR/input.ndjson}}\nsinks:\n  bus: {{type: nats, inputs: [in], url: '{url}', subject: '{subject}', stream: {stream}}}\n"
-        ),
-    );
-    let published = run(
-        &[
-            "run",
-            publisher.to_str().unwrap(),
-            "--metrics-address",
-            "off",
-        ],
-        None,
-    );
-    assert!(published.status.success(), "{}", text(&published.stderr));
+    publish(&s, url, &stream, &subject, total);
     let consumer = s.write(
         "consumer.yaml",
         &format!(
@@ -282,24 +271,7 @@ fn messages_a_sink_could_not_write_are_nakd_and_redelivered() {
     let s = Scratch::new();
     let (stream, subject) = (unique("N"), unique("nak."));
     let total: u64 = 300;
-    let input: String = (0..total).map(|i| format!("{{\"i\":{i}}}\n")).collect();
-    std::fs::write(s.path("input.ndjson"), input).unwrap();
-    let publisher = s.write(
-        "publisher.yaml",
-        &format!(
-            "sources:\n  in: {{type: file, path: $DIR/input.ndjson}}\nsinks:\n  bus: {{type: nats, inputs: [in], url: '{url}', subject: '{subject}', stream: {stream}}}\n"
-        ),
-    );
-    let published = run(
-        &[
-            "run",
-            publisher.to_str().unwrap(),
-            "--metrics-address",
-            "off",
-        ],
-        None,
-    );
-    assert!(published.status.success(), "{}", text(&published.stderr));
+    publish(&s, url, &stream, &subject, total);
     // The service is down at first: every POST fails and is not retried.
     let port = free_port();
     let consumer = s.write(
@@ -370,24 +342,7 @@ fn messages_waiting_longer_than_ack_wait_in_a_slow_pipeline_are_not_redelivered(
     let s = Scratch::new();
     let (stream, subject) = (unique("P"), unique("progress."));
     let total: u64 = 1_000;
-    let input: String = (0..total).map(|i| format!("{{\"i\":{i}}}\n")).collect();
-    std::fs::write(s.path("input.ndjson"), input).unwrap();
-    let publisher = s.write(
-        "publisher.yaml",
-        &format!(
-            "sources:\n  in: {{type: file, path: $DIR/input.ndjson}}\nsinks:\n  bus: {{type: nats, inputs: [in], url: '{url}', subject: '{subject}', stream: {stream}}}\n"
-        ),
-    );
-    let published = run(
-        &[
-            "run",
-            publisher.to_str().unwrap(),
-            "--metrics-address",
-            "off",
-        ],
-        None,
-    );
-    assert!(published.status.success(), "{}", text(&published.stderr));
+    publish(&s, url, &stream, &subject, total);
     // 1,000 messages through a 250/s sink take 4 s, four times ack_wait:
     // "in progress" keeps JetStream from redelivering what is queued.
     let consumer = s.write(
@@ -415,22 +370,7 @@ fn max_deliver_stops_redelivering_what_a_sink_never_takes() {
     let url = nats_or_skip!();
     let s = Scratch::new();
     let (stream, subject) = (unique("M"), unique("poison."));
-    let publisher = s.write(
-        "publisher.yaml",
-        &format!(
-            "sources:\n  in: {{type: generator, count: 5, events: [{{p: 1}}]}}\nsinks:\n  bus: {{type: nats, inputs: [in], url: '{url}', subject: '{subject}', stream: {stream}}}\n"
-        ),
-    );
-    let published = run(
-        &[
-            "run",
-            publisher.to_str().unwrap(),
-            "--metrics-address",
-            "off",
-        ],
-        None,
-    );
-    assert!(published.status.success(), "{}", text(&published.stderr));
+    publish(&s, url, &stream, &subject, 5);
     let dead = free_port();
     let consumer = s.write(
         "consumer.yaml",
