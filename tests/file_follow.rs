@@ -235,3 +235,32 @@ fn a_reload_replacing_the_followed_source_resumes_from_its_checkpoint() {
         "across the reload",
     );
 }
+
+#[test]
+fn the_file_sink_writes_a_new_file_after_its_output_is_rotated() {
+    let s = Scratch::new();
+    let file = pipeline(&s, None);
+    append(&s, "app.log", 0..100);
+    let mut d = start(&s, &file);
+    assert!(
+        eventually(LONG, || ids(&s).len() == 100),
+        "{}",
+        d.log_text()
+    );
+    std::fs::rename(s.path("out.ndjson"), s.path("out.ndjson.1")).unwrap();
+    append(&s, "app.log", 100..200);
+    assert!(
+        eventually(LONG, || ids(&s).len() == 100 && ids(&s)[0] == 100),
+        "{}",
+        d.log_text()
+    );
+    d.signal("TERM");
+    assert_eq!(d.wait(LONG), Some(0));
+    let rotated: Vec<u64> = s
+        .read_lines("out.ndjson.1")
+        .iter()
+        .map(|e| e["i"].as_u64().unwrap())
+        .collect();
+    assert_ids(&rotated, &(0..100).collect::<Vec<_>>(), "the rotated file");
+    assert_ids(&ids(&s), &(100..200).collect::<Vec<_>>(), "the new file");
+}

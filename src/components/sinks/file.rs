@@ -1,5 +1,6 @@
 //! `file`: appends events to a file, one per line, creating the file and
-//! its directory when missing.
+//! its directory when missing. When the file is moved or deleted (log
+//! rotation), the next write creates it again at `path`.
 
 use super::{OutputCodec, encode_lines};
 use crate::components::{ComponentError, Encoded, Sink};
@@ -33,8 +34,16 @@ impl FileSinkConfig {
 pub struct FileSink {
     path: PathBuf,
     codec: OutputCodec,
-    /// Opened on the first write, so a pipeline that writes nothing creates nothing.
-    file: tokio::sync::Mutex<Option<tokio::fs::File>>,
+    /// Opened on the first write, so a pipeline that writes nothing creates
+    /// nothing; with the (device, inode) it was opened as.
+    file: tokio::sync::Mutex<Option<(tokio::fs::File, (u64, u64))>>,
+}
+
+/// The identity of the file at `path` now, if there is one.
+fn identity(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    // A stat per batch: a microsecond, against a write of up to 1,000 events.
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 impl FileSink {
@@ -54,6 +63,16 @@ impl Sink for FileSink {
             return Ok(());
         }
         let mut slot = self.file.lock().await;
+        let now = identity(&self.path);
+        if let Some((_, opened)) = slot.as_ref()
+            && now != Some(*opened)
+        {
+            tracing::info!(
+                "'{}' was moved or removed; writing to a new file at the path",
+                self.path.display()
+            );
+            *slot = None;
+        }
         if slot.is_none() {
             if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 tokio::fs::create_dir_all(dir)
@@ -66,9 +85,14 @@ impl Sink for FileSink {
                 .open(&self.path)
                 .await
                 .map_err(|e| self.io("opening", e))?;
-            *slot = Some(file);
+            let opened = {
+                use std::os::unix::fs::MetadataExt;
+                let m = file.metadata().await.map_err(|e| self.io("opening", e))?;
+                (m.dev(), m.ino())
+            };
+            *slot = Some((file, opened));
         }
-        let file = slot.as_mut().expect("opened above");
+        let (file, _) = slot.as_mut().expect("opened above");
         file.write_all(&encoded.bytes)
             .await
             .map_err(|e| self.io("writing", e))?;
@@ -79,7 +103,7 @@ impl Sink for FileSink {
     }
 
     async fn flush(&self) -> Result<(), ComponentError> {
-        if let Some(file) = self.file.lock().await.as_mut() {
+        if let Some((file, _)) = self.file.lock().await.as_mut() {
             file.flush().await.map_err(|e| self.io("flushing", e))?;
             file.sync_data().await.map_err(|e| self.io("syncing", e))?;
         }
