@@ -19,7 +19,8 @@ type Pending = Arc<Mutex<HashMap<u64, Vec<Subject>>>>;
 pub struct Acker {
     next_id: u64,
     pending: Pending,
-    tx: mpsc::UnboundedSender<(u64, Delivery)>,
+    /// (batch, outcome, whether it counts in the metrics).
+    tx: mpsc::UnboundedSender<(u64, Delivery, bool)>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -48,14 +49,15 @@ impl Acker {
         let id = self.register(replies);
         let tx = self.tx.clone();
         Acks::new(move |delivery| {
-            let _ = tx.send((id, delivery));
+            let _ = tx.send((id, delivery, true));
         })
     }
 
-    /// Messages fetched but not taken into the pipeline: nak'ed at once.
+    /// Messages fetched but not taken into the pipeline: nak'ed at once
+    /// (not counted: nothing failed, they were never taken).
     pub fn hand_back(&mut self, replies: Vec<Subject>) {
         let id = self.register(replies);
-        let _ = self.tx.send((id, Delivery::Failed));
+        let _ = self.tx.send((id, Delivery::Failed, false));
     }
 
     /// Waits until every batch handed out is settled and its answer sent.
@@ -71,7 +73,7 @@ fn lock(p: &Pending) -> std::sync::MutexGuard<'_, HashMap<u64, Vec<Subject>>> {
 
 async fn run(
     client: Client,
-    mut settled: mpsc::UnboundedReceiver<(u64, Delivery)>,
+    mut settled: mpsc::UnboundedReceiver<(u64, Delivery, bool)>,
     pending: Pending,
     counters: AckCounters,
     ack_wait: Duration,
@@ -83,10 +85,12 @@ async fn run(
     loop {
         tokio::select! {
             next = settled.recv() => {
-                let Some((id, delivery)) = next else { break };
+                let Some((id, delivery, counted)) = next else { break };
                 let replies = lock(&pending).remove(&id).unwrap_or_default();
                 sent = true;
-                counters.count(delivery, replies.len());
+                if counted {
+                    counters.count(delivery, replies.len());
+                }
                 let payload: bytes::Bytes = match delivery {
                     Delivery::Delivered => AckKind::Ack.into(),
                     // Redelivered after a second, so a failing sink is not hammered.
