@@ -322,3 +322,25 @@ fn json_logs_are_one_object_per_line() {
         );
     }
 }
+
+#[test]
+fn the_deadline_counts_events_a_keyed_rate_limit_holds_as_undelivered() {
+    let s = Scratch::new();
+    let file = s.write(
+        "p.yaml",
+        "sources:\n  g: {type: generator, count: 50, events: [{k: slow}]}\nsinks:\n  out:\n    type: blackhole\n    inputs: [g]\n    rate_limit: {rate: 1, per: 1h, key: '.k'}\n",
+    );
+    let mut d = Daemon::start(&file, &["--shutdown-timeout", "500ms"], Stdio::null());
+    assert!(eventually(LONG, || metric(
+        &d.metrics(),
+        "flowgate_events_in_total",
+        &[("component", "out")]
+    ) == Some(50.0)));
+    d.signal("TERM");
+    assert_eq!(d.wait(LONG), Some(1), "{}", d.log_text());
+    let log = d.log_text();
+    assert!(
+        log.contains("49 events left undelivered"),
+        "one passed the limit, 49 are parked:\n{log}"
+    );
+}

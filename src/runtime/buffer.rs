@@ -20,6 +20,8 @@ struct State {
     events: usize,
     /// Events the stage took from the queue and has not handed on yet.
     in_flight: usize,
+    /// Events the stage's keyed rate limit holds back (parked).
+    parked: usize,
     senders: usize,
     receiver_alive: bool,
 }
@@ -56,6 +58,7 @@ pub fn channel(
             queue: VecDeque::new(),
             events: 0,
             in_flight: 0,
+            parked: 0,
             senders: 1,
             receiver_alive: true,
         }),
@@ -279,10 +282,16 @@ pub struct BufferGauge {
 }
 
 impl BufferGauge {
-    /// Queued plus in-flight events (what a shutdown deadline leaves undelivered).
+    /// Queued, in-flight and parked events (what a shutdown deadline
+    /// leaves undelivered).
     pub fn events(&self) -> usize {
         let state = self.shared.lock();
-        state.events + state.in_flight
+        state.events + state.in_flight + state.parked
+    }
+
+    /// How many events the stage's keyed rate limit holds now.
+    pub fn set_parked(&self, n: usize) {
+        self.shared.lock().parked = n;
     }
 
     /// The stage has handed on (or dropped by rule) `n` events it received.

@@ -202,12 +202,18 @@ async fn drive<T, W, WF, E, F>(
             }
         }
     };
+    // Parked events have left their batch but not the stage: the gauge
+    // counts them apart, as the limiter reports them after each batch.
+    let parking = intake.parking.clone();
     let emit = |(result, acks, n): (T, Acks, usize)| {
         let done = emit(result, acks);
-        let gauge = gauge.clone();
+        let (gauge, parking) = (gauge.clone(), parking.clone());
         async move {
             done.await;
             gauge.settle(n);
+            if let Some(limiter) = parking.as_ref().and_then(|c| c.parking()) {
+                gauge.set_parked(limiter.parked());
+            }
         }
     };
     let mut intake = intake;
