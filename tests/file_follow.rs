@@ -43,6 +43,21 @@ fn ids(s: &Scratch) -> Vec<u64> {
         .collect()
 }
 
+/// Waits until the output holds `total` lines, stops the daemon (SIGTERM,
+/// exit 0) and checks that they are 0..total, each once, in order; a moment
+/// is left for a line written twice to show.
+fn expect_exactly(s: &Scratch, mut d: Daemon, total: u64, what: &str) {
+    assert!(
+        eventually(LONG, || ids(s).len() >= total as usize),
+        "{}",
+        d.log_text()
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    d.signal("TERM");
+    assert_eq!(d.wait(LONG), Some(0));
+    assert_ids(&ids(s), &(0..total).collect::<Vec<_>>(), what);
+}
+
 fn start(s: &Scratch, file: &std::path::Path) -> Daemon {
     let state = s.path("state");
     Daemon::start(
@@ -127,19 +142,8 @@ fn restart_after_sigterm_loses_and_repeats_nothing() {
     let before = ids(&s).len();
     w.join().unwrap();
     assert!(before < total as usize, "the restart must have work left");
-    let mut d = start(&s, &file);
-    assert!(
-        eventually(LONG, || ids(&s).len() >= total as usize),
-        "{}",
-        d.log_text()
-    );
-    d.signal("TERM");
-    assert_eq!(d.wait(LONG), Some(0));
-    assert_ids(
-        &ids(&s),
-        &(0..total).collect::<Vec<_>>(),
-        "after a SIGTERM restart",
-    );
+    let d = start(&s, &file);
+    expect_exactly(&s, d, total, "after a SIGTERM restart");
 }
 
 #[test]
@@ -206,7 +210,7 @@ fn a_reload_replacing_the_followed_source_resumes_from_its_checkpoint() {
     let file = pipeline(&s, Some(20_000));
     let total = 20_000;
     let w = writer(&s, total);
-    let mut d = start(&s, &file);
+    let d = start(&s, &file);
     assert!(eventually(LONG, || ids(&s).len() > 2_000));
     // A changed poll interval replaces the source: the old instance drains
     // and checkpoints, the new one starts from that checkpoint.
@@ -221,19 +225,7 @@ fn a_reload_replacing_the_followed_source_resumes_from_its_checkpoint() {
         d.log_text()
     );
     w.join().unwrap();
-    assert!(
-        eventually(LONG, || ids(&s).len() >= total as usize),
-        "{}",
-        d.log_text()
-    );
-    std::thread::sleep(Duration::from_millis(200));
-    d.signal("TERM");
-    assert_eq!(d.wait(LONG), Some(0));
-    assert_ids(
-        &ids(&s),
-        &(0..total).collect::<Vec<_>>(),
-        "across the reload",
-    );
+    expect_exactly(&s, d, total, "across the reload");
 }
 
 #[test]
@@ -263,4 +255,35 @@ fn the_file_sink_writes_a_new_file_after_its_output_is_rotated() {
         .collect();
     assert_ids(&rotated, &(0..100).collect::<Vec<_>>(), "the rotated file");
     assert_ids(&ids(&s), &(100..200).collect::<Vec<_>>(), "the new file");
+}
+
+#[test]
+fn read_from_end_takes_only_lines_written_after_the_start_and_text_keeps_them_whole() {
+    let s = Scratch::new();
+    append(&s, "app.log", 0..50);
+    let file = s.write(
+        "p.yaml",
+        "sources:\n  logs: {type: file, path: $DIR/app.log, follow: true, read_from: end, codec: text, poll_interval: 20ms}\nsinks:\n  out: {type: file, inputs: [logs], path: $DIR/out.ndjson}\n",
+    );
+    let mut d = start(&s, &file);
+    // Nothing of what was there before is read; wait for the tail to be in place.
+    assert!(eventually(LONG, || d
+        .log_text()
+        .contains("pipeline started")));
+    std::thread::sleep(Duration::from_millis(200));
+    append(&s, "app.log", 50..60);
+    assert!(
+        eventually(LONG, || s.read_lines("out.ndjson").len() == 10),
+        "{}",
+        d.log_text()
+    );
+    d.signal("TERM");
+    assert_eq!(d.wait(LONG), Some(0));
+    let got: Vec<String> = s
+        .read_lines("out.ndjson")
+        .iter()
+        .map(|e| e["message"].as_str().unwrap().to_string())
+        .collect();
+    let want: Vec<String> = (50..60).map(|i| format!("{{\"i\":{i}}}")).collect();
+    assert_eq!(got, want);
 }

@@ -397,3 +397,40 @@ fn max_deliver_stops_redelivering_what_a_sink_never_takes() {
     d.signal("TERM");
     assert_eq!(d.wait(LONG), Some(0));
 }
+
+#[test]
+fn the_text_codec_publishes_and_reads_plain_messages() {
+    let url = nats_or_skip!();
+    let s = Scratch::new();
+    let (stream, subject) = (unique("T"), unique("text."));
+    let publisher = s.write(
+        "publisher.yaml",
+        &format!(
+            "sources:\n  in: {{type: generator, count: 3, events: [{{message: 'plain words'}}]}}\nsinks:\n  bus: {{type: nats, inputs: [in], url: '{url}', subject: '{subject}', stream: {stream}, codec: text}}\n"
+        ),
+    );
+    let published = run(
+        &[
+            "run",
+            publisher.to_str().unwrap(),
+            "--metrics-address",
+            "off",
+        ],
+        None,
+    );
+    assert!(published.status.success(), "{}", text(&published.stderr));
+    let consumer = s.write(
+        "consumer.yaml",
+        &format!(
+            "sources:\n  bus: {{type: nats, url: '{url}', stream: {stream}, subject: '{subject}', durable: text, codec: text}}\nsinks:\n  out: {{type: file, inputs: [bus], path: $DIR/out.ndjson}}\n"
+        ),
+    );
+    let mut d = Daemon::start(&consumer, &[], Stdio::null());
+    assert!(eventually(LONG, || s.read_lines("out.ndjson").len() == 3));
+    d.signal("TERM");
+    assert_eq!(d.wait(LONG), Some(0));
+    // The payload was the bare text, not JSON: it comes back as `.message`.
+    for e in s.read_lines("out.ndjson") {
+        assert_eq!(e, serde_json::json!({"message": "plain words"}));
+    }
+}
