@@ -212,8 +212,17 @@ mod tests {
         let third = cp.acks_for(at(30), 1, &counters);
         let held = third.clone();
         drop(third);
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        assert_eq!(load(&file, Path::new("w.log"), "c"), Some(at(20)));
+        // The write happens on a blocking thread: wait for it (generously,
+        // a busy machine may take a while), never for a fixed time.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while load(&file, Path::new("w.log"), "c") != Some(at(20)) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no checkpoint at 20 within 30s: {:?}",
+                load(&file, Path::new("w.log"), "c")
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         drop(held);
         cp.finish().await;
         assert_eq!(load(&file, Path::new("w.log"), "c"), Some(at(30)));
