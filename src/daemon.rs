@@ -11,6 +11,7 @@
 
 use crate::graph::Pipeline;
 use crate::http::{self, Status};
+use crate::plan::Host;
 use crate::runtime::RunningPipeline;
 use crate::telemetry::Metrics;
 use futures_util::StreamExt;
@@ -36,6 +37,8 @@ pub struct RunOptions {
     /// sizes, modification times); a change that holds for one poll
     /// triggers a reload.
     pub watch: Option<Box<dyn Fn() -> u64 + Send>>,
+    /// `--data-dir`: where pipelines keep state (checkpoints).
+    pub data_dir: std::path::PathBuf,
 }
 
 /// How often `--watch` looks at the files. Polling (rather than inotify)
@@ -61,6 +64,7 @@ type Waiting = Pin<Box<dyn Future<Output = (String, Result<(), String>)> + Send>
 
 struct Daemon {
     metrics: Arc<Metrics>,
+    host: Host,
     status: Status,
     running: HashMap<String, Arc<RunningPipeline>>,
     waits: FuturesUnordered<Waiting>,
@@ -69,11 +73,7 @@ struct Daemon {
 
 impl Daemon {
     fn start(&mut self, pipeline: Pipeline) {
-        let running = Arc::new(RunningPipeline::start(
-            pipeline,
-            &self.metrics,
-            &self.status.taps,
-        ));
+        let running = Arc::new(RunningPipeline::start(pipeline, &self.host));
         let name = running.name.clone();
         let waiter = running.clone();
         self.running.insert(name.clone(), running);
@@ -114,7 +114,7 @@ impl Daemon {
             match self.running.get(&pipeline.name) {
                 Some(running) => {
                     let name = pipeline.name.clone();
-                    match running.apply(pipeline, &self.metrics, &self.status.taps) {
+                    match running.apply(pipeline, &self.host) {
                         Ok(a) => tracing::info!(
                             pipeline = %name,
                             "reloaded: {} kept, {} replaced, {} added, {} removed",
@@ -187,8 +187,14 @@ pub async fn run(pipelines: Vec<Pipeline>, options: RunOptions) -> Outcome {
         }
     }
 
+    let host = Host {
+        metrics: metrics.clone(),
+        taps: status.taps.clone(),
+        data_dir: options.data_dir.clone(),
+    };
     let mut d = Daemon {
         metrics,
+        host,
         status,
         running: HashMap::new(),
         waits: FuturesUnordered::new(),

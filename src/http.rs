@@ -1,6 +1,6 @@
 //! `/metrics`, `/health` and `/ready` on `--metrics-address`.
 
-use crate::runtime::tap::Taps;
+use crate::flow::tap::Taps;
 use crate::telemetry::Metrics;
 use axum::Router;
 use axum::extract::{Path, State};

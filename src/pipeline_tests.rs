@@ -4,10 +4,10 @@
 //! and compares the outputs the test names with what it expects.
 
 use crate::config::tests::TestCase;
-use crate::event::{Batch, Event, Value};
+use crate::core::{Batch, Event, Value};
 use crate::graph::{InputRef, Pipeline, resolve_output};
+use crate::plan::build::{TestSetup, build_with};
 use crate::runtime::RunningPipeline;
-use crate::runtime::build::{TestSetup, build_with};
 use crate::telemetry::Metrics;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -22,11 +22,11 @@ pub async fn run(pipeline: &Pipeline, case: &TestCase) -> Result<(), String> {
         .iter()
         .position(|c| c.name == case.input.component)
         .ok_or_else(|| format!("no transform '{}'", case.input.component))?;
-    let metrics = Metrics::new();
+    // Sources are cut off in a test build: nothing keeps state.
+    let host = crate::plan::Host::new(Metrics::new(), std::env::temp_dir());
     let (pieces, handles) = build_with(
         pipeline,
-        &metrics,
-        &Default::default(),
+        &host,
         Some(TestSetup {
             inject,
             faults: &case.faults,
@@ -58,7 +58,7 @@ pub async fn run(pipeline: &Pipeline, case: &TestCase) -> Result<(), String> {
     if !events.is_empty() {
         handles
             .injector
-            .send(events, crate::event::Acks::none())
+            .send(events, crate::core::Acks::none())
             .await
             .map_err(|_| "the tested transform stopped before taking the events".to_string())?;
     }

@@ -4,14 +4,14 @@
 use flowgate::components::{Transform, TransformOutput};
 use flowgate::config::controls::{OnError, WhenFull};
 use flowgate::controls::StageControls;
-use flowgate::event::Batch;
+use flowgate::core::Batch;
+use flowgate::flow::buffer;
+use flowgate::flow::control::PipelineControl;
+use flowgate::flow::fanout::Fanout;
+use flowgate::flow::on_error::ErrorHandler;
+use flowgate::plan::build::{Pieces, Task};
 use flowgate::runtime::RunningPipeline;
-use flowgate::runtime::buffer;
-use flowgate::runtime::build::{Pieces, Task};
-use flowgate::runtime::control::PipelineControl;
-use flowgate::runtime::errors::ErrorHandler;
-use flowgate::runtime::fanout::Fanout;
-use flowgate::runtime::stage::{Concurrency, PortOutput, StageParts, run_transform};
+use flowgate::stage::{Concurrency, PortOutput, StageParts, run_transform};
 use flowgate::telemetry::Metrics;
 
 use std::sync::Arc;
@@ -82,7 +82,7 @@ async fn a_panicking_worker_is_caught_named_and_fails_the_pipeline() {
             if tx
                 .send(
                     vec![flowgate::ev!({ "n": n })],
-                    flowgate::event::Acks::none(),
+                    flowgate::core::Acks::none(),
                 )
                 .await
                 .is_err()
@@ -110,7 +110,7 @@ async fn a_panicking_worker_is_caught_named_and_fails_the_pipeline() {
         );
         // Upstream sends to the dead stage report the undelivered events.
         assert!(
-            tx.send(vec![flowgate::ev!({"n": 9})], flowgate::event::Acks::none())
+            tx.send(vec![flowgate::ev!({"n": 9})], flowgate::core::Acks::none())
                 .await
                 .is_err()
         );

@@ -40,7 +40,7 @@ enum Command {
         #[arg(long)]
         watch: bool,
         /// Where checkpoints and other state are kept (one directory per pipeline).
-        #[arg(long, default_value = crate::runtime::data_dir::DEFAULT)]
+        #[arg(long, default_value = crate::plan::DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
         /// Log format; the level comes from RUST_LOG (default info).
         #[arg(long, value_enum, default_value = "text")]
@@ -182,7 +182,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             log_format,
         } => {
             logging::init(log_format);
-            crate::runtime::data_dir::set(data_dir);
             let files = expand(&paths)?;
             let Some(pipelines) = load_all(&files) else {
                 return Ok(ExitCode::from(EXIT_CONFIG));
@@ -196,6 +195,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     let watched = paths.clone();
                     Box::new(move || fingerprint(&watched)) as Box<dyn Fn() -> u64 + Send>
                 }),
+                data_dir,
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -9,9 +9,10 @@ pub mod sinks;
 pub mod sources;
 pub mod transforms;
 
-use crate::event::{Acks, Batch, Event};
-use crate::runtime::errors::{ErrorHandler, Failed};
-use crate::runtime::fanout::Fanout;
+use crate::core::Failed;
+use crate::core::{Acks, Batch, Event};
+use crate::flow::fanout::Fanout;
+use crate::flow::on_error::ErrorHandler;
 use crate::telemetry::ComponentMetrics;
 use tokio_util::sync::CancellationToken;
 
@@ -60,8 +61,11 @@ pub use transforms::TransformKind;
 /// What a source is given to run.
 pub struct SourceContext {
     pub name: String,
-    /// The pipeline's name (where its state lives under `--data-dir`).
+    /// The pipeline's name.
     pub pipeline: String,
+    /// Where this pipeline's sources keep state between runs
+    /// (`<--data-dir>/<pipeline>/`), e.g. file checkpoints.
+    pub state_dir: std::path::PathBuf,
     /// Events the buffers downstream of this source hold in all (what an
     /// acknowledging source may have outstanding without overfilling them).
     pub downstream_capacity: usize,
@@ -147,15 +151,6 @@ pub trait Transform: Send + Sync + 'static {
     fn process(&self, batch: Batch, out: &mut TransformOutput);
 }
 
-/// Why a call failed, and whether trying again may help.
-#[derive(Debug, Clone)]
-pub struct CallError {
-    pub message: String,
-    /// The `error_type` label: `http`, `io`, `decode`, `program`, ...
-    pub error_type: &'static str,
-    pub retryable: bool,
-}
-
 /// An I/O-bound transform called once per event; the stage runs up to
 /// `workers` calls at once, each through the stage controls.
 #[async_trait::async_trait]
@@ -192,46 +187,5 @@ pub trait Sink: Send + Sync + 'static {
     async fn flush(&self) -> Result<(), ComponentError>;
 }
 
-/// A component's failure at run time.
-#[derive(Debug, thiserror::Error)]
-pub enum ComponentError {
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{0}")]
-    Other(String),
-    /// A failure retrying cannot fix (e.g. an HTTP 4xx other than 408/429).
-    #[error("{message}")]
-    Permanent {
-        message: String,
-        error_type: &'static str,
-    },
-    /// A failure that may pass, of a given error type (e.g. an HTTP 5xx).
-    #[error("{message}")]
-    Transient {
-        message: String,
-        error_type: &'static str,
-    },
-}
-
-impl ComponentError {
-    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Self::Io {
-            context: context.into(),
-            source,
-        }
-    }
-
-    /// The `error_type` label of this failure.
-    pub fn error_type(&self) -> &'static str {
-        match self {
-            Self::Io { .. } | Self::Other(_) => "io",
-            Self::Permanent { error_type, .. } | Self::Transient { error_type, .. } => error_type,
-        }
-    }
-}
-
-pub use crate::event::message_event as raw_line_event;
+pub use crate::core::message_event as raw_line_event;
+pub use crate::core::{CallError, ComponentError};

@@ -5,9 +5,7 @@ pub mod controls;
 pub mod duration;
 pub mod error;
 pub mod interpolate;
-pub mod load;
 pub mod positions;
 pub mod tests;
 
 pub use error::{ConfigError, ConfigWarning};
-pub use load::{RawPipeline, RawSource, RawStage, load_file, parse};

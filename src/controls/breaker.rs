@@ -6,7 +6,7 @@
 //! `tokio::time::pause()`.
 
 use crate::config::controls::CircuitBreakerConfig;
-use prometheus::{IntCounter, IntGauge};
+pub use crate::telemetry::BreakerMetrics;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -37,13 +37,6 @@ impl State {
             State::HalfOpen => "half_open",
         }
     }
-}
-
-/// Metric handles a breaker reports to.
-pub struct BreakerMetrics {
-    pub state: IntGauge,
-    /// `transitions_total{to="closed"|"open"|"half_open"}`.
-    pub to: [IntCounter; 3],
 }
 
 /// The failure-rate window in 10 buckets, so memory does not grow with the call rate.
@@ -317,8 +310,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_gauge_shows_half_open_without_traffic() {
-        let gauge = IntGauge::new("s", "s").unwrap();
-        let to = ["c", "o", "h"].map(|n| IntCounter::new(n, n).unwrap());
+        let gauge = prometheus::IntGauge::new("s", "s").unwrap();
+        let to = ["c", "o", "h"].map(|n| prometheus::IntCounter::new(n, n).unwrap());
         let b = CircuitBreaker::new(
             config(),
             "c",

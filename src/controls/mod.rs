@@ -134,8 +134,8 @@ pub fn retries(config: Option<&RetryConfig>) -> bool {
 }
 
 use crate::config::controls::WhenOpen;
-use crate::event::{Acks, Batch};
-use crate::runtime::errors::Failed;
+use crate::core::Failed;
+use crate::core::{Acks, Batch};
 use crate::telemetry::ComponentMetrics;
 use breaker::{Admission, CircuitBreaker};
 use rate_limit::RateLimiter;

@@ -11,14 +11,14 @@
 /// Keyed parking needs the stage driver to come back for parked events:
 /// `parked`, `next_ready_in` and `take_ready`.
 use crate::config::controls::{RateLimitConfig, WhenLimited};
-use crate::event::{Acks, Batch, Event, Str, Value};
+use crate::core::{Acks, Batch, Event, Str, Value};
 use crate::expr::Program;
 use governor::clock::Clock;
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter as Gcra};
 use lru::LruCache;
-use prometheus::{Counter, IntCounter};
+
 use std::collections::{HashMap, VecDeque};
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::Mutex;
@@ -61,11 +61,7 @@ enum Buckets {
     },
 }
 
-/// Metric handles the limiter reports to.
-pub struct RateLimitMetrics {
-    pub delay_seconds: Counter,
-    pub evictions: IntCounter,
-}
+pub use crate::telemetry::RateLimitMetrics;
 
 pub struct RateLimiter {
     quota: Quota,
@@ -420,8 +416,8 @@ mod tests {
         c.key = Some(".k".into());
         let m = crate::telemetry::Metrics::new();
         let metrics = RateLimitMetrics {
-            delay_seconds: Counter::new("d", "d").unwrap(),
-            evictions: IntCounter::new("e", "e").unwrap(),
+            delay_seconds: prometheus::Counter::new("d", "d").unwrap(),
+            evictions: prometheus::IntCounter::new("e", "e").unwrap(),
         };
         let evictions = metrics.evictions.clone();
         drop(m);
@@ -462,7 +458,7 @@ mod tests {
         input.extend(batch(2, "d").into_iter().map(|mut e| {
             e.as_object_mut()
                 .unwrap()
-                .insert("i".into(), crate::event::Value::from(10));
+                .insert("i".into(), crate::core::Value::from(10));
             e
         }));
         let (out, _) = l.admit(input, &Acks::none()).await;

@@ -3,7 +3,7 @@
 //! this path costs a few microseconds per event.
 
 use super::value::{EvalError, EvalResult};
-use crate::event::{Map, Number, Value};
+use crate::core::{Map, Number, Value};
 use jaq_core::data::JustLut;
 use jaq_core::load::{Arena, File, Loader};
 use jaq_core::{Compiler, Ctx, Vars};
@@ -144,7 +144,7 @@ fn from_val(v: &Val) -> EvalResult<Value> {
             for (k, val) in o.iter() {
                 let key = match k {
                     Val::TStr(b) | Val::BStr(b) => {
-                        crate::event::Str::from(String::from_utf8_lossy(b))
+                        crate::core::Str::from(String::from_utf8_lossy(b))
                     }
                     other => return Err(EvalError(format!("object key {other} is not a string"))),
                 };

@@ -9,8 +9,8 @@ mod interp;
 mod native;
 pub mod value;
 
-use crate::event::Event;
-use crate::event::Value;
+use crate::core::Event;
+use crate::core::Value;
 use std::borrow::Cow;
 pub use value::EvalError;
 

@@ -9,7 +9,7 @@
 //! which keeps this file small and its semantics easy to check against jq.
 
 use super::value::{self, EvalError, EvalResult, MathOp, PathKey};
-use crate::event::{Map, Str, Value};
+use crate::core::{Map, Str, Value};
 use jaq_core::load::lex::StrPart;
 use jaq_core::load::parse::{BinaryOp, Term};
 use jaq_core::ops::{Cmp, Math};

@@ -3,7 +3,7 @@
 //! evaluator uses these; the jaq fallback has its own, and tests check both
 //! agree with `jq -c`.
 
-use crate::event::{Map, Number, Str, Value};
+use crate::core::{Map, Number, Str, Value};
 use std::cmp::Ordering;
 
 /// A runtime error of a program, e.g. `Cannot index number with "a"`.

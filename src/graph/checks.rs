@@ -3,10 +3,11 @@
 //! `flowgate test`.
 
 use super::{Component, InputRef, Pipeline, Role};
+use crate::config::ConfigError;
 use crate::config::controls::StageCommon;
 use crate::config::error::did_you_mean;
 use crate::config::positions::Target;
-use crate::config::{ConfigError, RawPipeline};
+use crate::load::RawPipeline;
 
 pub(super) const MAX_WORKERS: usize = 1024;
 

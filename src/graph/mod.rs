@@ -7,11 +7,12 @@ pub mod diff;
 pub mod render;
 pub mod schema;
 
-use crate::components::{BuiltTransform, SinkKind, SourceKind, TransformKind};
+use crate::components::{SinkKind, SourceKind, TransformKind};
 use crate::config::controls::{OnError, SourceCommon, StageCommon};
 use crate::config::error::did_you_mean;
 use crate::config::positions::Target;
-use crate::config::{ConfigError, ConfigWarning, RawPipeline};
+use crate::config::{ConfigError, ConfigWarning};
+use crate::load::RawPipeline;
 pub use checks::resolve_output;
 use checks::{check_stage, check_tests, find_cycle};
 use std::collections::HashMap;
@@ -34,7 +35,6 @@ pub enum Role {
     Transform {
         common: StageCommon,
         kind: TransformKind,
-        built: BuiltTransform,
     },
     Sink {
         common: StageCommon,
@@ -226,42 +226,39 @@ pub fn compile(raw: RawPipeline) -> Result<(Pipeline, Vec<ConfigWarning>), Vec<C
         if t.common.on_error == OnError::Route {
             ports.push(Some("errors".to_string()));
         }
-        let built = match t.kind.build() {
-            Ok(b) => b,
-            Err(problems) => {
-                for p in problems {
-                    let mut path = vec!["transforms", t.name.as_str()];
-                    path.extend(p.key.iter().map(String::as_str));
-                    let code = t.kind.programs().into_iter().find(|c| {
-                        // The program text the error's span refers to.
-                        p.error.span.end <= c.len()
-                    });
-                    let pos =
-                        code.and_then(|c| raw.positions.inside_value(&path, c, p.error.span.start));
-                    let excerpt = code
-                        .and_then(|c| c.get(p.error.span.clone()))
-                        .filter(|s| !s.is_empty());
-                    let hint = excerpt.map(|s| format!(" at '{s}'")).unwrap_or_default();
-                    errors.push(
-                        raw.error(format!(
-                            "{}: invalid jq program{hint}: {}",
-                            p.key.join("."),
-                            p.error.message
-                        ))
-                        .component(&t.name)
-                        .at(pos),
-                    );
-                }
-                unbuilt.push(("transforms", t.name.as_str(), t.common.inputs.as_slice()));
-                continue;
+        let problems = t.kind.check();
+        if !problems.is_empty() {
+            for p in problems {
+                let mut path = vec!["transforms", t.name.as_str()];
+                path.extend(p.key.iter().map(String::as_str));
+                let code = t.kind.programs().into_iter().find(|c| {
+                    // The program text the error's span refers to.
+                    p.error.span.end <= c.len()
+                });
+                let pos =
+                    code.and_then(|c| raw.positions.inside_value(&path, c, p.error.span.start));
+                let excerpt = code
+                    .and_then(|c| c.get(p.error.span.clone()))
+                    .filter(|s| !s.is_empty());
+                let hint = excerpt.map(|s| format!(" at '{s}'")).unwrap_or_default();
+                errors.push(
+                    raw.error(format!(
+                        "{}: invalid jq program{hint}: {}",
+                        p.key.join("."),
+                        p.error.message
+                    ))
+                    .component(&t.name)
+                    .at(pos),
+                );
             }
-        };
+            unbuilt.push(("transforms", t.name.as_str(), t.common.inputs.as_slice()));
+            continue;
+        }
         components.push(Component {
             name: t.name.clone(),
             role: Role::Transform {
                 common: t.common.clone(),
                 kind: t.kind.clone(),
-                built,
             },
             inputs: Vec::new(),
             ports,
@@ -443,7 +440,7 @@ pub fn compile(raw: RawPipeline) -> Result<(Pipeline, Vec<ConfigWarning>), Vec<C
 /// Loads, parses and validates one file: all problems of the file, or the
 /// pipeline and its warnings.
 pub fn load(path: &std::path::Path) -> Result<(Pipeline, Vec<ConfigWarning>), Vec<ConfigError>> {
-    finish(crate::config::load_file(path))
+    finish(crate::load::load_file(path))
 }
 
 /// Like `load`, from text.
@@ -452,7 +449,7 @@ pub fn load_str(
     file: &str,
     default_name: &str,
 ) -> Result<(Pipeline, Vec<ConfigWarning>), Vec<ConfigError>> {
-    finish(crate::config::parse(text, file, default_name))
+    finish(crate::load::parse(text, file, default_name))
 }
 
 /// Validates a parsed pipeline, merging parse and graph problems in file order.

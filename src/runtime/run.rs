@@ -4,16 +4,15 @@
 //! (`apply`): unchanged components keep running, changed ones are replaced
 //! once their old instance has drained, removed ones drain and stop.
 
-use super::buffer::{BufferGauge, BufferSender};
-use super::build::{Outputs, Pieces, Reuse, build_with};
-use super::control::PipelineControl;
-use super::tap::Taps;
 use crate::components::ComponentError;
+use crate::flow::buffer::{BufferGauge, BufferSender};
+use crate::flow::control::PipelineControl;
 use crate::graph::Pipeline;
 use crate::graph::diff::{Change, diff};
-use crate::telemetry::Metrics;
+use crate::plan::Host;
+use crate::plan::build::{Outputs, Pieces, Reuse, build_with};
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -54,7 +53,7 @@ pub struct Applied {
 fn spawn_named(
     pipeline: &str,
     component: &str,
-    future: super::build::TaskFuture,
+    future: crate::plan::build::TaskFuture,
 ) -> (Handle, CancellationToken) {
     // The span names the task in every log line it writes.
     let span = tracing::info_span!("component", pipeline = %pipeline, component = %component);
@@ -72,7 +71,7 @@ impl RunningPipeline {
     ///
     /// A first start is a reload from the empty pipeline: the same `apply`
     /// path adds every component.
-    pub fn start(pipeline: Pipeline, metrics: &Arc<Metrics>, taps: &Taps) -> Self {
+    pub fn start(pipeline: Pipeline, host: &Host) -> Self {
         let name = pipeline.name.clone();
         let empty = Pipeline {
             name: name.clone(),
@@ -96,7 +95,7 @@ impl RunningPipeline {
             state: Mutex::new(state),
         };
         running
-            .apply(pipeline, metrics, taps)
+            .apply(pipeline, host)
             .expect("an empty pipeline accepts any valid pipeline");
         tracing::info!(pipeline = %running.name, "pipeline started");
         running
@@ -161,12 +160,7 @@ impl RunningPipeline {
     }
 
     /// Applies a new configuration of this pipeline by difference.
-    pub fn apply(
-        &self,
-        new: Pipeline,
-        metrics: &Arc<Metrics>,
-        taps: &Taps,
-    ) -> Result<Applied, String> {
+    pub fn apply(&self, new: Pipeline, host: &Host) -> Result<Applied, String> {
         let mut st = self.lock();
         if st.finishing {
             return Err("the pipeline is finishing; it takes no new configuration".into());
@@ -197,7 +191,7 @@ impl RunningPipeline {
             masters: &st.masters,
             control: self.control.clone(),
         };
-        let (pieces, _) = build_with(&new, metrics, taps, None, Some(&reuse));
+        let (pieces, _) = build_with(&new, host, None, Some(&reuse));
         // Kept components send to the new consumers from their next batch on.
         for (component, port, targets) in pieces.rewire {
             if let Some(f) = st
@@ -243,7 +237,7 @@ impl RunningPipeline {
             // A replacement starts once the old instance has handed on its
             // events, so order within the component is kept; meanwhile its
             // queue fills, which is backpressure, not loss.
-            let future: super::build::TaskFuture = match retired.remove(&task.component) {
+            let future: crate::plan::build::TaskFuture = match retired.remove(&task.component) {
                 Some(old) => {
                     let name = task.component.clone();
                     let next = task.future;

@@ -2,8 +2,6 @@
 //! `ComponentMetrics`, whose handles are resolved when the graph is built so
 //! the hot path only does atomic adds, once per batch.
 
-use crate::controls::breaker::BreakerMetrics;
-use crate::controls::rate_limit::RateLimitMetrics;
 use prometheus::{
     CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -245,6 +243,19 @@ impl Metrics {
     }
 }
 
+/// Metric handles a circuit breaker reports to.
+pub struct BreakerMetrics {
+    pub state: IntGauge,
+    /// `transitions_total{to="closed"|"open"|"half_open"}`.
+    pub to: [IntCounter; 3],
+}
+
+/// Metric handles a rate limiter reports to.
+pub struct RateLimitMetrics {
+    pub delay_seconds: prometheus::Counter,
+    pub evictions: IntCounter,
+}
+
 /// What acknowledging sources count, per outcome.
 #[derive(Clone)]
 pub struct AckCounters {
@@ -253,10 +264,11 @@ pub struct AckCounters {
 }
 
 impl AckCounters {
-    pub fn count(&self, outcome: crate::event::Delivery, n: usize) {
-        match outcome {
-            crate::event::Delivery::Delivered => self.delivered.inc_by(n as u64),
-            crate::event::Delivery::Failed => self.failed.inc_by(n as u64),
+    /// Counts `n` events as delivered or failed.
+    pub fn count(&self, delivered: bool, n: usize) {
+        match delivered {
+            true => self.delivered.inc_by(n as u64),
+            false => self.failed.inc_by(n as u64),
         }
     }
 }

@@ -3,4 +3,6 @@
 pub mod logging;
 pub mod metrics;
 
-pub use metrics::{AckCounters, ComponentMetrics, DiscardReason, Metrics};
+pub use metrics::{
+    AckCounters, BreakerMetrics, ComponentMetrics, DiscardReason, Metrics, RateLimitMetrics,
+};

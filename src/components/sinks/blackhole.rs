@@ -1,7 +1,7 @@
 //! `blackhole`: counts events and writes nothing (benchmarks, tests).
 
 use crate::components::{ComponentError, Encoded, Sink};
-use crate::event::Batch;
+use crate::core::Batch;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 

@@ -7,7 +7,7 @@
 use super::{OutputCodec, encode_lines};
 use crate::components::{ComponentError, Encoded, Sink};
 use crate::config::duration::ConfigDuration;
-use crate::event::Batch;
+use crate::core::Batch;
 use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

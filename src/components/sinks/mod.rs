@@ -7,8 +7,8 @@ pub mod nats;
 pub mod stdout;
 
 use super::{Encoded, Sink, catalogue};
-use crate::event::Batch;
-use crate::runtime::errors::Failed;
+use crate::core::Batch;
+use crate::core::Failed;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -76,7 +76,7 @@ pub fn encode_lines(batch: Batch, codec: OutputCodec) -> Encoded {
                 out.bytes.push(b'\n');
             }
             OutputCodec::Text => match event.get("message") {
-                Some(crate::event::Value::String(s)) => {
+                Some(crate::core::Value::String(s)) => {
                     let _ = writeln!(out.bytes, "{s}");
                 }
                 _ => {

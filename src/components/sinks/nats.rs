@@ -6,7 +6,7 @@
 
 use super::{OutputCodec, encode_lines};
 use crate::components::{ComponentError, Encoded, Sink};
-use crate::event::Batch;
+use crate::core::Batch;
 use async_nats::jetstream;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

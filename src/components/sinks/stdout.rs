@@ -2,7 +2,7 @@
 
 use super::{OutputCodec, encode_lines};
 use crate::components::{ComponentError, Encoded, Sink};
-use crate::event::Batch;
+use crate::core::Batch;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;

@@ -7,7 +7,7 @@
 //! rename, fsync of the directory) and coalesced: at most one write per
 //! `WRITE_INTERVAL`, covering every acknowledgement that arrived meanwhile.
 
-use crate::event::{Acks, Delivery};
+use crate::core::{Acks, Delivery};
 use crate::telemetry::AckCounters;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -114,7 +114,7 @@ impl Checkpointer {
         self.next_seq += 1;
         let (tx, counters) = (self.tx.clone(), counters.clone());
         Acks::new(move |delivery| {
-            counters.count(delivery, lines);
+            counters.count(delivery == Delivery::Delivered, lines);
             let _ = tx.send((seq, end, delivery));
         })
     }

@@ -93,8 +93,7 @@ async fn follow(
     ctx: SourceContext,
     what: String,
 ) -> Result<(), ComponentError> {
-    let state = crate::runtime::data_dir::for_pipeline(&ctx.pipeline)
-        .join(format!("{}.checkpoint.json", ctx.name));
+    let state = ctx.state_dir.join(format!("{}.checkpoint.json", ctx.name));
     let start = match checkpoint::load(&state, &config.path, &ctx.name) {
         Some(p) => Start::Checkpoint(p),
         None if config.read_from == ReadFrom::End => Start::End,

@@ -2,7 +2,7 @@
 //! takes them or at a fixed rate.
 
 use crate::components::{ComponentError, Source, SourceContext};
-use crate::event::{Batch, Event, MAX_BATCH};
+use crate::core::{Batch, Event, MAX_BATCH};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -118,10 +118,10 @@ impl Source for Generator {
 mod tests {
     use super::*;
     use crate::config::controls::{OnError, WhenFull};
-    use crate::runtime::buffer;
-    use crate::runtime::control::PipelineControl;
-    use crate::runtime::errors::ErrorHandler;
-    use crate::runtime::fanout::Fanout;
+    use crate::flow::buffer;
+    use crate::flow::control::PipelineControl;
+    use crate::flow::fanout::Fanout;
+    use crate::flow::on_error::ErrorHandler;
     use crate::telemetry::Metrics;
     use tokio_util::sync::CancellationToken;
 
@@ -139,6 +139,7 @@ mod tests {
         let ctx = SourceContext {
             name: "g".into(),
             pipeline: "p".into(),
+            state_dir: std::env::temp_dir(),
             downstream_capacity: 10,
             output: Fanout::new(vec![tx], m.output("default")),
             errors: ErrorHandler {

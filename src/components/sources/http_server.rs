@@ -9,7 +9,7 @@
 //! flight are answered.
 
 use crate::components::{ComponentError, Source, SourceContext};
-use crate::event::{Acks, Batch, Delivery, MAX_BATCH, Value};
+use crate::core::{Acks, Batch, Delivery, MAX_BATCH, Value};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -166,7 +166,7 @@ async fn accept(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
         let (tx, rx) = tokio::sync::oneshot::channel();
         (
             Acks::new(move |d| {
-                counters.count(d, n);
+                counters.count(d == Delivery::Delivered, n);
                 let _ = tx.send(d);
             }),
             Some(rx),

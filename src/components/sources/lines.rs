@@ -5,8 +5,8 @@
 
 use super::Codec;
 use crate::components::{ComponentError, SourceContext, raw_line_event};
-use crate::event::{Acks, Batch, MAX_BATCH};
-use crate::runtime::errors::Failed;
+use crate::core::Failed;
+use crate::core::{Acks, Batch, MAX_BATCH};
 use std::collections::VecDeque;
 use std::io::Read;
 use tokio::task::JoinHandle;
@@ -40,8 +40,8 @@ pub(super) fn decode_chunk(chunk: &[u8], codec: Codec) -> Decoded {
         }
         decoded.lines += 1;
         match codec {
-            Codec::Json => match serde_json::from_slice::<crate::event::Value>(line) {
-                Ok(event @ crate::event::Value::Object(_)) => batch.push(event),
+            Codec::Json => match serde_json::from_slice::<crate::core::Value>(line) {
+                Ok(event @ crate::core::Value::Object(_)) => batch.push(event),
                 Ok(other) => decoded.failed.push(Failed::new(
                     raw_line_event(&String::from_utf8_lossy(line)),
                     format!(

@@ -5,7 +5,7 @@
 //! messages get "in progress" every half `ack_wait`, so JetStream does not
 //! redeliver to another consumer what this one still holds.
 
-use crate::event::{Acks, Delivery};
+use crate::core::{Acks, Delivery};
 use crate::telemetry::AckCounters;
 use async_nats::jetstream::AckKind;
 use async_nats::{Client, Subject};
@@ -89,7 +89,7 @@ async fn run(
                 let replies = lock(&pending).remove(&id).unwrap_or_default();
                 sent = true;
                 if counted {
-                    counters.count(delivery, replies.len());
+                    counters.count(delivery == Delivery::Delivered, replies.len());
                 }
                 let payload: bytes::Bytes = match delivery {
                     Delivery::Delivered => AckKind::Ack.into(),

@@ -1,9 +1,9 @@
 //! `filter`: keeps the events for which a jq condition is true.
 
 use crate::components::{Transform, TransformOutput};
-use crate::event::Batch;
+use crate::core::Batch;
+use crate::core::Failed;
 use crate::expr::Program;
-use crate::runtime::errors::Failed;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 

@@ -5,7 +5,7 @@
 //! retry, circuit breaker, rate limit).
 
 use crate::components::{AsyncTransform, CallError};
-use crate::event::{Event, Value};
+use crate::core::{Event, Value};
 use crate::expr::Program;
 use indexmap::IndexMap;
 use schemars::JsonSchema;
@@ -69,8 +69,12 @@ pub struct Http {
     max_response_bytes: usize,
 }
 
+/// What validation compiles of an `http` transform: no client yet.
+type Compiled = (Vec<Piece>, Option<Program>, reqwest::header::HeaderMap);
+
 impl HttpConfig {
-    pub fn build(&self) -> Result<Http, Vec<super::ProgramProblem>> {
+    /// The URL template, body program and headers, or every problem.
+    fn compile(&self) -> Result<Compiled, Vec<super::ProgramProblem>> {
         let mut problems = Vec::new();
         let mut url = Vec::new();
         let mut rest = self.url.as_str();
@@ -118,6 +122,16 @@ impl HttpConfig {
         if !problems.is_empty() {
             return Err(problems);
         }
+        Ok((url, body, headers))
+    }
+
+    /// Every problem validation finds; makes no client.
+    pub fn check(&self) -> Vec<super::ProgramProblem> {
+        self.compile().err().unwrap_or_default()
+    }
+
+    pub fn build(&self) -> Result<Http, Vec<super::ProgramProblem>> {
+        let (url, body, headers) = self.compile()?;
         // One TLS stack (rustls with ring) for every client in the process.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder().build().map_err(|e| {

@@ -2,9 +2,9 @@
 //! event, several split it.
 
 use crate::components::{Transform, TransformOutput};
-use crate::event::Batch;
+use crate::core::Batch;
+use crate::core::Failed;
 use crate::expr::Program;
-use crate::runtime::errors::Failed;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 

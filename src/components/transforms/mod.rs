@@ -65,7 +65,17 @@ impl TransformKind {
         }
     }
 
-    /// Compiles the transform's programs; every problem is reported.
+    /// Every problem with the transform's programs, without building it
+    /// (no clients: validation has no side effects).
+    pub fn check(&self) -> Vec<ProgramProblem> {
+        match self {
+            Self::Http(c) => c.check(),
+            _ => self.build().err().unwrap_or_default(),
+        }
+    }
+
+    /// Compiles the transform's programs and makes its clients; every
+    /// problem is reported.
     pub fn build(&self) -> Result<BuiltTransform, Vec<ProgramProblem>> {
         match self {
             Self::Filter(c) => c.build().map(|t| BuiltTransform::Sync(Arc::new(t))),

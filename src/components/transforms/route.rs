@@ -2,9 +2,9 @@
 //! matches, or to `<name>.unmatched`.
 
 use crate::components::{Transform, TransformOutput};
-use crate::event::Batch;
+use crate::core::Batch;
+use crate::core::Failed;
 use crate::expr::Program;
-use crate::runtime::errors::Failed;
 use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

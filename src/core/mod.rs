@@ -1,4 +1,5 @@
-//! The event and batch types every layer shares.
+//! What every layer shares and nothing else: the event value, batches,
+//! acknowledgements, stage errors and failed events.
 //!
 //! An event is a JSON object held in flowgate's own `Value`: objects are
 //! vectors of (key, value) in insertion order (the order `jq -c` prints),
@@ -8,12 +9,16 @@
 //! `IndexMap`, which hashes every key with SipHash (README "Performance").
 
 pub mod ack;
+mod error;
+mod failed;
 mod map;
 mod serde_impl;
 mod value;
 
 pub use ack::{Acks, Delivery};
 pub use compact_str::CompactString as Str;
+pub use error::{CallError, ComponentError};
+pub use failed::Failed;
 pub use map::Map;
 pub use serde_json::Number;
 pub use value::Value;
@@ -59,6 +64,6 @@ pub fn message_event(line: &str) -> Event {
 #[macro_export]
 macro_rules! ev {
     ($($json:tt)+) => {
-        $crate::event::Value::from(serde_json::json!($($json)+))
+        $crate::core::Value::from(serde_json::json!($($json)+))
     };
 }

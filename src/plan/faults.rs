@@ -5,8 +5,8 @@
 
 use crate::components::{AsyncTransform, BuiltTransform, CallError, Transform, TransformOutput};
 use crate::config::tests::Fault;
-use crate::event::{Batch, Event};
-use crate::runtime::errors::Failed;
+use crate::core::Failed;
+use crate::core::{Batch, Event};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 

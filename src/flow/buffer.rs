@@ -8,7 +8,7 @@
 //! send then reports how many events it could not deliver.
 
 use crate::config::controls::WhenFull;
-use crate::event::{Acks, Batch, MAX_BATCH};
+use crate::core::{Acks, Batch, MAX_BATCH};
 use crate::telemetry::{ComponentMetrics, DiscardReason};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};

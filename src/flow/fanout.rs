@@ -14,7 +14,7 @@
 
 use super::buffer::{BufferSender, Undelivered};
 use super::tap::TapPoint;
-use crate::event::{Acks, Batch};
+use crate::core::{Acks, Batch};
 use prometheus::IntCounter;
 use std::sync::{Arc, RwLock};
 
@@ -138,7 +138,7 @@ mod tests {
     use super::*;
     use crate::config::controls::WhenFull;
     use crate::ev as json;
-    use crate::runtime::buffer::{self, BufferReceiver};
+    use crate::flow::buffer::{self, BufferReceiver};
     use crate::telemetry::{DiscardReason, Metrics};
 
     fn consumer(

@@ -4,14 +4,15 @@
 //! threads), restore input order when `ordered`, and hand results on.
 //! Metrics are updated once per batch.
 
-use super::buffer::BufferReceiver;
-use super::errors::{ErrorHandler, Failed};
-use super::fanout::Fanout;
 use crate::components::{
     AsyncTransform, ComponentError, Encoded, Sink, Transform, TransformOutput,
 };
 use crate::controls::{Attempt, StageControls};
-use crate::event::{Acks, Batch, Event};
+use crate::core::Failed;
+use crate::core::{Acks, Batch, Event};
+use crate::flow::buffer::BufferReceiver;
+use crate::flow::fanout::Fanout;
+use crate::flow::on_error::ErrorHandler;
 use crate::telemetry::{ComponentMetrics, DiscardReason};
 use futures_util::StreamExt;
 use std::future::Future;

@@ -1,18 +1,17 @@
 //! `Pipeline` -> `Pieces`: every buffer, fan-out and task future of a
 //! pipeline, made without spawning anything.
 
-use super::buffer::{self, BufferGauge, BufferReceiver, BufferSender};
-use super::control::PipelineControl;
-use super::errors::ErrorHandler;
-use super::fanout::{CloseOnDrop, Fanout};
-use super::stage::{self, Concurrency, PortOutput, StageParts};
-use super::tap::Taps;
 use crate::components::{BuiltTransform, ComponentError, SourceContext};
 use crate::config::controls::WhenFull;
 use crate::config::tests::Fault;
 use crate::controls::StageControls;
+use crate::flow::buffer::{self, BufferGauge, BufferReceiver, BufferSender};
+use crate::flow::control::PipelineControl;
+use crate::flow::fanout::{CloseOnDrop, Fanout};
+use crate::flow::on_error::ErrorHandler;
 use crate::graph::{InputRef, Pipeline, Role};
-use crate::telemetry::{ComponentMetrics, Metrics};
+use crate::stage::{self, Concurrency, PortOutput, StageParts};
+use crate::telemetry::ComponentMetrics;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
@@ -112,11 +111,11 @@ fn downstream_transforms(pipeline: &Pipeline, start: usize) -> HashSet<usize> {
 
 pub fn build_with(
     pipeline: &Pipeline,
-    metrics: &Arc<Metrics>,
-    taps: &Taps,
+    host: &super::Host,
     test: Option<TestSetup>,
     reuse: Option<&Reuse>,
 ) -> (Pieces, Option<TestHandles>) {
+    let (metrics, taps) = (&host.metrics, &host.taps);
     let control = reuse.map_or_else(
         || PipelineControl::for_pipeline(&pipeline.name),
         |r| r.control.clone(),
@@ -251,6 +250,7 @@ pub fn build_with(
                 let ctx = SourceContext {
                     name: c.name.clone(),
                     pipeline: pipeline.name.clone(),
+                    state_dir: host.data_dir.join(&pipeline.name),
                     downstream_capacity: pipeline.downstream_capacity(id),
                     output: fanout(id, &None),
                     errors: errors_for(id),
@@ -260,7 +260,7 @@ pub fn build_with(
                 };
                 kind.build().run(ctx)
             }
-            Role::Transform { common, built, .. } => {
+            Role::Transform { common, kind, .. } => {
                 let ports = c
                     .ports
                     .iter()
@@ -279,10 +279,12 @@ pub fn build_with(
                 let fault = test
                     .as_ref()
                     .and_then(|t| t.faults.iter().find(|f| f.component == c.name));
-                let built = match fault {
-                    Some(f) => super::faults::inject(built, f),
-                    None => built.clone(),
-                };
+                // Programs were checked by `graph::compile`; a failure here
+                // (the HTTP client) fails the task in order.
+                let built = kind.build().map(|built| match fault {
+                    Some(f) => super::faults::inject(&built, f),
+                    None => built,
+                });
                 let parts = StageParts {
                     input,
                     conc,
@@ -291,10 +293,16 @@ pub fn build_with(
                     metrics: m,
                     controls,
                 };
-                match &built {
-                    BuiltTransform::Sync(t) => Box::pin(stage::run_transform(t.clone(), parts)),
-                    BuiltTransform::Async(t) => {
-                        Box::pin(stage::run_async_transform(t.clone(), parts))
+                match built {
+                    Ok(BuiltTransform::Sync(t)) => Box::pin(stage::run_transform(t, parts)),
+                    Ok(BuiltTransform::Async(t)) => Box::pin(stage::run_async_transform(t, parts)),
+                    Err(problems) => {
+                        let message = problems
+                            .iter()
+                            .map(|p| p.error.message.clone())
+                            .collect::<Vec<_>>()
+                            .join("; ");
+                        Box::pin(async move { Err(ComponentError::Other(message)) })
                     }
                 }
             }

@@ -4,7 +4,7 @@
 //! second, serialised once and broadcast; a slow listener misses events
 //! rather than slowing the pipeline.
 
-use crate::event::Batch;
+use crate::core::Batch;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -3,29 +3,8 @@
 use super::control::PipelineControl;
 use super::fanout::Fanout;
 use crate::config::controls::OnError;
-use crate::event::{self, Acks, Event};
+use crate::core::{self, Acks, Failed};
 use crate::telemetry::{ComponentMetrics, DiscardReason};
-
-/// An event a stage could not process, with why.
-#[derive(Debug)]
-pub struct Failed {
-    pub event: Event,
-    pub message: String,
-    /// `decode`, `program`, `io`, ... (the `error_type` label).
-    pub error_type: &'static str,
-    pub attempts: u32,
-}
-
-impl Failed {
-    pub fn new(event: Event, message: impl Into<String>, error_type: &'static str) -> Self {
-        Self {
-            event,
-            message: message.into(),
-            error_type,
-            attempts: 1,
-        }
-    }
-}
 
 /// Applies the stage's `on_error` to failed events, per batch.
 pub struct ErrorHandler {
@@ -70,7 +49,7 @@ impl ErrorHandler {
             (OnError::Route, Some(out)) => {
                 let batch = failed
                     .into_iter()
-                    .map(|f| event::with_error(f.event, &f.message, &self.name, f.attempts))
+                    .map(|f| core::with_error(f.event, &f.message, &self.name, f.attempts))
                     .collect();
                 if let Err(lost) = out.send(batch, acks.clone()).await {
                     self.metrics.discard(DiscardReason::Error, lost.0);

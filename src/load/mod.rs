@@ -7,11 +7,11 @@
 //! enum, so unknown-field and type errors keep their paths, which
 //! `Positions` turns into line:col.
 
-use super::controls::{SOURCE_KEYS, STAGE_KEYS, SourceCommon, StageCommon};
-use super::error::{ConfigError, did_you_mean};
-use super::interpolate::interpolate_env;
-use super::positions::{Positions, Target};
 use crate::components::{SinkKind, SourceKind, TransformKind};
+use crate::config::controls::{SOURCE_KEYS, STAGE_KEYS, SourceCommon, StageCommon};
+use crate::config::error::{ConfigError, did_you_mean};
+use crate::config::interpolate::interpolate_env;
+use crate::config::positions::{Positions, Target};
 use serde_yaml::{Mapping, Value};
 use std::path::Path;
 
@@ -45,7 +45,7 @@ pub struct RawPipeline {
     /// Components that exist but failed to parse: not "unknown" as inputs.
     pub broken: Vec<String>,
     /// The `tests:` section (run by `flowgate test`).
-    pub tests: Vec<super::tests::TestCase>,
+    pub tests: Vec<crate::config::tests::TestCase>,
     pub positions: Positions,
 }
 
@@ -98,7 +98,7 @@ pub fn parse(
         Err(e) => {
             let pos = e
                 .location()
-                .map(|l| super::interpolate::unshift(&shifts, (l.line(), l.column())));
+                .map(|l| crate::config::interpolate::unshift(&shifts, (l.line(), l.column())));
             let msg = e.to_string();
             // serde_yaml appends " at line L column C"; the position prefix says it already.
             let mut msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
@@ -157,7 +157,9 @@ pub fn parse(
                 Value::Null => {}
                 Value::Sequence(items) => {
                     for (i, item) in items.into_iter().enumerate() {
-                        match serde_path_to_error::deserialize::<_, super::tests::TestCase>(item) {
+                        match serde_path_to_error::deserialize::<_, crate::config::tests::TestCase>(
+                            item,
+                        ) {
                             Ok(t) => raw.tests.push(t),
                             Err(e) => errors.push(test_error(&raw, i, &e)),
                         }

@@ -1,0 +1,33 @@
+//! `Pipeline` -> `Pieces`: every queue, fan-out and task future of a
+//! pipeline, made without spawning anything.
+
+pub mod build;
+pub mod faults;
+
+use crate::flow::tap::Taps;
+use crate::telemetry::Metrics;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The default of `--data-dir`.
+pub const DEFAULT_DATA_DIR: &str = "./.flowgate";
+
+/// What every pipeline of a process shares, handed to each build: the
+/// metrics registry, the tap points and the state directory.
+#[derive(Clone)]
+pub struct Host {
+    pub metrics: Arc<Metrics>,
+    pub taps: Taps,
+    /// `--data-dir`: each pipeline keeps its state in `<data_dir>/<name>/`.
+    pub data_dir: PathBuf,
+}
+
+impl Host {
+    pub fn new(metrics: Arc<Metrics>, data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            metrics,
+            taps: Taps::default(),
+            data_dir: data_dir.into(),
+        }
+    }
+}
