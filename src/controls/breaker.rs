@@ -4,6 +4,11 @@
 //! their success closes it, a failure re-opens it. One breaker per stage,
 //! shared by its workers. Time is tokio's, so tests run under
 //! `tokio::time::pause()`.
+//!
+//! Outcomes are recorded through `Call`, the guard `admit` hands out: an
+//! admitted call that ends without an outcome (its batch was dropped or
+//! parked by the rate limit, its task was cancelled) gives its trial slot
+//! back when the guard drops, so a half-open breaker can always close again.
 
 use crate::config::controls::CircuitBreakerConfig;
 pub use crate::telemetry::BreakerMetrics;
@@ -48,6 +53,9 @@ struct Inner {
     consecutive: u32,
     trials_admitted: u32,
     trial_successes: u32,
+    /// Counts half-open periods, so a guard from an earlier one cannot give
+    /// back a slot of the current one.
+    half_opened: u64,
     /// (bucket start, calls, failures), oldest first.
     window: VecDeque<(Instant, u32, u32)>,
 }
@@ -64,11 +72,31 @@ pub struct CircuitBreaker {
     this: std::sync::Weak<CircuitBreaker>,
 }
 
-/// Whether a call may go ahead.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admission {
-    Call,
-    Rejected,
+/// An admitted call. Record each attempt's outcome with `record`; a call
+/// dropped without any (dropped by the rate limit, parked, cancelled) was
+/// never made: it counts neither way and frees its half-open trial slot.
+#[must_use = "a call records its outcome through this guard"]
+pub struct Call {
+    breaker: std::sync::Arc<CircuitBreaker>,
+    /// The half-open period this call is a trial of.
+    trial_of: Option<u64>,
+    recorded: bool,
+}
+
+impl Call {
+    /// Records the outcome of one attempt (each retry is an attempt).
+    pub fn record(&mut self, success: bool) {
+        self.recorded = true;
+        self.breaker.record([success]);
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        if let (false, Some(period)) = (self.recorded, self.trial_of) {
+            self.breaker.release_trial(period);
+        }
+    }
 }
 
 impl CircuitBreaker {
@@ -90,6 +118,7 @@ impl CircuitBreaker {
                 consecutive: 0,
                 trials_admitted: 0,
                 trial_successes: 0,
+                half_opened: 0,
                 window: VecDeque::new(),
             }),
             changed: Notify::new(),
@@ -129,6 +158,7 @@ impl CircuitBreaker {
             State::HalfOpen => {
                 inner.trials_admitted = 0;
                 inner.trial_successes = 0;
+                inner.half_opened += 1;
             }
             State::Closed => {
                 inner.consecutive = 0;
@@ -152,30 +182,45 @@ impl CircuitBreaker {
         }
     }
 
-    /// Asks to make one call.
-    pub fn admit(&self) -> Admission {
+    /// Asks to make one call: `None` when the breaker rejects it.
+    pub fn admit(self: &std::sync::Arc<Self>) -> Option<Call> {
         let now = Instant::now();
         let mut inner = self.lock();
         self.refresh(&mut inner, now);
-        match inner.state {
-            State::Closed => Admission::Call,
-            State::Open => Admission::Rejected,
+        let trial_of = match inner.state {
+            State::Closed => None,
+            State::Open => return None,
             State::HalfOpen if inner.trials_admitted < self.config.half_open_calls => {
                 inner.trials_admitted += 1;
-                Admission::Call
+                Some(inner.half_opened)
             }
-            State::HalfOpen => Admission::Rejected,
+            State::HalfOpen => return None,
+        };
+        Some(Call {
+            breaker: self.clone(),
+            trial_of,
+            recorded: false,
+        })
+    }
+
+    /// A trial ended without an outcome: its slot is free for another.
+    fn release_trial(&self, period: u64) {
+        let mut inner = self.lock();
+        if inner.state == State::HalfOpen && inner.half_opened == period {
+            inner.trials_admitted = inner.trials_admitted.saturating_sub(1);
+            drop(inner);
+            self.changed.notify_waiters();
         }
     }
 
     /// Waits until a call is admitted (`when_open: wait`).
-    pub async fn admit_wait(&self) {
+    pub async fn admit_wait(self: &std::sync::Arc<Self>) -> Call {
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            if self.admit() == Admission::Call {
-                return;
+            if let Some(call) = self.admit() {
+                return call;
             }
             let reopen_in = {
                 let inner = self.lock();
@@ -290,21 +335,17 @@ mod tests {
         assert_eq!(b.state(), State::Closed, "a success resets the run");
         b.record([false]);
         assert_eq!(b.state(), State::Open);
-        assert_eq!(b.admit(), Admission::Rejected);
+        assert!(b.admit().is_none());
         tokio::time::advance(Duration::from_secs(9)).await;
-        assert_eq!(b.admit(), Admission::Rejected);
+        assert!(b.admit().is_none());
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(b.state(), State::HalfOpen);
-        assert_eq!(b.admit(), Admission::Call);
-        assert_eq!(b.admit(), Admission::Call);
-        assert_eq!(
-            b.admit(),
-            Admission::Rejected,
-            "only half_open_calls trials"
-        );
-        b.record([true]);
+        let mut first = b.admit().expect("a first trial");
+        let mut second = b.admit().expect("a second trial");
+        assert!(b.admit().is_none(), "only half_open_calls trials");
+        first.record(true);
         assert_eq!(b.state(), State::HalfOpen);
-        b.record([true]);
+        second.record(true);
         assert_eq!(b.state(), State::Closed);
     }
 
@@ -333,11 +374,39 @@ mod tests {
         let b = CircuitBreaker::new(config(), "c", None);
         b.record([false; 3]);
         tokio::time::advance(Duration::from_secs(10)).await;
-        assert_eq!(b.admit(), Admission::Call);
-        b.record([false]);
+        b.admit().expect("a trial").record(false);
         assert_eq!(b.state(), State::Open);
         tokio::time::advance(Duration::from_secs(5)).await;
         assert_eq!(b.state(), State::Open, "open_for restarts on re-opening");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trial_dropped_without_an_outcome_frees_its_slot() {
+        let b = CircuitBreaker::new(config(), "c", None);
+        b.record([false; 3]);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let (one, two) = (b.admit().unwrap(), b.admit().unwrap());
+        assert!(b.admit().is_none());
+        drop(one);
+        let mut three = b.admit().expect("the dropped trial's slot is free");
+        three.record(true);
+        drop(two);
+        b.admit().expect("and so is the other's").record(true);
+        assert_eq!(b.state(), State::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_guard_from_an_earlier_half_open_period_frees_nothing() {
+        let b = CircuitBreaker::new(config(), "c", None);
+        b.record([false; 3]);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let stale = b.admit().unwrap();
+        b.admit().unwrap().record(false);
+        assert_eq!(b.state(), State::Open);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let (_a, _b) = (b.admit().unwrap(), b.admit().unwrap());
+        drop(stale);
+        assert!(b.admit().is_none(), "both slots of this period are taken");
     }
 
     #[tokio::test(start_paused = true)]
@@ -363,7 +432,7 @@ mod tests {
         let waiter = {
             let b = b.clone();
             tokio::spawn(async move {
-                b.admit_wait().await;
+                let _call = b.admit_wait().await;
                 Instant::now()
             })
         };

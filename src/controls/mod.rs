@@ -1,143 +1,41 @@
-//! Stage controls (SPEC §2): rate limits, timeouts, retries and circuit
-//! breakers, built from a stage's config and applied in one fixed order,
-//! outermost first:
+//! Stage controls (SPEC §2) as layers around a stage's unit of work (a
+//! batch; one event for the `http` transform), built once per stage from
+//! its config and shared by its workers. Outermost first:
 //!
-//! 1. circuit breaker — an open breaker rejects (or holds) events before
-//!    they use rate-limit tokens;
-//! 2. rate limit — one token bucket (or one per key) per stage, shared by
-//!    its workers; waiting here is backpressure;
-//! 3. concurrency — `workers` attempts in flight;
+//! 1. circuit breaker — an open breaker rejects (or holds) the unit before
+//!    it uses rate-limit tokens; an admitted unit carries a `Call` guard
+//!    that records its outcome on every path (see `breaker`);
+//! 2. rate limit — one token bucket (or one per key) per stage; waiting
+//!    here is backpressure; dropped or parked events never reach the work;
+//! 3. concurrency — `workers` units in flight (the stage driver's pool),
+//!    or with `workers: adaptive` a limit that follows the service's
+//!    latency (`adaptive`), one permit per attempt;
 //! 4. retry — failed attempts that are retryable run again after backoff;
 //! 5. timeout — each attempt is limited;
 //! 6. the stage's work.
+//!
+//! Layers 1–2 are `gate`, layers 3–5 are `run`: a sink encodes between the
+//! two. tower's `Service`/`Layer` is the model, but its layers do not fit
+//! our unit: they take one request by value per call (`Retry` needs it
+//! `Clone`, `RateLimit` counts requests, not events), while a unit here is
+//! a batch that the rate limit may split, drop or park by key. So each
+//! layer is a small type of its own and this module composes them in the
+//! order above.
 //!
 //! A stage that sets none of them runs exactly as before: no limiter, no
 //! breaker, no timer on the hot path.
 
 pub mod breaker;
+mod check;
 pub mod rate_limit;
 pub mod retry;
 
-use crate::config::controls::{
-    CircuitBreakerConfig, RateLimitConfig, RetryConfig, SourceCommon, StageCommon,
-};
-use crate::config::duration::ConfigDuration;
+pub use check::{Problem, check_source, check_stage, retries};
 
-/// A problem with a control: the key path under the component and a message.
-pub type Problem = (Vec<&'static str>, String);
-
-fn check_breaker(c: &CircuitBreakerConfig) -> Vec<Problem> {
-    let mut problems = Vec::new();
-    let at = |k: &'static str, m: &str| (vec!["circuit_breaker", k], m.to_string());
-    if c.consecutive_failures.is_none() && c.failure_rate.is_none() {
-        problems.push((
-            vec!["circuit_breaker"],
-            "circuit_breaker needs consecutive_failures or failure_rate (when to open)".to_string(),
-        ));
-    }
-    if c.consecutive_failures == Some(0) {
-        problems.push(at(
-            "consecutive_failures",
-            "circuit_breaker.consecutive_failures must be at least 1",
-        ));
-    }
-    if let Some(rate) = c.failure_rate
-        && !(rate > 0.0 && rate <= 1.0)
-    {
-        problems.push(at(
-            "failure_rate",
-            "circuit_breaker.failure_rate must be a fraction in (0, 1], e.g. 0.5",
-        ));
-    }
-    if c.min_calls == 0 {
-        problems.push(at(
-            "min_calls",
-            "circuit_breaker.min_calls must be at least 1",
-        ));
-    }
-    if c.half_open_calls == 0 {
-        problems.push(at(
-            "half_open_calls",
-            "circuit_breaker.half_open_calls must be at least 1",
-        ));
-    }
-    if c.window.0.is_zero() {
-        problems.push(at(
-            "window",
-            "circuit_breaker.window must be longer than 0s",
-        ));
-    }
-    if c.open_for.0.is_zero() {
-        problems.push(at(
-            "open_for",
-            "circuit_breaker.open_for must be longer than 0s",
-        ));
-    }
-    problems
-}
-
-fn check_rate_limit(c: &RateLimitConfig) -> Vec<Problem> {
-    let mut problems: Vec<Problem> = rate_limit::check(c)
-        .into_iter()
-        .map(|(k, m)| (vec!["rate_limit", k], m))
-        .collect();
-    if let Some(key) = &c.key
-        && let Err(errors) = crate::expr::Program::compile(key)
-    {
-        for e in errors {
-            problems.push((
-                vec!["rate_limit", "key"],
-                format!("rate_limit.key: invalid jq program: {}", e.message),
-            ));
-        }
-    }
-    problems
-}
-
-/// Every problem with a transform's or sink's controls.
-pub fn check_stage(common: &StageCommon) -> Vec<Problem> {
-    let mut problems = Vec::new();
-    if let Some(r) = &common.rate_limit {
-        problems.extend(check_rate_limit(r));
-    }
-    if let Some(r) = &common.retry {
-        problems.extend(
-            retry::check(r)
-                .into_iter()
-                .map(|(k, m)| (vec!["retry", k], m)),
-        );
-    }
-    if let Some(b) = &common.circuit_breaker {
-        problems.extend(check_breaker(b));
-    }
-    if common.timeout.is_some_and(|ConfigDuration(d)| d.is_zero()) {
-        problems.push((
-            vec!["timeout"],
-            "timeout must be longer than 0s".to_string(),
-        ));
-    }
-    problems
-}
-
-/// Every problem with a source's controls.
-pub fn check_source(common: &SourceCommon) -> Vec<Problem> {
-    common
-        .rate_limit
-        .as_ref()
-        .map(check_rate_limit)
-        .unwrap_or_default()
-}
-
-/// Whether a retry config retries at all.
-pub fn retries(config: Option<&RetryConfig>) -> bool {
-    config.is_some_and(|r| r.attempts > 1)
-}
-
-use crate::config::controls::WhenOpen;
-use crate::core::Failed;
-use crate::core::{Acks, Batch};
+use crate::config::controls::{RateLimitConfig, SourceCommon, StageCommon, WhenOpen};
+use crate::core::{Acks, Batch, Failed};
 use crate::telemetry::ComponentMetrics;
-use breaker::{Admission, CircuitBreaker};
+use breaker::{Call, CircuitBreaker};
 use rate_limit::RateLimiter;
 use retry::RetryPolicy;
 use std::future::Future;
@@ -160,6 +58,10 @@ pub struct Gated {
     pub rejected: Vec<Failed>,
     /// Discarded by `when_limited: drop`.
     pub rate_limited: usize,
+    /// The breaker's guard for this unit: hand it to `run`. Dropped unused
+    /// (nothing was let through, or the unit is cancelled), it records no
+    /// outcome and frees a half-open trial slot.
+    pub call: Option<Call>,
 }
 
 /// How one attempt ended.
@@ -169,7 +71,11 @@ pub enum Attempt<T> {
     Retryable(String, &'static str),
 }
 
-fn key_program(config: &crate::config::controls::RateLimitConfig) -> Option<crate::expr::Program> {
+/// The last failure of a unit after its attempts: message, error type,
+/// attempts made.
+pub type GaveUp = (String, &'static str, u32);
+
+fn key_program(config: &RateLimitConfig) -> Option<crate::expr::Program> {
     config.key.as_ref().map(|k| {
         crate::expr::Program::compile(k).expect("rate_limit.key is validated by graph::compile")
     })
@@ -224,8 +130,8 @@ impl StageControls {
         self.limiter.as_ref().filter(|l| l.parks())
     }
 
-    /// Breaker, then rate limit, in that order. Events released from
-    /// parking (`rate_limited_already`) have their tokens and skip the limit.
+    /// Layers 1–2: breaker, then rate limit. Events released from parking
+    /// (`rate_limited_already`) have their tokens and skip the limit.
     pub async fn gate(&self, batch: Batch, acks: &Acks, rate_limited_already: bool) -> Gated {
         self.gate_with(batch, acks, false, rate_limited_already)
             .await
@@ -248,20 +154,20 @@ impl StageControls {
             batch,
             rejected: Vec::new(),
             rate_limited: 0,
+            call: None,
         };
         if let Some((breaker, when_open)) = &self.breaker {
-            match when_open {
-                WhenOpen::Wait => breaker.admit_wait().await,
-                WhenOpen::Reject => {
-                    if breaker.admit() == Admission::Rejected {
-                        let events = std::mem::take(&mut gated.batch);
-                        gated.rejected = events
-                            .into_iter()
-                            .map(|e| Failed::new(e, "circuit breaker is open", "breaker_open"))
-                            .collect();
-                        return gated;
-                    }
-                }
+            gated.call = match when_open {
+                WhenOpen::Wait => Some(breaker.admit_wait().await),
+                WhenOpen::Reject => breaker.admit(),
+            };
+            if gated.call.is_none() {
+                let events = std::mem::take(&mut gated.batch);
+                gated.rejected = events
+                    .into_iter()
+                    .map(|e| Failed::new(e, "circuit breaker is open", "breaker_open"))
+                    .collect();
+                return gated;
             }
         }
         if let Some(limiter) = self.limiter.as_ref().filter(|_| !skip_limit) {
@@ -277,14 +183,16 @@ impl StageControls {
         gated
     }
 
-    /// Runs `attempt` under the timeout, retrying retryable failures with
-    /// backoff; records the call's outcome in the breaker. `Ok` carries the
-    /// result and the attempts made; `Err` the last failure and the attempts.
+    /// Layers 4–5: runs `attempt` under the timeout, retrying retryable
+    /// failures with backoff, and records each attempt's outcome through
+    /// the breaker's guard (`call`, from `gate`). `Ok` carries the result
+    /// and the attempts made; `Err` the last failure and the attempts.
     pub async fn run<T, F, Fut>(
         &self,
+        mut call: Option<Call>,
         mut attempt: F,
         succeeded: impl Fn(&T) -> bool,
-    ) -> Result<(T, u32), (String, &'static str, u32)>
+    ) -> Result<(T, u32), GaveUp>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Attempt<T>>,
@@ -305,11 +213,15 @@ impl StageControls {
             };
             match outcome {
                 Attempt::Done(value) => {
-                    self.record(succeeded(&value));
+                    if let Some(call) = call.as_mut() {
+                        call.record(succeeded(&value));
+                    }
                     return Ok((value, attempts));
                 }
                 Attempt::Retryable(message, error_type) => {
-                    self.record(false);
+                    if let Some(call) = call.as_mut() {
+                        call.record(false);
+                    }
                     // A breaker that opened on this failure ends the retries:
                     // retrying would call a service the breaker protects.
                     if self
@@ -330,10 +242,7 @@ impl StageControls {
             }
         }
     }
-
-    fn record(&self, success: bool) {
-        if let Some((breaker, _)) = &self.breaker {
-            breaker.record([success]);
-        }
-    }
 }
+
+#[cfg(test)]
+mod tests;

@@ -7,6 +7,7 @@
 use crate::components::{
     AsyncTransform, ComponentError, Encoded, Sink, Transform, TransformOutput,
 };
+use crate::controls::breaker::Call;
 use crate::controls::{Attempt, StageControls};
 use crate::core::Failed;
 use crate::core::{Acks, Batch, Event};
@@ -263,7 +264,7 @@ pub struct PortOutput {
 async fn attempt_transform(
     transform: &Arc<dyn Transform>,
     controls: &StageControls,
-    batch: Batch,
+    (batch, call): (Batch, Option<Call>),
     out: &mut TransformOutput,
     n_ports: usize,
 ) {
@@ -274,6 +275,7 @@ async fn attempt_transform(
     let copy_for_errors = batch.clone();
     let result = controls
         .run(
+            call,
             || {
                 let (t, b) = (transform.clone(), batch.clone());
                 async move {
@@ -379,7 +381,8 @@ pub async fn run_transform(
             out.failed = gated.rejected;
             out.rate_limited = gated.rate_limited;
             if !gated.batch.is_empty() {
-                attempt_transform(&transform, &controls, gated.batch, &mut out, n_ports).await;
+                let unit = (gated.batch, gated.call);
+                attempt_transform(&transform, &controls, unit, &mut out, n_ports).await;
             }
             out
         }
@@ -412,6 +415,7 @@ async fn call_one(
     };
     let result = controls
         .run(
+            gated.call,
             || async {
                 match transform.call(&event).await {
                     Ok(out) => Attempt::Done(Ok(out)),
@@ -505,6 +509,7 @@ pub async fn run_async_transform(
 /// A sink's encoded batch, with what the controls did to it.
 struct SinkBatch {
     encoded: Encoded,
+    call: Option<Call>,
     rejected: Vec<Failed>,
     rate_limited: usize,
 }
@@ -532,6 +537,7 @@ pub async fn run_sink(
                     .await;
                 SinkBatch {
                     encoded: sink.encode(gated.batch),
+                    call: gated.call,
                     rejected: gated.rejected,
                     rate_limited: gated.rate_limited,
                 }
@@ -553,6 +559,7 @@ pub async fn run_sink(
                 // `Permanent` ones (a 4xx) are not.
                 let result = c
                     .run(
+                        b.call,
                         || async {
                             match sink_ref.write(&encoded).await {
                                 Ok(()) => Attempt::Done(Ok(())),
