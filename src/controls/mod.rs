@@ -25,6 +25,7 @@
 //! A stage that sets none of them runs exactly as before: no limiter, no
 //! breaker, no timer on the hot path.
 
+pub mod adaptive;
 pub mod breaker;
 mod check;
 pub mod rate_limit;
