@@ -5,12 +5,13 @@
 //! are deserialised per component (see `config::load`), so serde's tagged
 //! enums never see a component mapping and positions are kept.
 
+pub mod http_common;
 pub mod sinks;
 pub mod sources;
 pub mod transforms;
 
 use crate::core::Failed;
-use crate::core::{Acks, Batch, Event};
+use crate::core::{AckedChunks, Acks, Batch, Event};
 use crate::flow::fanout::Fanout;
 use crate::flow::on_error::ErrorHandler;
 use crate::telemetry::ComponentMetrics;
@@ -86,30 +87,19 @@ impl SourceContext {
 
     /// `emit` for a source that acknowledges: `acks` are released once
     /// every event of `batch` is written or discarded downstream.
-    pub async fn emit_acked(&self, mut batch: Batch, mut acks: Acks) {
+    pub async fn emit_acked(&self, batch: Batch, acks: Acks) {
         // Under a rate limit, events leave in bursts as the bucket allows
         // rather than all at once when the whole batch has been admitted.
-        let chunk = self.controls.release_size().unwrap_or(batch.len()).max(1);
-        while !batch.is_empty() {
-            let rest = if batch.len() > chunk {
-                batch.split_off(chunk)
-            } else {
-                Vec::new()
-            };
-            let gated = self.controls.gate_in_place(batch).await;
+        let chunk = self.controls.release_size().unwrap_or(batch.len());
+        for (part, part_acks) in AckedChunks::new(batch, acks, chunk) {
+            let gated = self.controls.gate_in_place(part).await;
             self.metrics.discard(
                 crate::telemetry::DiscardReason::RateLimited,
                 gated.rate_limited,
             );
-            let part_acks = if rest.is_empty() {
-                std::mem::take(&mut acks)
-            } else {
-                acks.clone()
-            };
             if let Err(lost) = self.output.send(gated.batch, part_acks).await {
                 tracing::warn!(component = %self.name, "{} events could not be delivered: a consumer stopped", lost.0);
             }
-            batch = rest;
         }
     }
 }

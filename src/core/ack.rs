@@ -15,6 +15,7 @@
 //! Sources that do not acknowledge send `Acks::none()`: an empty vector,
 //! no allocation, nothing to do per batch.
 
+use super::Batch;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -96,6 +97,61 @@ impl Acks {
     }
 }
 
+/// The parts of a batch too large to travel whole (a rate limit's burst, a
+/// queue's capacity, `MAX_BATCH`), each with the batch's acknowledgements:
+/// the source hears of the batch once every part is settled.
+///
+/// Parts are split off as they are taken, so a caller that sends each
+/// before taking the next holds one part and the remainder, never all the
+/// parts at once. Every part but the last gets a clone of the acks and the
+/// last gets the original, so a batch that fits travels with no clone; a
+/// remainder dropped untaken releases the acks with it.
+#[derive(Debug)]
+pub struct AckedChunks {
+    rest: Batch,
+    acks: Acks,
+    size: usize,
+}
+
+impl AckedChunks {
+    /// `batch` in parts of at most `size` events (a size of 0 counts as 1:
+    /// every part holds an event), in order, each carrying `acks`.
+    pub fn new(batch: Batch, acks: Acks, size: usize) -> Self {
+        Self {
+            rest: batch,
+            acks,
+            size: size.max(1),
+        }
+    }
+
+    /// Events not yet taken (what a failed send leaves undelivered).
+    pub fn remaining(&self) -> usize {
+        self.rest.len()
+    }
+}
+
+impl Iterator for AckedChunks {
+    type Item = (Batch, Acks);
+
+    fn next(&mut self) -> Option<(Batch, Acks)> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let tail = if self.rest.len() > self.size {
+            self.rest.split_off(self.size)
+        } else {
+            Vec::new()
+        };
+        let part = std::mem::replace(&mut self.rest, tail);
+        let acks = if self.rest.is_empty() {
+            std::mem::take(&mut self.acks)
+        } else {
+            self.acks.clone()
+        };
+        Some((part, acks))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,6 +183,58 @@ mod tests {
             "merging keeps one reference per notifier"
         );
         drop(merged);
+        assert_eq!(*seen.lock().unwrap(), vec![Delivery::Delivered]);
+    }
+
+    fn events(n: usize) -> Batch {
+        (0..n).map(|i| crate::ev!({ "i": i })).collect()
+    }
+
+    #[test]
+    fn chunks_keep_order_and_every_part_holds_the_acks() {
+        let (seen, acks) = recorder();
+        let mut parts = AckedChunks::new(events(7), acks, 3);
+        let (first, first_acks) = parts.next().unwrap();
+        assert_eq!(first, events(3));
+        assert_eq!(parts.remaining(), 4);
+        let rest: Vec<(Batch, Acks)> = parts.collect();
+        let sizes: Vec<usize> = rest.iter().map(|(b, _)| b.len()).collect();
+        assert_eq!(sizes, vec![3, 1]);
+        assert_eq!(rest[1].0[0], crate::ev!({ "i": 6 }), "in order");
+        drop(rest);
+        assert!(seen.lock().unwrap().is_empty(), "the first part is out");
+        drop(first_acks);
+        assert_eq!(*seen.lock().unwrap(), vec![Delivery::Delivered]);
+    }
+
+    #[test]
+    fn chunks_release_the_acks_with_the_last_part_or_an_untaken_rest() {
+        let (seen, acks) = recorder();
+        let mut parts = AckedChunks::new(events(5), acks, 2);
+        let (_, a) = parts.next().unwrap();
+        a.fail();
+        drop(a);
+        assert!(seen.lock().unwrap().is_empty(), "the rest holds them");
+        drop(parts);
+        assert_eq!(*seen.lock().unwrap(), vec![Delivery::Failed]);
+
+        let (seen, acks) = recorder();
+        let whole: Vec<(Batch, Acks)> = AckedChunks::new(events(2), acks, 0).collect();
+        assert_eq!(whole.len(), 2, "a size of 0 means 1");
+        drop(whole);
+        assert_eq!(*seen.lock().unwrap(), vec![Delivery::Delivered]);
+
+        let (seen, acks) = recorder();
+        let mut fits = AckedChunks::new(events(3), acks, 3);
+        let (batch, only) = fits.next().unwrap();
+        assert_eq!((batch.len(), only.0.len()), (3, 1));
+        assert_eq!(Arc::strong_count(&only.0[0]), 1, "no clone for one part");
+        assert!(fits.next().is_none());
+        drop(only);
+        assert_eq!(*seen.lock().unwrap(), vec![Delivery::Delivered]);
+
+        let (seen, acks) = recorder();
+        assert!(AckedChunks::new(Vec::new(), acks, 3).next().is_none());
         assert_eq!(*seen.lock().unwrap(), vec![Delivery::Delivered]);
     }
 }

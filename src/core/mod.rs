@@ -1,5 +1,6 @@
 //! What every layer shares and nothing else: the event value, batches,
-//! acknowledgements, stage errors and failed events.
+//! acknowledgements, stage errors and failed events, and locks that
+//! survive a poisoning panic.
 //!
 //! An event is a JSON object held in flowgate's own `Value`: objects are
 //! vectors of (key, value) in insertion order (the order `jq -c` prints),
@@ -13,9 +14,10 @@ mod error;
 mod failed;
 mod map;
 mod serde_impl;
+pub mod sync;
 mod value;
 
-pub use ack::{Acks, Delivery};
+pub use ack::{AckedChunks, Acks, Delivery};
 pub use compact_str::CompactString as Str;
 pub use error::{CallError, ComponentError};
 pub use failed::Failed;

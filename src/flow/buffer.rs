@@ -8,10 +8,11 @@
 //! send then reports how many events it could not deliver.
 
 use crate::config::controls::WhenFull;
-use crate::core::{Acks, Batch, MAX_BATCH};
+use crate::core::sync::LockExt;
+use crate::core::{AckedChunks, Acks, Batch, MAX_BATCH};
 use crate::telemetry::{ComponentMetrics, DiscardReason};
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 struct State {
@@ -27,6 +28,8 @@ struct State {
 }
 
 struct Shared {
+    /// Taken with `lock_unpoisoned`: after a panic while holding it the
+    /// queue state is still consistent (every mutation is a single push/pop).
     state: Mutex<State>,
     capacity: usize,
     policy: WhenFull,
@@ -35,14 +38,6 @@ struct Shared {
     /// Wakes blocked senders when room frees up or the receiver leaves.
     drained: Notify,
     metrics: ComponentMetrics,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A poisoned lock means a panic while holding it; the queue state is
-        // still consistent (every mutation is a single push/pop).
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
 }
 
 /// Creates a queue holding up to `capacity` events (at least 1).
@@ -83,7 +78,7 @@ pub struct BufferSender {
 
 impl Clone for BufferSender {
     fn clone(&self) -> Self {
-        self.shared.lock().senders += 1;
+        self.shared.state.lock_unpoisoned().senders += 1;
         Self {
             shared: self.shared.clone(),
         }
@@ -93,7 +88,7 @@ impl Clone for BufferSender {
 impl Drop for BufferSender {
     fn drop(&mut self) {
         let last = {
-            let mut state = self.shared.lock();
+            let mut state = self.shared.state.lock_unpoisoned();
             state.senders -= 1;
             state.senders == 0
         };
@@ -112,7 +107,7 @@ impl BufferSender {
     /// which never wait). A hint for producers that answer "busy" rather
     /// than wait, like the http_server source.
     pub fn has_room(&self, n: usize) -> bool {
-        let state = self.shared.lock();
+        let state = self.shared.state.lock_unpoisoned();
         self.shared.policy != WhenFull::Block
             || state.events + n.min(self.shared.capacity) <= self.shared.capacity
     }
@@ -121,25 +116,13 @@ impl BufferSender {
     /// waits for room; the drop policies never wait.
     /// A batch dropped by a policy releases its acknowledgements (a rule
     /// the user configured discarded it).
-    pub async fn send(&self, mut batch: Batch, mut acks: Acks) -> Result<(), Undelivered> {
-        let cap = self.shared.capacity;
-        while !batch.is_empty() {
-            // A batch larger than the whole queue goes in capacity-sized parts.
-            let rest = if batch.len() > cap {
-                batch.split_off(cap)
-            } else {
-                Vec::new()
-            };
-            let part_acks = if rest.is_empty() {
-                std::mem::take(&mut acks)
-            } else {
-                acks.clone()
-            };
-            let result = self.send_fitting(batch, part_acks).await;
-            if let Err(Undelivered(n)) = result {
-                return Err(Undelivered(n + rest.len()));
+    pub async fn send(&self, batch: Batch, acks: Acks) -> Result<(), Undelivered> {
+        // A batch larger than the whole queue goes in capacity-sized parts.
+        let mut parts = AckedChunks::new(batch, acks, self.shared.capacity);
+        while let Some((part, part_acks)) = parts.next() {
+            if let Err(Undelivered(n)) = self.send_fitting(part, part_acks).await {
+                return Err(Undelivered(n + parts.remaining()));
             }
-            batch = rest;
         }
         Ok(())
     }
@@ -151,7 +134,7 @@ impl BufferSender {
             tokio::pin!(notified);
             notified.as_mut().enable();
             {
-                let mut state = shared.lock();
+                let mut state = shared.state.lock_unpoisoned();
                 if !state.receiver_alive {
                     acks.fail();
                     return Err(Undelivered(batch.len()));
@@ -212,7 +195,7 @@ pub struct BufferReceiver {
 
 impl Drop for BufferReceiver {
     fn drop(&mut self) {
-        self.shared.lock().receiver_alive = false;
+        self.shared.state.lock_unpoisoned().receiver_alive = false;
         self.shared.drained.notify_waiters();
     }
 }
@@ -227,7 +210,7 @@ impl BufferReceiver {
             tokio::pin!(notified);
             notified.as_mut().enable();
             {
-                let mut state = shared.lock();
+                let mut state = shared.state.lock_unpoisoned();
                 if let Some((mut batch, mut acks)) = state.queue.pop_front() {
                     while let Some((next, _)) = state.queue.front() {
                         if batch.len() + next.len() > MAX_BATCH {
@@ -259,7 +242,7 @@ impl BufferReceiver {
 
     /// Events queued right now (for the shutdown report).
     pub fn len(&self) -> usize {
-        self.shared.lock().events
+        self.shared.state.lock_unpoisoned().events
     }
 
     pub fn is_empty(&self) -> bool {
@@ -285,29 +268,31 @@ impl BufferGauge {
     /// Queued, in-flight and parked events (what a shutdown deadline
     /// leaves undelivered).
     pub fn events(&self) -> usize {
-        let state = self.shared.lock();
+        let state = self.shared.state.lock_unpoisoned();
         state.events + state.in_flight + state.parked
     }
 
     /// How many events the stage's keyed rate limit holds now.
     pub fn set_parked(&self, n: usize) {
-        self.shared.lock().parked = n;
+        self.shared.state.lock_unpoisoned().parked = n;
     }
 
     /// The stage has handed on (or dropped by rule) `n` events it received.
     pub fn settle(&self, n: usize) {
-        let mut state = self.shared.lock();
+        let mut state = self.shared.state.lock_unpoisoned();
         state.in_flight = state.in_flight.saturating_sub(n);
     }
 }
 
+/// The queue's tests, and helpers the fan-out's tests use too.
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::ev as json;
     use crate::telemetry::Metrics;
 
-    fn events(n: usize, start: usize) -> Batch {
+    /// `n` events `{"i": start..}`.
+    pub(in crate::flow) fn events(n: usize, start: usize) -> Batch {
         (start..start + n).map(|i| json!({ "i": i })).collect()
     }
 
@@ -315,7 +300,11 @@ mod tests {
         b.iter().map(|e| e["i"].as_u64().unwrap()).collect()
     }
 
-    fn make(cap: usize, policy: WhenFull) -> (BufferSender, BufferReceiver, ComponentMetrics) {
+    /// A queue of `cap` events feeding a sink, with its metrics.
+    pub(in crate::flow) fn make(
+        cap: usize,
+        policy: WhenFull,
+    ) -> (BufferSender, BufferReceiver, ComponentMetrics) {
         let m = Metrics::new().component("p", "c", "sink", "blackhole");
         let (tx, rx) = channel(cap, policy, m.clone());
         (tx, rx, m)

@@ -1,6 +1,7 @@
 //! Pipeline-wide control shared by every task of one pipeline: the source
 //! cancellation token and the first failure, which decides the exit code.
 
+use crate::core::sync::LockExt;
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
@@ -38,7 +39,7 @@ impl PipelineControl {
     pub fn fail(&self, component: &str, message: impl Into<String>) {
         let message = message.into();
         tracing::error!(pipeline = %self.pipeline, component, "{message}; stopping the pipeline");
-        let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        let mut failure = self.failure.lock_unpoisoned();
         if failure.is_none() {
             *failure = Some(format!("component '{component}': {message}"));
         }
@@ -47,9 +48,6 @@ impl PipelineControl {
     }
 
     pub fn failure(&self) -> Option<String> {
-        self.failure
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.failure.lock_unpoisoned().clone()
     }
 }

@@ -14,6 +14,7 @@
 
 use super::buffer::{BufferSender, Undelivered};
 use super::tap::TapPoint;
+use crate::core::sync::RwLockExt;
 use crate::core::{Acks, Batch};
 use prometheus::IntCounter;
 use std::sync::{Arc, RwLock};
@@ -57,11 +58,7 @@ impl Fanout {
     }
 
     fn current(&self) -> Arc<Vec<BufferSender>> {
-        self.inner
-            .consumers
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.inner.consumers.read_unpoisoned().clone()
     }
 
     pub fn has_consumers(&self) -> bool {
@@ -75,11 +72,7 @@ impl Fanout {
 
     /// Replaces who receives this output's events.
     pub fn set_consumers(&self, consumers: Vec<BufferSender>) {
-        *self
-            .inner
-            .consumers
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = Arc::new(consumers);
+        *self.inner.consumers.write_unpoisoned() = Arc::new(consumers);
     }
 
     /// Lets go of every consumer, so their queues can close once the
@@ -137,26 +130,8 @@ impl Drop for CloseOnDrop {
 mod tests {
     use super::*;
     use crate::config::controls::WhenFull;
-    use crate::ev as json;
-    use crate::flow::buffer::{self, BufferReceiver};
+    use crate::flow::buffer::tests::{events, make as consumer};
     use crate::telemetry::{DiscardReason, Metrics};
-
-    fn consumer(
-        cap: usize,
-        policy: WhenFull,
-    ) -> (
-        BufferSender,
-        BufferReceiver,
-        crate::telemetry::ComponentMetrics,
-    ) {
-        let m = Metrics::new().component("p", "c", "sink", "blackhole");
-        let (tx, rx) = buffer::channel(cap, policy, m.clone());
-        (tx, rx, m)
-    }
-
-    fn batch(n: usize) -> Batch {
-        (0..n).map(|i| json!({ "i": i })).collect()
-    }
 
     #[tokio::test]
     async fn a_full_blocking_consumer_holds_back_its_siblings_without_loss() {
@@ -168,9 +143,9 @@ mod tests {
                 .component("p", "src", "source", "generator")
                 .output("default"),
         );
-        out.send(batch(5), Acks::none()).await.unwrap();
+        out.send(events(5, 0), Acks::none()).await.unwrap();
         let second = tokio::spawn(async move {
-            out.send(batch(5), Acks::none()).await.unwrap();
+            out.send(events(5, 0), Acks::none()).await.unwrap();
             out
         });
         tokio::task::yield_now().await;
@@ -199,7 +174,7 @@ mod tests {
                     .output("default"),
             );
             for _ in 0..4 {
-                out.send(batch(5), Acks::none()).await.unwrap();
+                out.send(events(5, 0), Acks::none()).await.unwrap();
             }
             drop(out);
             assert_eq!(free_rx.recv().await.unwrap().0.len(), 20);

@@ -5,6 +5,7 @@
 //! rather than slowing the pipeline.
 
 use crate::core::Batch;
+use crate::core::sync::LockExt;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -36,7 +37,7 @@ impl TapPoint {
             return;
         }
         let take = {
-            let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+            let mut w = self.window.lock_unpoisoned();
             let now = Instant::now();
             if now.duration_since(w.0).as_secs() >= 1 {
                 *w = (now, 0);
@@ -80,7 +81,7 @@ pub struct Taps {
 impl Taps {
     /// The tap point of one output (created on first use).
     pub fn point(&self, pipeline: &str, output: &str) -> Arc<TapPoint> {
-        let mut points = self.points.lock().unwrap_or_else(|e| e.into_inner());
+        let mut points = self.points.lock_unpoisoned();
         points
             .entry(format!("{pipeline}/{output}"))
             .or_insert_with(|| Arc::new(TapPoint::new()))
@@ -89,7 +90,7 @@ impl Taps {
 
     /// Finds `pipeline/output` or a unique `output` across pipelines.
     pub fn find(&self, name: &str) -> Result<Arc<TapPoint>, String> {
-        let points = self.points.lock().unwrap_or_else(|e| e.into_inner());
+        let points = self.points.lock_unpoisoned();
         if let Some(p) = points.get(name) {
             return Ok(p.clone());
         }

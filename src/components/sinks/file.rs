@@ -39,11 +39,17 @@ pub struct FileSink {
     file: tokio::sync::Mutex<Option<(tokio::fs::File, (u64, u64))>>,
 }
 
+/// A file's identity, (device, inode): what stays the same when the file
+/// is renamed and differs for a new file at the same path.
+fn identity_of(m: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (m.dev(), m.ino())
+}
+
 /// The identity of the file at `path` now, if there is one.
 fn identity(path: &std::path::Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
     // A stat per batch: a microsecond, against a write of up to 1,000 events.
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    std::fs::metadata(path).ok().map(|m| identity_of(&m))
 }
 
 impl FileSink {
@@ -85,11 +91,7 @@ impl Sink for FileSink {
                 .open(&self.path)
                 .await
                 .map_err(|e| self.io("opening", e))?;
-            let opened = {
-                use std::os::unix::fs::MetadataExt;
-                let m = file.metadata().await.map_err(|e| self.io("opening", e))?;
-                (m.dev(), m.ino())
-            };
+            let opened = identity_of(&file.metadata().await.map_err(|e| self.io("opening", e))?);
             *slot = Some((file, opened));
         }
         let (file, _) = slot.as_mut().expect("opened above");

@@ -5,7 +5,7 @@
 //! event, so a dead-letter sink catches it.
 
 use super::{OutputCodec, encode_lines};
-use crate::components::{ComponentError, Encoded, Sink};
+use crate::components::{ComponentError, Encoded, Sink, http_common};
 use crate::config::duration::ConfigDuration;
 use crate::core::Batch;
 use indexmap::IndexMap;
@@ -75,12 +75,8 @@ impl HttpSinkConfig {
         if reqwest::Url::parse(&self.url).is_err() {
             problems.push((vec!["url"], format!("'{}' is not a URL", self.url)));
         }
-        for (name, value) in &self.headers {
-            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err()
-                || reqwest::header::HeaderValue::from_str(value).is_err()
-            {
-                problems.push((vec!["headers"], format!("invalid header '{name}'")));
-            }
+        for name in http_common::headers(&self.headers).1 {
+            problems.push((vec!["headers"], format!("invalid header '{name}'")));
         }
         if self.batch.max_events == 0 {
             problems.push((
@@ -92,17 +88,9 @@ impl HttpSinkConfig {
     }
 
     pub fn build(&self) -> HttpSink {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut headers = reqwest::header::HeaderMap::new();
-        for (name, value) in &self.headers {
-            // Checked by `check` before anything is built.
-            if let (Ok(n), Ok(v)) = (
-                reqwest::header::HeaderName::from_bytes(name.as_bytes()),
-                reqwest::header::HeaderValue::from_str(value),
-            ) {
-                headers.insert(n, v);
-            }
-        }
+        http_common::install_tls();
+        // Invalid headers were reported by `check` before anything is built.
+        let (headers, _) = http_common::headers(&self.headers);
         HttpSink {
             client: reqwest::Client::new(),
             url: self.url.clone(),
@@ -163,15 +151,9 @@ impl Sink for HttpSink {
         if status.is_success() {
             return Ok(());
         }
-        let body: String = response
-            .text()
-            .await
-            .unwrap_or_default()
-            .chars()
-            .take(200)
-            .collect();
+        let body = http_common::snippet(&response.text().await.unwrap_or_default());
         let message = format!("POST {} returned {status}: {body}", self.url);
-        if status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429 {
+        if http_common::retryable(status) {
             Err(ComponentError::Transient {
                 message,
                 error_type: "http",

@@ -5,6 +5,7 @@
 //! breaker, timeout); a batch that finally fails follows `on_error`.
 
 use super::{OutputCodec, encode_lines};
+use crate::components::sources::nats as nats_source;
 use crate::components::{ComponentError, Encoded, Sink};
 use crate::core::Batch;
 use async_nats::jetstream;
@@ -41,13 +42,12 @@ impl NatsSinkConfig {
                 ),
             ));
         }
-        if let Some(s) = &self.stream
-            && (s.is_empty() || s.contains(['.', ' ', '*', '>']))
+        if let Some(problem) = self
+            .stream
+            .as_deref()
+            .and_then(|s| nats_source::name_problem("stream", s))
         {
-            problems.push((
-                vec!["stream"],
-                format!("stream name '{s}' must be non-empty, without '.', ' ', '*' or '>'"),
-            ));
+            problems.push((vec!["stream"], problem));
         }
         problems
     }
@@ -70,9 +70,7 @@ impl NatsSink {
     async fn context(&self) -> Result<&jetstream::Context, ComponentError> {
         self.js
             .get_or_try_init(|| async {
-                let client =
-                    crate::components::sources::nats::connect(&self.config.url, "nats sink")
-                        .await?;
+                let client = nats_source::connect(&self.config.url, "nats sink").await?;
                 let js = jetstream::new(client);
                 if let Some(stream) = &self.config.stream {
                     js.get_or_create_stream(jetstream::stream::Config {

@@ -8,8 +8,9 @@
 //! the sinks wrote every event (503 if one could not be). On shutdown the listener closes and requests in
 //! flight are answered.
 
+use super::decode::{NotAnEvent, json_object};
 use crate::components::{ComponentError, Source, SourceContext};
-use crate::core::{Acks, Batch, Delivery, MAX_BATCH, Value};
+use crate::core::{AckedChunks, Acks, Batch, Delivery, MAX_BATCH, Value};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -95,20 +96,16 @@ fn decode(body: &[u8]) -> Result<Batch, String> {
         return Ok(Vec::new());
     }
     // One document (an object or an array of objects) ...
-    if let Ok(v) = serde_json::from_str::<Value>(trimmed) {
-        return match v {
-            Value::Object(_) => Ok(vec![v]),
-            Value::Array(items) => {
-                if let Some(i) = items.iter().position(|e| !e.is_object()) {
-                    return Err(format!("array element {i} is not a JSON object"));
-                }
-                Ok(items)
+    match json_object(trimmed.as_bytes()) {
+        Ok(event) => return Ok(vec![event]),
+        Err(NotAnEvent::NotAnObject(Value::Array(items))) => {
+            if let Some(i) = items.iter().position(|e| !e.is_object()) {
+                return Err(format!("array element {i} is not a JSON object"));
             }
-            other => Err(format!(
-                "the body is a JSON {}, not an object",
-                crate::expr::value::type_name(&other)
-            )),
-        };
+            return Ok(items);
+        }
+        Err(other @ NotAnEvent::NotAnObject(_)) => return Err(other.describe("the body")),
+        Err(NotAnEvent::Invalid(_)) => {}
     }
     // ... or NDJSON, one object per line.
     let mut events = Vec::new();
@@ -117,10 +114,14 @@ fn decode(body: &[u8]) -> Result<Batch, String> {
         if line.trim().is_empty() {
             continue;
         }
-        match serde_json::from_str::<Value>(line) {
-            Ok(v @ Value::Object(_)) => events.push(v),
-            Ok(_) => return Err(format!("line {} is not a JSON object", n + 1)),
-            Err(e) => return Err(format!("line {} is not valid JSON: {e}", n + 1)),
+        match json_object(line.as_bytes()) {
+            Ok(event) => events.push(event),
+            // This source's wording names no type; kept so clients see
+            // the answers they always have.
+            Err(NotAnEvent::NotAnObject(_)) => {
+                return Err(format!("line {} is not a JSON object", n + 1));
+            }
+            Err(e @ NotAnEvent::Invalid(_)) => return Err(e.describe(&format!("line {}", n + 1))),
         }
     }
     Ok(events)
@@ -174,17 +175,10 @@ async fn accept(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
     } else {
         (Acks::none(), None)
     };
-    let mut events = events;
-    while !events.is_empty() {
-        let rest = if events.len() > MAX_BATCH {
-            events.split_off(MAX_BATCH)
-        } else {
-            Vec::new()
-        };
-        shared.ctx.emit_acked(events, acks.clone()).await;
-        events = rest;
+    // A large body travels as several batches; the answer waits for all.
+    for (batch, batch_acks) in AckedChunks::new(events, acks, MAX_BATCH) {
+        shared.ctx.emit_acked(batch, batch_acks).await;
     }
-    drop(acks);
     if let Some(written) = written
         && written.await != Ok(Delivery::Delivered)
     {

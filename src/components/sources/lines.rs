@@ -4,14 +4,35 @@
 //! event), and the source emits them in input order.
 
 use super::Codec;
-use crate::components::{ComponentError, SourceContext, raw_line_event};
+use crate::components::{ComponentError, SourceContext};
 use crate::core::Failed;
 use crate::core::{Acks, Batch, MAX_BATCH};
 use std::collections::VecDeque;
 use std::io::Read;
 use tokio::task::JoinHandle;
 
-pub(super) const CHUNK_BYTES: usize = 256 * 1024;
+const CHUNK_BYTES: usize = 256 * 1024;
+
+/// Reads up to `CHUNK_BYTES` more onto the end of `buf`, trying again when
+/// a signal interrupts the read. Returns the bytes read (0 at the end of
+/// the data); on an error `buf` is as it was.
+pub(super) fn read_more(reader: &mut impl Read, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    let start = buf.len();
+    buf.resize(start + CHUNK_BYTES, 0);
+    loop {
+        match reader.read(&mut buf[start..]) {
+            Ok(n) => {
+                buf.truncate(start + n);
+                return Ok(n);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                buf.truncate(start);
+                return Err(e);
+            }
+        }
+    }
+}
 
 fn decode_parallelism() -> usize {
     std::thread::available_parallelism()
@@ -39,24 +60,9 @@ pub(super) fn decode_chunk(chunk: &[u8], codec: Codec) -> Decoded {
             continue;
         }
         decoded.lines += 1;
-        match codec {
-            Codec::Json => match serde_json::from_slice::<crate::core::Value>(line) {
-                Ok(event @ crate::core::Value::Object(_)) => batch.push(event),
-                Ok(other) => decoded.failed.push(Failed::new(
-                    raw_line_event(&String::from_utf8_lossy(line)),
-                    format!(
-                        "line is a JSON {}, not an object",
-                        crate::expr::value::type_name(&other)
-                    ),
-                    "decode",
-                )),
-                Err(e) => decoded.failed.push(Failed::new(
-                    raw_line_event(&String::from_utf8_lossy(line)),
-                    format!("line is not valid JSON: {e}"),
-                    "decode",
-                )),
-            },
-            Codec::Text => batch.push(raw_line_event(&String::from_utf8_lossy(line))),
+        match super::decode::event(line, codec, "line") {
+            Ok(event) => batch.push(event),
+            Err(failed) => decoded.failed.push(failed),
         }
         if batch.len() == MAX_BATCH {
             decoded
@@ -76,21 +82,13 @@ fn read_chunks(mut reader: impl Read, tx: ChunkSender<()>) {
     let mut carry: Vec<u8> = Vec::new();
     loop {
         let mut buf = std::mem::take(&mut carry);
-        let start = buf.len();
-        buf.resize(start + CHUNK_BYTES, 0);
-        let n = match reader.read(&mut buf[start..]) {
+        let n = match read_more(&mut reader, &mut buf) {
             Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
-                buf.truncate(start);
-                carry = buf;
-                continue;
-            }
             Err(e) => {
                 let _ = tx.blocking_send(Err(e));
                 return;
             }
         };
-        buf.truncate(start + n);
         if n == 0 {
             if !buf.is_empty() {
                 let _ = tx.blocking_send(Ok((buf, ())));
@@ -202,6 +200,38 @@ mod tests {
             t.batches.concat(),
             vec![crate::ev!({"message": "x"}), crate::ev!({"message": "y"})]
         );
+    }
+
+    /// Fails once with `kind`, then reads `data`.
+    struct Flaky {
+        kind: Option<std::io::ErrorKind>,
+        data: std::io::Cursor<Vec<u8>>,
+    }
+
+    impl Read for Flaky {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            match self.kind.take() {
+                Some(kind) => Err(kind.into()),
+                None => self.data.read(buf),
+            }
+        }
+    }
+
+    #[test]
+    fn reads_append_retry_after_a_signal_and_leave_the_buffer_on_errors() {
+        let flaky = |kind| Flaky {
+            kind: Some(kind),
+            data: std::io::Cursor::new(b"b\n".to_vec()),
+        };
+        let mut buf = b"a".to_vec();
+        let mut r = flaky(std::io::ErrorKind::Interrupted);
+        assert_eq!(read_more(&mut r, &mut buf).unwrap(), 2);
+        assert_eq!(buf, b"ab\n");
+        assert_eq!(read_more(&mut r, &mut buf).unwrap(), 0);
+        assert_eq!(buf, b"ab\n");
+        let mut r = flaky(std::io::ErrorKind::PermissionDenied);
+        assert!(read_more(&mut r, &mut buf).is_err());
+        assert_eq!(buf, b"ab\n", "an error adds nothing");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Sources: components that make events.
 
 pub mod checkpoint;
+pub mod decode;
 pub mod file;
 pub mod generator;
 pub mod http_server;

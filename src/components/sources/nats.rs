@@ -7,10 +7,8 @@
 
 use super::Codec;
 use super::nats_acks::Acker;
-use crate::components::{ComponentError, Source, SourceContext, raw_line_event};
+use crate::components::{ComponentError, Source, SourceContext};
 use crate::config::duration::ConfigDuration;
-use crate::core::Failed;
-use crate::core::Value;
 use async_nats::Client;
 use async_nats::jetstream::{self, consumer};
 use futures_util::StreamExt;
@@ -67,23 +65,11 @@ pub struct NatsSourceConfig {
 impl NatsSourceConfig {
     pub fn check(&self) -> Vec<(Vec<&'static str>, String)> {
         let mut problems = Vec::new();
-        if self.stream.is_empty() || self.stream.contains(['.', ' ', '*', '>']) {
-            problems.push((
-                vec!["stream"],
-                format!(
-                    "stream name '{}' must be non-empty, without '.', ' ', '*' or '>'",
-                    self.stream
-                ),
-            ));
+        if let Some(problem) = name_problem("stream", &self.stream) {
+            problems.push((vec!["stream"], problem));
         }
-        if self.durable.is_empty() || self.durable.contains(['.', ' ', '*', '>']) {
-            problems.push((
-                vec!["durable"],
-                format!(
-                    "durable name '{}' must be non-empty, without '.', ' ', '*' or '>'",
-                    self.durable
-                ),
-            ));
+        if let Some(problem) = name_problem("durable", &self.durable) {
+            problems.push((vec!["durable"], problem));
         }
         if self.max_deliver.is_some_and(|n| n < 1) {
             problems.push((vec!["max_deliver"], "must be at least 1".to_string()));
@@ -110,6 +96,14 @@ impl NatsSourceConfig {
             config: self.clone(),
         }
     }
+}
+
+/// What is wrong with a JetStream stream or consumer name (`kind` is
+/// "stream" or "durable"), if anything: JetStream refuses empty names and
+/// names with '.', ' ', '*' or '>', and validation should say so first.
+pub fn name_problem(kind: &str, name: &str) -> Option<String> {
+    (name.is_empty() || name.contains(['.', ' ', '*', '>']))
+        .then(|| format!("{kind} name '{name}' must be non-empty, without '.', ' ', '*' or '>'"))
 }
 
 /// Connects, retrying in the background: a daemon starts (and keeps
@@ -188,28 +182,6 @@ impl NatsSource {
             )
             .await
             .map_err(|e| format!("consumer '{}': {e}", c.durable))
-    }
-
-    fn decode(&self, payload: &[u8]) -> Result<Value, Failed> {
-        match self.config.codec {
-            Codec::Text => Ok(raw_line_event(&String::from_utf8_lossy(payload))),
-            Codec::Json => match serde_json::from_slice::<Value>(payload) {
-                Ok(event @ Value::Object(_)) => Ok(event),
-                Ok(other) => Err(Failed::new(
-                    raw_line_event(&String::from_utf8_lossy(payload)),
-                    format!(
-                        "message is a JSON {}, not an object",
-                        crate::expr::value::type_name(&other)
-                    ),
-                    "decode",
-                )),
-                Err(e) => Err(Failed::new(
-                    raw_line_event(&String::from_utf8_lossy(payload)),
-                    format!("message is not valid JSON: {e}"),
-                    "decode",
-                )),
-            },
-        }
     }
 }
 
@@ -291,7 +263,7 @@ impl Source for NatsSource {
                             if let Some(reply) = m.message.reply.clone() {
                                 replies.push(reply);
                             }
-                            match self.decode(&m.message.payload) {
+                            match super::decode::event(&m.message.payload, c.codec, "message") {
                                 Ok(e) => events.push(e),
                                 Err(f) => failed.push(f),
                             }
@@ -314,5 +286,23 @@ impl Source for NatsSource {
         ctx.output.close();
         acker.finish().await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jetstream_names_without_separators_or_wildcards_pass() {
+        assert_eq!(name_problem("stream", "ORDERS_1"), None);
+        for bad in ["", "a.b", "a b", "a*", "a>"] {
+            assert_eq!(
+                name_problem("durable", bad),
+                Some(format!(
+                    "durable name '{bad}' must be non-empty, without '.', ' ', '*' or '>'"
+                ))
+            );
+        }
     }
 }

@@ -5,6 +5,7 @@
 //! messages get "in progress" every half `ack_wait`, so JetStream does not
 //! redeliver to another consumer what this one still holds.
 
+use crate::core::sync::LockExt;
 use crate::core::{Acks, Delivery};
 use crate::telemetry::AckCounters;
 use async_nats::jetstream::AckKind;
@@ -40,7 +41,7 @@ impl Acker {
     fn register(&mut self, replies: Vec<Subject>) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
-        lock(&self.pending).insert(id, replies);
+        self.pending.lock_unpoisoned().insert(id, replies);
         id
     }
 
@@ -67,10 +68,6 @@ impl Acker {
     }
 }
 
-fn lock(p: &Pending) -> std::sync::MutexGuard<'_, HashMap<u64, Vec<Subject>>> {
-    p.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 async fn run(
     client: Client,
     mut settled: mpsc::UnboundedReceiver<(u64, Delivery, bool)>,
@@ -86,7 +83,7 @@ async fn run(
         tokio::select! {
             next = settled.recv() => {
                 let Some((id, delivery, counted)) = next else { break };
-                let replies = lock(&pending).remove(&id).unwrap_or_default();
+                let replies = pending.lock_unpoisoned().remove(&id).unwrap_or_default();
                 sent = true;
                 if counted {
                     counters.count(delivery == Delivery::Delivered, replies.len());
@@ -99,7 +96,7 @@ async fn run(
                 publish(&client, replies, payload).await;
             }
             _ = progress.tick() => {
-                let waiting: Vec<Subject> = lock(&pending).values().flatten().cloned().collect();
+                let waiting: Vec<Subject> = pending.lock_unpoisoned().values().flatten().cloned().collect();
                 if !waiting.is_empty() {
                     sent = true;
                     publish(&client, waiting, AckKind::Progress.into()).await;

@@ -7,10 +7,9 @@
 //! does: it works the same on every filesystem.
 
 use super::checkpoint::Position;
-use super::lines::CHUNK_BYTES;
-use super::lines::ChunkSender;
+use super::lines::{ChunkSender, read_more};
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -67,19 +66,7 @@ impl Open {
     /// line without newline). `Ok(false)` at the end of the data; `Err` with
     /// `None` when the receiver is gone.
     fn read_some(&mut self, tx: &Sender, to_end: bool) -> Result<bool, Option<std::io::Error>> {
-        let start = self.partial.len();
-        self.partial.resize(start + CHUNK_BYTES, 0);
-        let n = loop {
-            match self.file.read(&mut self.partial[start..]) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    self.partial.truncate(start);
-                    return Err(Some(e));
-                }
-            }
-        };
-        self.partial.truncate(start + n);
+        let n = read_more(&mut self.file, &mut self.partial).map_err(Some)?;
         let cut = if n == 0 && to_end {
             Some(self.partial.len()).filter(|n| *n > 0)
         } else {

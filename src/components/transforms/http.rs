@@ -4,7 +4,7 @@
 //! with `workers` (concurrent calls) and the stage controls (timeout,
 //! retry, circuit breaker, rate limit).
 
-use crate::components::{AsyncTransform, CallError};
+use crate::components::{AsyncTransform, CallError, http_common};
 use crate::core::{Event, Value};
 use crate::expr::Program;
 use indexmap::IndexMap;
@@ -101,24 +101,14 @@ impl HttpConfig {
             .body
             .as_deref()
             .and_then(|b| super::compile(b, &["body"], &mut problems));
-        let mut headers = reqwest::header::HeaderMap::new();
-        for (name, value) in &self.headers {
-            match (
-                reqwest::header::HeaderName::from_bytes(name.as_bytes()),
-                reqwest::header::HeaderValue::from_str(value),
-            ) {
-                (Ok(n), Ok(v)) => {
-                    headers.insert(n, v);
-                }
-                _ => problems.push(super::ProgramProblem {
-                    key: vec!["headers".into(), name.clone()],
-                    error: crate::expr::ProgramError {
-                        span: 0..0,
-                        message: format!("invalid header '{name}'"),
-                    },
-                }),
-            }
-        }
+        let (headers, invalid) = http_common::headers(&self.headers);
+        problems.extend(invalid.into_iter().map(|name| super::ProgramProblem {
+            key: vec!["headers".into(), name.to_string()],
+            error: crate::expr::ProgramError {
+                span: 0..0,
+                message: format!("invalid header '{name}'"),
+            },
+        }));
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -132,8 +122,7 @@ impl HttpConfig {
 
     pub fn build(&self) -> Result<Http, Vec<super::ProgramProblem>> {
         let (url, body, headers) = self.compile()?;
-        // One TLS stack (rustls with ring) for every client in the process.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        http_common::install_tls();
         let client = reqwest::Client::builder().build().map_err(|e| {
             vec![super::ProgramProblem {
                 key: vec!["url".into()],
@@ -250,14 +239,11 @@ impl AsyncTransform for Http {
             bytes.extend_from_slice(&chunk);
         }
         if !status.is_success() {
-            // 5xx, 408 and 429 may pass; other 4xx will not.
-            let retryable =
-                status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429;
-            let snippet: String = String::from_utf8_lossy(&bytes).chars().take(200).collect();
+            let snippet = http_common::snippet(&String::from_utf8_lossy(&bytes));
             return Err(fail(
                 format!("{} {url} returned {status}: {snippet}", self.method),
                 "http",
-                retryable,
+                http_common::retryable(status),
             ));
         }
         let response: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
