@@ -262,7 +262,7 @@ fn tap(output: &str, address: &str, count: Option<u64>) -> anyhow::Result<ExitCo
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::components::http_common::install_tls();
         let url = format!("http://{address}/tap/{output}");
         let mut response = reqwest::Client::new()
             .get(&url)

@@ -27,6 +27,7 @@
 //! decisions: their latency and their 429s reflect the old limit and already
 //! caused that cut (TCP, likewise, cuts at most once per window of data).
 
+use crate::core::sync::LockExt;
 use prometheus::IntGauge;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -152,7 +153,7 @@ impl AdaptiveConcurrency {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // Only arithmetic runs under the lock; a panic there leaves
         // consistent counters, so a poisoned lock is still usable.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.lock_unpoisoned()
     }
 
     /// The current limit.

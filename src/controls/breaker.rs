@@ -11,6 +11,7 @@
 //! back when the guard drops, so a half-open breaker can always close again.
 
 use crate::config::controls::CircuitBreakerConfig;
+use crate::core::sync::LockExt;
 pub use crate::telemetry::BreakerMetrics;
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -127,7 +128,7 @@ impl CircuitBreaker {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.lock_unpoisoned()
     }
 
     pub fn state(&self) -> State {

@@ -8,9 +8,10 @@
 //! taking input while as many events are parked as its buffer holds, so a
 //! slow key holds back the others by at most the stage's buffer.
 
+use crate::config::controls::{RateLimitConfig, WhenLimited};
 /// Keyed parking needs the stage driver to come back for parked events:
 /// `parked`, `next_ready_in` and `take_ready`.
-use crate::config::controls::{RateLimitConfig, WhenLimited};
+use crate::core::sync::LockExt;
 use crate::core::{Acks, Batch, Event, Str, Value};
 use crate::expr::Program;
 use governor::clock::Clock;
@@ -191,7 +192,7 @@ impl RateLimiter {
         acks: &Acks,
     ) -> (Batch, usize) {
         let keys: Vec<Str> = batch.iter().map(|e| key_of(key, e)).collect();
-        let mut map = buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = buckets.lock_unpoisoned();
         let mut admitted = Vec::with_capacity(batch.len());
         let mut dropped = 0;
         match self.when {
@@ -207,7 +208,7 @@ impl RateLimiter {
             // parked, so each key keeps its order) and the others go on.
             WhenLimited::Wait => {
                 let now = tokio::time::Instant::now();
-                let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+                let mut parked = self.parked.lock_unpoisoned();
                 for (event, k) in batch.into_iter().zip(keys) {
                     if let Some(queue) = parked.by_key.get_mut(&k) {
                         queue.events.push_back((event, now, acks.clone()));
@@ -248,7 +249,7 @@ impl RateLimiter {
             let k = key_of(key, &event);
             loop {
                 let checked = {
-                    let mut map = buckets.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut map = buckets.lock_unpoisoned();
                     self.check_key(&mut map, &k)
                 };
                 match checked {
@@ -281,12 +282,12 @@ impl RateLimiter {
 
     /// Events parked by a keyed `wait` limit.
     pub fn parked(&self) -> usize {
-        self.parked.lock().unwrap_or_else(|e| e.into_inner()).count
+        self.parked.lock_unpoisoned().count
     }
 
     /// Time until the earliest parked key may have a token.
     pub fn next_ready_in(&self) -> Option<Duration> {
-        let parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+        let parked = self.parked.lock_unpoisoned();
         let now = tokio::time::Instant::now();
         parked
             .by_key
@@ -301,8 +302,8 @@ impl RateLimiter {
         let Buckets::PerKey { buckets, .. } = &self.buckets else {
             return (Vec::new(), Acks::none());
         };
-        let mut map = buckets.lock().unwrap_or_else(|e| e.into_inner());
-        let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = buckets.lock_unpoisoned();
+        let mut parked = self.parked.lock_unpoisoned();
         let now = tokio::time::Instant::now();
         let mut ready = Vec::new();
         let mut ready_acks = Acks::none();

@@ -5,6 +5,7 @@
 //! once their old instance has drained, removed ones drain and stop.
 
 use crate::components::ComponentError;
+use crate::core::sync::LockExt;
 use crate::flow::buffer::{BufferGauge, BufferSender};
 use crate::flow::control::PipelineControl;
 use crate::graph::Pipeline;
@@ -142,7 +143,7 @@ impl RunningPipeline {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock_unpoisoned()
     }
 
     /// Stops the sources; everything downstream drains and ends.
