@@ -247,3 +247,62 @@ fn graph_shows_controls_and_named_outputs() {
         "{g}"
     );
 }
+
+/// `validate`'s stderr on `text`, line by line, with the file's path
+/// written as `F`.
+fn validate_lines(text_: &str) -> (Option<i32>, Vec<String>) {
+    let s = Scratch::new();
+    let file = s.write("p.yaml", text_);
+    let f = file.to_str().unwrap();
+    let out = run(&["validate", f], None);
+    let lines = text(&out.stderr)
+        .lines()
+        .map(|l| l.replacen(f, "F", 1))
+        .collect();
+    (out.status.code(), lines)
+}
+
+#[test]
+fn unknown_inputs_are_reported_beside_the_other_errors_of_their_component() {
+    let (code, lines) = validate_lines(
+        "sources:\n  g: {type: generator, events: [{a: 1}]}\ntransforms:\n  f: {type: filter, inputs: [gne], condition: 'true', bufer: {size: 10}}\nsinks:\n  o: {type: blackhole, inputs: [f]}\n",
+    );
+    assert_eq!(code, Some(78));
+    assert_eq!(
+        lines,
+        [
+            "F:4:30: component 'f': unknown input 'gne' (did you mean 'g'?)",
+            "F:4:55: component 'f': unknown field 'bufer' (did you mean 'buffer'?)",
+            "F: 2 problem(s)",
+        ]
+    );
+}
+
+#[test]
+fn broken_sources_transforms_and_sinks_have_their_inputs_checked_and_can_be_read() {
+    // `src` and `t` are broken: reading them is not an error of `m` or
+    // `o`; what `t` (unknown type) and `o` (unknown key) read still is.
+    let (code, lines) = validate_lines(
+        "sources:
+  src: {type: generator, events: [{a: 1}], colour: red}
+  other: {type: stdin}
+transforms:
+  t: {type: filtre, inputs: [src, othr]}
+  m: {type: map, inputs: [t, src, other], program: '.'}
+sinks:
+  o: {type: blackhole, inputs: [m, t, mm], colour: red}
+",
+    );
+    assert_eq!(code, Some(78));
+    assert_eq!(
+        lines,
+        [
+            "F:2:44: component 'src': unknown field 'colour' (expected one of: events, count, rate)",
+            "F:5:13: component 't': unknown transform type 'filtre' (did you mean 'filter'?)",
+            "F:5:35: component 't': unknown input 'othr' (did you mean 'other'?)",
+            "F:8:39: component 'o': unknown input 'mm' (did you mean 'm'?)",
+            "F:8:44: component 'o': unknown field 'colour'",
+            "F: 5 problem(s)",
+        ]
+    );
+}

@@ -1,52 +1,19 @@
-//! The smaller checks of `compile`: stage limits, cycles, and the
-//! `tests:` section's references; and output resolution, shared with
-//! `flowgate test`.
+//! The smaller checks of `compile`: stage limits and controls, cycles,
+//! and the `tests:` section's references.
 
-use super::{Component, InputRef, Pipeline, Role};
+use super::inputs::resolve_output;
+use super::pipeline::{Component, Pipeline, Role};
 use crate::config::ConfigError;
 use crate::config::controls::StageCommon;
-use crate::config::error::did_you_mean;
 use crate::config::positions::Target;
-use crate::load::RawPipeline;
+use crate::controls::Problem;
+use crate::load::{RawPipeline, Section};
 
-pub(super) const MAX_WORKERS: usize = 1024;
-
-/// Resolves `name` or `name.port` to an existing output.
-pub fn resolve_output(pipeline: &Pipeline, text: &str) -> Result<InputRef, String> {
-    let (name, port) = match text.split_once('.') {
-        Some((c, p)) => (c, Some(p.to_string())),
-        None => (text, None),
-    };
-    let names = pipeline.components.iter().map(|c| c.name.as_str());
-    let Some(id) = pipeline.components.iter().position(|c| c.name == name) else {
-        return Err(format!(
-            "unknown component '{name}'{}",
-            did_you_mean(name, names)
-        ));
-    };
-    let c = &pipeline.components[id];
-    if !c.ports.contains(&port) {
-        let available: Vec<String> = c
-            .ports
-            .iter()
-            .map(|p| {
-                p.as_ref()
-                    .map_or(name.to_string(), |p| format!("{name}.{p}"))
-            })
-            .collect();
-        return Err(format!(
-            "'{text}' is not an output; outputs of '{name}': {}",
-            available.join(", ")
-        ));
-    }
-    Ok(InputRef {
-        component: id,
-        port,
-    })
-}
+const MAX_WORKERS: usize = 1024;
 
 /// Tests name transforms that exist and outputs that exist.
-pub(super) fn check_tests(raw: &RawPipeline, pipeline: &Pipeline, errors: &mut Vec<ConfigError>) {
+pub(super) fn check_tests(raw: &RawPipeline, pipeline: &Pipeline) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
     let is_transform = |name: &str| {
         pipeline
             .components
@@ -89,17 +56,19 @@ pub(super) fn check_tests(raw: &RawPipeline, pipeline: &Pipeline, errors: &mut V
             }
         }
     }
+    errors
 }
 
+/// The shared keys of a transform or sink: worker count, controls, buffer.
 pub(super) fn check_stage(
-    common: &StageCommon,
-    section: &str,
+    raw: &RawPipeline,
+    section: Section,
     name: &str,
-    err: &impl Fn(&str, &str, &[&str], Target, String) -> ConfigError,
-    errors: &mut Vec<ConfigError>,
-) {
+    common: &StageCommon,
+) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
     if common.workers == 0 || common.workers > MAX_WORKERS {
-        errors.push(err(
+        errors.push(raw.component_error(
             section,
             name,
             &["workers"],
@@ -110,18 +79,36 @@ pub(super) fn check_stage(
             ),
         ));
     }
-    for (path, message) in crate::controls::check_stage(common) {
-        errors.push(err(section, name, &path, Target::Value, message));
-    }
+    errors.extend(control_errors(
+        raw,
+        section,
+        name,
+        crate::controls::check_stage(common),
+    ));
     if common.buffer.size == 0 {
-        errors.push(err(
+        errors.push(raw.component_error(
             section,
             name,
             &["buffer", "size"],
             Target::Value,
-            "buffer.size must be at least 1".into(),
+            "buffer.size must be at least 1",
         ));
     }
+    errors
+}
+
+/// What `controls` found wrong with a component's control configs, each
+/// at the value it names (the messages name their keys already).
+pub(super) fn control_errors(
+    raw: &RawPipeline,
+    section: Section,
+    name: &str,
+    problems: Vec<Problem>,
+) -> Vec<ConfigError> {
+    problems
+        .into_iter()
+        .map(|(path, message)| raw.component_error(section, name, &path, Target::Value, message))
+        .collect()
 }
 
 /// A cycle as a closed path of ids (`a -> b -> a`), if any.
