@@ -2,7 +2,7 @@
 //! interfaces the runtime drives them through.
 //!
 //! Each catalogue enum is closed and dispatched with `match`. Pipeline files
-//! are deserialised per component (see `config::load`), so serde's tagged
+//! are deserialised per component (see `load::component`), so serde's tagged
 //! enums never see a component mapping and positions are kept.
 
 pub mod http_common;
