@@ -37,6 +37,9 @@ pub struct RunOptions {
     /// sizes, modification times); a change that holds for one poll
     /// triggers a reload.
     pub watch: Option<Box<dyn Fn() -> u64 + Send>>,
+    /// The fingerprint taken before the files were first read: a change
+    /// made while the daemon starts is seen at the first poll.
+    pub watch_loaded: Option<u64>,
     /// `--data-dir`: where pipelines keep state (checkpoints).
     pub data_dir: std::path::PathBuf,
 }
@@ -206,7 +209,9 @@ pub async fn run(pipelines: Vec<Pipeline>, options: RunOptions) -> Outcome {
     d.status.ready.store(true, Ordering::Relaxed);
 
     let mut watch_tick = tokio::time::interval(WATCH_EVERY);
-    let mut seen = options.watch.as_ref().map(|f| f());
+    let mut seen = options
+        .watch_loaded
+        .or_else(|| options.watch.as_ref().map(|f| f()));
     let mut pending: Option<u64> = None;
     let first_signal = loop {
         tokio::select! {

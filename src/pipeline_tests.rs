@@ -6,7 +6,7 @@
 use crate::config::tests::TestCase;
 use crate::core::{Batch, Event, Value};
 use crate::graph::{InputRef, Pipeline, resolve_output};
-use crate::plan::build::{TestSetup, build_with};
+use crate::plan::build::{TestSetup, build_test};
 use crate::runtime::RunningPipeline;
 use crate::telemetry::Metrics;
 use std::collections::HashMap;
@@ -24,16 +24,11 @@ pub async fn run(pipeline: &Pipeline, case: &TestCase) -> Result<(), String> {
         .ok_or_else(|| format!("no transform '{}'", case.input.component))?;
     // Sources are cut off in a test build: nothing keeps state.
     let host = crate::plan::Host::new(Metrics::new(), std::env::temp_dir());
-    let (pieces, handles) = build_with(
-        pipeline,
-        &host,
-        Some(TestSetup {
-            inject,
-            faults: &case.faults,
-        }),
-        None,
-    );
-    let handles = handles.expect("a test build returns its handles");
+    let setup = TestSetup {
+        inject,
+        faults: &case.faults,
+    };
+    let (pieces, handles) = build_test(pipeline, &host, &setup);
     let collectors: Vec<(InputRef, tokio::task::JoinHandle<Batch>)> = handles
         .captures
         .into_iter()

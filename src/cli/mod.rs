@@ -182,6 +182,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             log_format,
         } => {
             logging::init(log_format);
+            // Before reading: an edit made while we start is not missed.
+            let watch_loaded = watch.then(|| fingerprint(&paths));
             let files = expand(&paths)?;
             let Some(pipelines) = load_all(&files) else {
                 return Ok(ExitCode::from(EXIT_CONFIG));
@@ -195,6 +197,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     let watched = paths.clone();
                     Box::new(move || fingerprint(&watched)) as Box<dyn Fn() -> u64 + Send>
                 }),
+                watch_loaded,
                 data_dir,
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -39,6 +39,12 @@ pub fn headers(configured: &IndexMap<String, String>) -> (HeaderMap, Vec<&str>) 
 /// Whether an unsuccessful answer may pass on a later try: 5xx (the
 /// service failed), 408 (it timed out) and 429 (it is shedding load) may;
 /// other 4xx say the request itself is wrong and will not.
+/// Statuses by which a service says it is overloaded: an adaptive
+/// concurrency limit backs off on them.
+pub fn overloaded(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 429 | 503)
+}
+
 pub fn retryable(status: StatusCode) -> bool {
     status.is_server_error()
         || status == StatusCode::REQUEST_TIMEOUT

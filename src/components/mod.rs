@@ -164,13 +164,20 @@ pub struct Encoded {
     pub failed: Vec<Failed>,
 }
 
-/// A sink: `encode` runs on the stage's workers in parallel; `write` and
-/// `flush` run one at a time, in order.
+/// A sink: `encode` runs on the stage's workers in parallel; `write` runs
+/// one at a time in order, or with `concurrent_writes` on the workers too
+/// (acknowledged in order all the same); `flush` once at the end.
 #[async_trait::async_trait]
 pub trait Sink: Send + Sync + 'static {
     /// `(max_events, timeout)` for sinks that write in gathered batches.
     fn batching(&self) -> Option<(usize, std::time::Duration)> {
         None
+    }
+    /// Whether `write` may run on several batches at once (`workers: N`
+    /// keeps N writes in flight): true for services that take requests
+    /// concurrently, false where writes must not interleave (files, stdout).
+    fn concurrent_writes(&self) -> bool {
+        false
     }
     fn encode(&self, batch: Batch) -> Encoded;
     async fn write(&self, encoded: &Encoded) -> Result<(), ComponentError>;

@@ -59,8 +59,93 @@ impl Default for BufferConfig {
     }
 }
 
-fn default_workers() -> usize {
-    1
+fn default_workers() -> Workers {
+    Workers::Fixed(1)
+}
+
+fn default_max_workers() -> usize {
+    64
+}
+
+/// `workers`: a fixed pool size, or `adaptive` — concurrency that grows
+/// while the service's latency holds and halves when it rises or the
+/// service answers 429/503 (`http` transform and sink), up to `max_workers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workers {
+    Fixed(usize),
+    Adaptive,
+}
+
+impl Workers {
+    /// The most units in flight at once.
+    pub fn most(self, max_workers: usize) -> usize {
+        match self {
+            Workers::Fixed(n) => n,
+            Workers::Adaptive => max_workers,
+        }
+    }
+}
+
+impl std::fmt::Display for Workers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Workers::Fixed(n) => write!(f, "{n}"),
+            Workers::Adaptive => f.write_str("adaptive"),
+        }
+    }
+}
+
+impl Serialize for Workers {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Workers::Fixed(n) => s.serialize_u64(*n as u64),
+            Workers::Adaptive => s.serialize_str("adaptive"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Workers {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = Workers;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number of workers (1 to 1024) or 'adaptive'")
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Workers, E> {
+                Ok(Workers::Fixed(usize::try_from(n).unwrap_or(usize::MAX)))
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Workers, E> {
+                match u64::try_from(n) {
+                    Ok(n) => self.visit_u64(n),
+                    Err(_) => Err(E::invalid_value(serde::de::Unexpected::Signed(n), &self)),
+                }
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Workers, E> {
+                match v {
+                    "adaptive" => Ok(Workers::Adaptive),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                }
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
+impl JsonSchema for Workers {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Workers".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A fixed number of concurrent invocations, or `adaptive`.",
+            "oneOf": [
+                {"type": "integer", "minimum": 1, "maximum": 1024},
+                {"const": "adaptive"}
+            ]
+        })
+    }
 }
 
 fn default_true() -> bool {
@@ -199,10 +284,15 @@ pub struct CircuitBreakerConfig {
 pub struct StageCommon {
     /// Components (or `component.port` outputs) this stage reads from. Several inputs are merged (fan-in).
     pub inputs: Vec<String>,
-    /// Concurrent invocations of the stage (worker pool / fan-out width); at least 1.
+    /// Concurrent invocations of the stage (worker pool / fan-out width), 1 to 1024; or
+    /// `adaptive` (`http` transform and sink): concurrency that grows while the service's latency
+    /// holds and halves when it rises or the service answers 429/503.
     #[serde(default = "default_workers")]
+    pub workers: Workers,
+    /// With `workers: adaptive`, the most concurrent invocations (1 to 1024).
+    #[serde(default = "default_max_workers")]
     #[schemars(range(min = 1, max = 1024))]
-    pub workers: usize,
+    pub max_workers: usize,
     /// With `workers > 1`, emit results in input order.
     #[serde(default = "default_true")]
     pub ordered: bool,
@@ -243,6 +333,7 @@ pub struct SourceCommon {
 pub const STAGE_KEYS: &[&str] = &[
     "inputs",
     "workers",
+    "max_workers",
     "ordered",
     "buffer",
     "on_error",

@@ -33,9 +33,10 @@ pub mod retry;
 
 pub use check::{Problem, check_source, check_stage, retries};
 
-use crate::config::controls::{RateLimitConfig, SourceCommon, StageCommon, WhenOpen};
+use crate::config::controls::{RateLimitConfig, SourceCommon, StageCommon, WhenOpen, Workers};
 use crate::core::{Acks, Batch, Failed};
 use crate::telemetry::ComponentMetrics;
+use adaptive::{AdaptiveConcurrency, Outcome};
 use breaker::{Call, CircuitBreaker};
 use rate_limit::RateLimiter;
 use retry::RetryPolicy;
@@ -50,6 +51,8 @@ pub struct StageControls {
     timeout: Option<Duration>,
     retry: RetryPolicy,
     retries: prometheus::IntCounter,
+    /// With `workers: adaptive`: a permit per attempt.
+    adaptive: Option<Arc<AdaptiveConcurrency>>,
 }
 
 /// What the gate (breaker, then rate limit) let through.
@@ -70,6 +73,9 @@ pub enum Attempt<T> {
     Done(T),
     /// A failure worth retrying (timeout, I/O), with its error type.
     Retryable(String, &'static str),
+    /// The service said it is overloaded (429, 503): retryable, and an
+    /// adaptive concurrency limit backs off.
+    Overloaded(String, &'static str),
 }
 
 /// The last failure of a unit after its attempts: message, error type,
@@ -98,6 +104,9 @@ impl StageControls {
             timeout: common.timeout.map(|d| d.0),
             retry: RetryPolicy::new(common.retry.as_ref()),
             retries: metrics.retries(),
+            adaptive: (common.workers == Workers::Adaptive).then(|| {
+                AdaptiveConcurrency::new(common.max_workers, Some(metrics.workers_limit()))
+            }),
         }
     }
 
@@ -111,6 +120,7 @@ impl StageControls {
             timeout: None,
             retry: RetryPolicy::new(None),
             retries: metrics.retries(),
+            adaptive: None,
         }
     }
 
@@ -122,7 +132,10 @@ impl StageControls {
 
     /// True when attempts need the retry/timeout/breaker machinery.
     pub fn guards_attempts(&self) -> bool {
-        self.breaker.is_some() || self.timeout.is_some() || self.retry.attempts > 1
+        self.breaker.is_some()
+            || self.timeout.is_some()
+            || self.retry.attempts > 1
+            || self.adaptive.is_some()
     }
 
     /// The limiter when it parks events (keyed `wait`): the stage driver
@@ -202,6 +215,10 @@ impl StageControls {
         let mut attempts = 0u32;
         loop {
             attempts += 1;
+            let permit = match &self.adaptive {
+                Some(limit) => Some(limit.acquire().await),
+                None => None,
+            };
             let outcome = match self.timeout {
                 Some(limit) => match tokio::time::timeout(limit, attempt()).await {
                     Ok(o) => o,
@@ -212,6 +229,15 @@ impl StageControls {
                 },
                 None => attempt().await,
             };
+            if let Some(permit) = permit {
+                permit.finish(match &outcome {
+                    Attempt::Done(value) if succeeded(value) => Outcome::Success,
+                    Attempt::Retryable(_, "timeout") | Attempt::Overloaded(..) => {
+                        Outcome::Backpressure
+                    }
+                    _ => Outcome::Failure,
+                });
+            }
             match outcome {
                 Attempt::Done(value) => {
                     if let Some(call) = call.as_mut() {
@@ -219,7 +245,8 @@ impl StageControls {
                     }
                     return Ok((value, attempts));
                 }
-                Attempt::Retryable(message, error_type) => {
+                Attempt::Retryable(message, error_type)
+                | Attempt::Overloaded(message, error_type) => {
                     if let Some(call) = call.as_mut() {
                         call.record(false);
                     }

@@ -8,6 +8,9 @@ pub struct CallError {
     /// The `error_type` label: `http`, `io`, `decode`, `program`, ...
     pub error_type: &'static str,
     pub retryable: bool,
+    /// The service said it is overloaded (HTTP 429, 503): an adaptive
+    /// concurrency limit backs off.
+    pub overloaded: bool,
 }
 
 /// A component's failure at run time.
@@ -33,6 +36,13 @@ pub enum ComponentError {
         message: String,
         error_type: &'static str,
     },
+    /// The service said it is overloaded (HTTP 429, 503): may pass, and an
+    /// adaptive concurrency limit backs off.
+    #[error("{message}")]
+    Overloaded {
+        message: String,
+        error_type: &'static str,
+    },
 }
 
 impl ComponentError {
@@ -47,7 +57,9 @@ impl ComponentError {
     pub fn error_type(&self) -> &'static str {
         match self {
             Self::Io { .. } | Self::Other(_) => "io",
-            Self::Permanent { error_type, .. } | Self::Transient { error_type, .. } => error_type,
+            Self::Permanent { error_type, .. }
+            | Self::Transient { error_type, .. }
+            | Self::Overloaded { error_type, .. } => error_type,
         }
     }
 }

@@ -4,7 +4,7 @@
 use super::inputs::resolve_output;
 use super::pipeline::{Component, Pipeline, Role};
 use crate::config::ConfigError;
-use crate::config::controls::StageCommon;
+use crate::config::controls::{StageCommon, Workers};
 use crate::config::positions::Target;
 use crate::controls::Problem;
 use crate::load::{RawPipeline, Section};
@@ -60,24 +60,40 @@ pub(super) fn check_tests(raw: &RawPipeline, pipeline: &Pipeline) -> Vec<ConfigE
 }
 
 /// The shared keys of a transform or sink: worker count, controls, buffer.
+/// `calls_service`: the stage calls a service per request (`http`), where
+/// `workers: adaptive` has a latency to follow.
 pub(super) fn check_stage(
     raw: &RawPipeline,
     section: Section,
     name: &str,
     common: &StageCommon,
+    calls_service: bool,
 ) -> Vec<ConfigError> {
     let mut errors = Vec::new();
-    if common.workers == 0 || common.workers > MAX_WORKERS {
-        errors.push(raw.component_error(
-            section,
-            name,
-            &["workers"],
-            Target::Value,
+    let mut at = |key: &str, message: String| {
+        errors.push(raw.component_error(section, name, &[key], Target::Value, message));
+    };
+    match common.workers {
+        Workers::Fixed(n) if n == 0 || n > MAX_WORKERS => at(
+            "workers",
+            format!("workers must be between 1 and {MAX_WORKERS}, not {n}"),
+        ),
+        Workers::Adaptive if !calls_service => at(
+            "workers",
+            "workers: adaptive follows a service's latency: it is for the http transform and \
+             the http sink; give a number of workers here"
+                .to_string(),
+        ),
+        _ => {}
+    }
+    if common.max_workers == 0 || common.max_workers > MAX_WORKERS {
+        at(
+            "max_workers",
             format!(
-                "workers must be between 1 and {MAX_WORKERS}, not {}",
-                common.workers
+                "max_workers must be between 1 and {MAX_WORKERS}, not {}",
+                common.max_workers
             ),
-        ));
+        );
     }
     errors.extend(control_errors(
         raw,

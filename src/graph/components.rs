@@ -49,7 +49,13 @@ pub(super) fn build_transform(
     raw: &RawPipeline,
     t: &RawStage<TransformKind>,
 ) -> (Option<Component>, Vec<ConfigError>) {
-    let mut errors = check_stage(raw, Section::Transforms, &t.name, &t.common);
+    let mut errors = check_stage(
+        raw,
+        Section::Transforms,
+        &t.name,
+        &t.common,
+        matches!(t.kind, TransformKind::Http(_)),
+    );
     if let TransformKind::Route(r) = &t.kind {
         errors.extend(check_routes(raw, &t.name, r));
     }
@@ -75,7 +81,13 @@ pub(super) fn build_sink(
     raw: &RawPipeline,
     s: &RawStage<SinkKind>,
 ) -> (Component, Vec<ConfigError>) {
-    let mut errors = check_stage(raw, Section::Sinks, &s.name, &s.common);
+    let mut errors = check_stage(
+        raw,
+        Section::Sinks,
+        &s.name,
+        &s.common,
+        matches!(s.kind, SinkKind::Http(_)),
+    );
     errors.extend(raw.check_errors(Section::Sinks, &s.name, s.kind.check()));
     let component = Component {
         name: s.name.clone(),

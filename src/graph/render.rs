@@ -2,7 +2,7 @@
 //! controls (workers, buffer) and named outputs on the picture.
 
 use super::{Pipeline, Role};
-use crate::config::controls::WhenFull;
+use crate::config::controls::{WhenFull, Workers};
 
 fn label(p: &Pipeline, id: usize) -> String {
     let c = &p.components[id];
@@ -14,7 +14,7 @@ fn label(p: &Pipeline, id: usize) -> String {
             WhenFull::DropOldest => "drop_oldest",
         };
         let mut controls = format!("buffer {} {policy}", s.buffer.size);
-        if s.workers > 1 {
+        if s.workers != Workers::Fixed(1) {
             controls.push_str(&format!(
                 ", workers {}{}",
                 s.workers,

@@ -222,7 +222,10 @@ mod tests {
         assert!(errs.is_empty(), "{errs:?}");
         let raw = raw.unwrap();
         assert_eq!(raw.name, "stem");
-        assert_eq!(raw.transforms[0].common.workers, 2);
+        assert_eq!(
+            raw.transforms[0].common.workers,
+            crate::config::controls::Workers::Fixed(2)
+        );
         assert_eq!(raw.sinks[0].kind.type_name(), "blackhole");
     }
 

@@ -1,21 +1,20 @@
-//! `Pipeline` -> `Pieces`: every buffer, fan-out and task future of a
-//! pipeline, made without spawning anything.
+//! `Pipeline` -> `Pieces`: the topology of a build (`topology`), then its
+//! tasks (`tasks`), nothing spawned. A first start, a reload that keeps
+//! components running and a `flowgate test` run are three callers of the
+//! same two steps, differing only in their `Scope`.
 
-use crate::components::{BuiltTransform, ComponentError, SourceContext};
-use crate::config::controls::WhenFull;
+use super::Host;
+use super::tasks::Instantiate;
+use super::topology::{Scope, Topology};
+use crate::components::ComponentError;
 use crate::config::tests::Fault;
-use crate::controls::StageControls;
-use crate::flow::buffer::{self, BufferGauge, BufferReceiver, BufferSender};
+use crate::flow::buffer::{BufferGauge, BufferReceiver, BufferSender};
 use crate::flow::control::PipelineControl;
-use crate::flow::fanout::{CloseOnDrop, Fanout};
-use crate::flow::on_error::ErrorHandler;
+use crate::flow::fanout::Fanout;
 use crate::graph::{InputRef, Pipeline, Role};
-use crate::stage::{self, Concurrency, PortOutput, StageParts};
-use crate::telemetry::ComponentMetrics;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 
 /// Every output of each component, by component name.
 pub type Outputs = HashMap<String, Vec<(Option<String>, Fanout)>>;
@@ -47,21 +46,6 @@ pub struct Pieces {
     pub rewire: Vec<(String, Option<String>, Vec<BufferSender>)>,
 }
 
-/// Held by every task: closes its outputs when it ends and, when it ends by
-/// panicking, stops the sources (the supervisor reports the panic by name).
-struct TaskGuard {
-    _outputs: CloseOnDrop,
-    control: PipelineControl,
-}
-
-impl Drop for TaskGuard {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.control.stop();
-        }
-    }
-}
-
 /// For a reload: the components that keep running and their queues.
 pub struct Reuse<'a> {
     pub kept: HashSet<String>,
@@ -83,306 +67,117 @@ pub struct TestHandles {
     pub captures: Vec<(InputRef, BufferReceiver)>,
 }
 
-/// Events a capture holds: a test's whole output must fit.
-const CAPTURE_CAPACITY: usize = 1 << 20;
-
-/// Components downstream of `start` (itself included), sinks excluded.
-fn downstream_transforms(pipeline: &Pipeline, start: usize) -> HashSet<usize> {
-    let consumers = pipeline.consumers();
-    let mut seen = HashSet::from([start]);
-    let mut todo = vec![start];
-    while let Some(id) = todo.pop() {
-        for port in &pipeline.components[id].ports {
-            let key = InputRef {
-                component: id,
-                port: port.clone(),
-            };
-            for &next in consumers.get(&key).into_iter().flatten() {
-                if matches!(pipeline.components[next].role, Role::Transform { .. })
-                    && seen.insert(next)
-                {
-                    todo.push(next);
-                }
-            }
-        }
-    }
-    seen
+/// A first start: every component of `pipeline`.
+pub fn build(pipeline: &Pipeline, host: &Host) -> Pieces {
+    let control = PipelineControl::for_pipeline(&pipeline.name);
+    assemble(pipeline, host, &Scope::Whole, control).0
 }
 
-pub fn build_with(
+/// A reload: the components in `reuse.kept` keep running (and are rewired
+/// to the new consumers); the others are made anew.
+pub fn build_reusing(pipeline: &Pipeline, host: &Host, reuse: &Reuse) -> Pieces {
+    assemble(pipeline, host, &Scope::Reuse(reuse), reuse.control.clone()).0
+}
+
+/// `flowgate test`: the graph downstream of `setup.inject`, captured.
+pub fn build_test(pipeline: &Pipeline, host: &Host, setup: &TestSetup) -> (Pieces, TestHandles) {
+    let control = PipelineControl::for_pipeline(&pipeline.name);
+    let (pieces, mut topology_ends) = assemble(pipeline, host, &Scope::Test(setup), control);
+    let handles = TestHandles {
+        injector: topology_ends
+            .senders
+            .remove(&setup.inject)
+            .expect("the injected component is an active transform"),
+        captures: std::mem::take(&mut topology_ends.captures),
+    };
+    (pieces, handles)
+}
+
+/// What a build leaves of its topology for a test's handles.
+struct Ends {
+    senders: HashMap<usize, BufferSender>,
+    captures: Vec<(InputRef, BufferReceiver)>,
+}
+
+fn assemble(
     pipeline: &Pipeline,
-    host: &super::Host,
-    test: Option<TestSetup>,
-    reuse: Option<&Reuse>,
-) -> (Pieces, Option<TestHandles>) {
-    let (metrics, taps) = (&host.metrics, &host.taps);
-    let control = reuse.map_or_else(
-        || PipelineControl::for_pipeline(&pipeline.name),
-        |r| r.control.clone(),
-    );
-    let kept = |id: usize| reuse.is_some_and(|r| r.kept.contains(&pipeline.components[id].name));
-    let consumers = pipeline.consumers();
-    let active: Option<HashSet<usize>> = test
-        .as_ref()
-        .map(|t| downstream_transforms(pipeline, t.inject));
-    let is_active = |id: usize| active.as_ref().is_none_or(|a| a.contains(&id));
-    let component_metrics: Vec<ComponentMetrics> = pipeline
-        .components
-        .iter()
-        .map(|c| metrics.component(&pipeline.name, &c.name, c.kind_name(), c.type_name()))
-        .collect();
-
-    // Every transform and sink owns its input queue.
-    let mut senders: HashMap<usize, BufferSender> = HashMap::new();
-    let mut receivers = HashMap::new();
-    let mut queues = Vec::new();
-    let mut captures = Vec::new();
-    let mut capture_senders: HashMap<InputRef, BufferSender> = HashMap::new();
-    for (id, c) in pipeline.components.iter().enumerate() {
-        if !is_active(id) {
-            continue;
-        }
-        if kept(id) {
-            if let Some(master) = reuse.and_then(|r| r.masters.get(&c.name)) {
-                senders.insert(id, master.clone());
-            }
-            continue;
-        }
-        if test.is_some() {
-            for port in &c.ports {
-                let key = InputRef {
-                    component: id,
-                    port: port.clone(),
-                };
-                let (tx, rx) = buffer::channel(
-                    CAPTURE_CAPACITY,
-                    WhenFull::Block,
-                    component_metrics[id].clone(),
-                );
-                capture_senders.insert(key.clone(), tx);
-                captures.push((key, rx));
-            }
-        }
-        if let Some(stage) = c.stage() {
-            let (tx, rx) = buffer::channel(
-                stage.buffer.size,
-                stage.buffer.when_full,
-                component_metrics[id].clone(),
-            );
-            queues.push(rx.gauge());
-            senders.insert(id, tx);
-            receivers.insert(id, rx);
-        }
-    }
-    let outputs: std::cell::RefCell<Outputs> = Default::default();
-    let mut source_stops = HashMap::new();
-    let fanout = |id: usize, port: &Option<String>| {
-        let key = InputRef {
-            component: id,
-            port: port.clone(),
-        };
-        let mut targets: Vec<BufferSender> = consumers
-            .get(&key)
-            .map(|ids| {
-                ids.iter()
-                    .filter(|t| senders.contains_key(t))
-                    .map(|t| senders[t].clone())
-                    .collect()
-            })
-            .unwrap_or_default();
-        targets.extend(capture_senders.get(&key).cloned());
-        let label = crate::graph::Pipeline::port_label(port);
-        let output = match port {
-            Some(p) => format!("{}.{p}", pipeline.components[id].name),
-            None => pipeline.components[id].name.clone(),
-        };
-        let f = Fanout::new(targets, component_metrics[id].output(label))
-            .with_tap(taps.point(&pipeline.name, &output));
-        outputs
-            .borrow_mut()
-            .entry(pipeline.components[id].name.clone())
-            .or_default()
-            .push((port.clone(), f.clone()));
-        f
+    host: &Host,
+    scope: &Scope,
+    control: PipelineControl,
+) -> (Pieces, Ends) {
+    let mut topology = Topology::new(pipeline, &host.metrics, scope);
+    let receivers = std::mem::take(&mut topology.receivers);
+    let faults = match scope {
+        Scope::Test(t) => t.faults,
+        _ => &[],
     };
-    let errors_for = |id: usize| {
-        let c = &pipeline.components[id];
-        let errors_port = Some("errors".to_string());
-        ErrorHandler {
-            name: c.name.clone(),
-            on_error: c.on_error(),
-            errors: c
-                .ports
-                .contains(&errors_port)
-                .then(|| fanout(id, &errors_port)),
-            metrics: component_metrics[id].clone(),
-            control: control.clone(),
-        }
+    let mut make = Instantiate {
+        topology: &topology,
+        control: &control,
+        taps: &host.taps,
+        data_dir: &host.data_dir,
+        faults,
+        receivers,
+        outputs: Outputs::new(),
     };
-
     let mut tasks = Vec::new();
-    let mut rewire = Vec::new();
+    let mut source_stops = HashMap::new();
     for (id, c) in pipeline.components.iter().enumerate() {
-        if !is_active(id) {
+        if !topology.makes(id) {
             continue;
         }
-        if kept(id) {
-            for port in &c.ports {
-                let key = InputRef {
-                    component: id,
-                    port: port.clone(),
-                };
-                let targets: Vec<BufferSender> = consumers
-                    .get(&key)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|t| senders.get(t).cloned())
-                    .collect();
-                rewire.push((c.name.clone(), port.clone(), targets));
-            }
-            continue;
-        }
-        let m = component_metrics[id].clone();
-        let future: TaskFuture = match &c.role {
-            Role::Source { kind, common } => {
-                let stop = control.source_token().child_token();
-                source_stops.insert(c.name.clone(), stop.clone());
-                let ctx = SourceContext {
-                    name: c.name.clone(),
-                    pipeline: pipeline.name.clone(),
-                    state_dir: host.data_dir.join(&pipeline.name),
-                    downstream_capacity: pipeline.downstream_capacity(id),
-                    output: fanout(id, &None),
-                    errors: errors_for(id),
-                    shutdown: stop,
-                    controls: StageControls::for_source(common, &m),
-                    metrics: m,
-                };
-                kind.build().run(ctx)
-            }
-            Role::Transform { common, kind, .. } => {
-                let ports = c
-                    .ports
-                    .iter()
-                    .filter(|p| p.as_deref() != Some("errors"))
-                    .map(|p| PortOutput {
-                        fanout: fanout(id, p),
-                        is_unmatched: p.as_deref() == Some("unmatched"),
-                    })
-                    .collect();
-                let conc = Concurrency {
-                    workers: common.workers,
-                    ordered: common.ordered,
-                };
-                let input = receivers.remove(&id).expect("every transform has a queue");
-                let controls = StageControls::for_stage(common, &m);
-                let fault = test
-                    .as_ref()
-                    .and_then(|t| t.faults.iter().find(|f| f.component == c.name));
-                // Programs were checked by `graph::compile`; a failure here
-                // (the HTTP client) fails the task in order.
-                let built = kind.build().map(|built| match fault {
-                    Some(f) => super::faults::inject(&built, f),
-                    None => built,
-                });
-                let parts = StageParts {
-                    input,
-                    conc,
-                    ports,
-                    errors: errors_for(id),
-                    metrics: m,
-                    controls,
-                };
-                match built {
-                    Ok(BuiltTransform::Sync(t)) => Box::pin(stage::run_transform(t, parts)),
-                    Ok(BuiltTransform::Async(t)) => Box::pin(stage::run_async_transform(t, parts)),
-                    Err(problems) => {
-                        let message = problems
-                            .iter()
-                            .map(|p| p.error.message.clone())
-                            .collect::<Vec<_>>()
-                            .join("; ");
-                        Box::pin(async move { Err(ComponentError::Other(message)) })
-                    }
-                }
-            }
-            Role::Sink { common, kind } => {
-                let conc = Concurrency {
-                    workers: common.workers,
-                    ordered: common.ordered,
-                };
-                let input = receivers.remove(&id).expect("every sink has a queue");
-                let written = m.output("default");
-                let controls = StageControls::for_stage(common, &m);
-                Box::pin(stage::run_sink(
-                    Arc::from(kind.build()),
-                    input,
-                    conc,
-                    written,
-                    errors_for(id),
-                    m,
-                    controls,
-                ))
-            }
-        };
-        // However the task ends, its outputs let go of downstream queues; a
-        // failure or a panic stops the pipeline's sources at once.
-        let guard = TaskGuard {
-            _outputs: CloseOnDrop(
-                outputs
-                    .borrow()
-                    .get(&c.name)
-                    .map(|o| o.iter().map(|(_, f)| f.clone()).collect())
-                    .unwrap_or_default(),
-            ),
-            control: control.clone(),
-        };
-        let name = c.name.clone();
-        let future: TaskFuture = Box::pin(async move {
-            let guard = guard;
-            let result = future.await;
-            if let Err(e) = &result {
-                guard.control.fail(&name, e.to_string());
-            }
-            result
+        let stop = matches!(c.role, Role::Source { .. }).then(|| {
+            let stop = control.source_token().child_token();
+            source_stops.insert(c.name.clone(), stop.clone());
+            stop
         });
-        tasks.push(Task {
-            component: c.name.clone(),
-            future,
-        });
+        tasks.push(make.task(id, stop));
     }
-    let is_test = test.is_some();
-    let handles = test.map(|t| TestHandles {
-        injector: senders
-            .get(&t.inject)
-            .expect("the injected component is an active transform")
-            .clone(),
-        captures,
-    });
-    // A test's queues close when the injector and the fan-outs are done; a
-    // running pipeline keeps its new stages' masters (see `Pieces::masters`).
-    let masters: HashMap<String, BufferSender> = if is_test {
-        HashMap::new()
-    } else {
-        senders
-            .into_iter()
-            .filter(|(id, _)| !kept(*id))
-            .map(|(id, s)| (pipeline.components[id].name.clone(), s))
-            .collect()
+    let outputs = std::mem::take(&mut make.outputs);
+    drop(make);
+    let rewire = rewiring(&topology);
+    let mut senders = std::mem::take(&mut topology.senders);
+    let masters = match scope {
+        // A test's queues close when the injector and the fan-outs are done.
+        Scope::Test(_) => HashMap::new(),
+        // A running pipeline keeps its new stages' masters (`Pieces::masters`).
+        _ => senders
+            .iter()
+            .filter(|(id, _)| topology.makes(**id))
+            .map(|(id, s)| (pipeline.components[*id].name.clone(), s.clone()))
+            .collect(),
     };
-    drop(capture_senders);
-    let outputs = outputs.into_inner();
-    (
-        Pieces {
-            name: pipeline.name.clone(),
-            control,
-            tasks,
-            queues,
-            masters,
-            outputs,
-            source_stops,
-            rewire,
-        },
-        handles,
-    )
+    if !matches!(scope, Scope::Test(_)) {
+        senders.clear();
+    }
+    topology.release_captures();
+    let ends = Ends {
+        senders,
+        captures: std::mem::take(&mut topology.captures),
+    };
+    let pieces = Pieces {
+        name: pipeline.name.clone(),
+        control,
+        tasks,
+        queues: std::mem::take(&mut topology.queues),
+        masters,
+        outputs,
+        source_stops,
+        rewire,
+    };
+    (pieces, ends)
+}
+
+/// For a reload: each output of a kept component and its consumers now.
+fn rewiring(topology: &Topology) -> Vec<(String, Option<String>, Vec<BufferSender>)> {
+    let mut rewire = Vec::new();
+    for (id, c) in topology.pipeline.components.iter().enumerate() {
+        if !topology.keeps(id) {
+            continue;
+        }
+        for port in &c.ports {
+            rewire.push((c.name.clone(), port.clone(), topology.targets(id, port)));
+        }
+    }
+    rewire
 }

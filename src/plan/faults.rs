@@ -41,6 +41,7 @@ impl AsyncTransform for FaultyCall {
                 message: message.into(),
                 error_type,
                 retryable: true,
+                overloaded: false,
             }),
             None => self.inner.call(event).await,
         }

@@ -3,6 +3,8 @@
 
 pub mod build;
 pub mod faults;
+mod tasks;
+mod topology;
 
 use crate::flow::tap::Taps;
 use crate::telemetry::Metrics;

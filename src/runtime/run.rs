@@ -11,7 +11,7 @@ use crate::flow::control::PipelineControl;
 use crate::graph::Pipeline;
 use crate::graph::diff::{Change, diff};
 use crate::plan::Host;
-use crate::plan::build::{Outputs, Pieces, Reuse, build_with};
+use crate::plan::build::{Outputs, Pieces, Reuse, build_reusing};
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use tokio::task::JoinHandle;
@@ -192,7 +192,7 @@ impl RunningPipeline {
             masters: &st.masters,
             control: self.control.clone(),
         };
-        let (pieces, _) = build_with(&new, host, None, Some(&reuse));
+        let pieces = build_reusing(&new, host, &reuse);
         // Kept components send to the new consumers from their next batch on.
         for (component, port, targets) in pieces.rewire {
             if let Some(f) = st

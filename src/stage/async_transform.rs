@@ -30,6 +30,7 @@ async fn call_one(
             || async {
                 match transform.call(&event).await {
                     Ok(out) => Attempt::Done(Ok(out)),
+                    Err(e) if e.overloaded => Attempt::Overloaded(e.message, e.error_type),
                     Err(e) if e.retryable => Attempt::Retryable(e.message, e.error_type),
                     Err(e) => Attempt::Done(Err(e)),
                 }

@@ -1,36 +1,78 @@
 //! The sink driver: batches (gathered to the sink's batch size) through
-//! the gate and the encoder on the workers, then written with retries.
+//! the gate and the encoder on the workers, then written with retries —
+//! one write at a time in input order, or, for sinks whose writes may
+//! overlap (`concurrent_writes`: services such as http and nats), up to
+//! `workers` writes in flight. Either way results are handed on (written
+//! counted, failures routed, acknowledgements released) in input order
+//! when `ordered`.
 
-use super::drive::{Admitted, Concurrency, drive};
+use super::drive::{Admitted, drive};
 use super::intake::Intake;
+use super::transform::StageParts;
 use crate::components::{ComponentError, Encoded, Sink};
 use crate::controls::breaker::Call;
-use crate::controls::{Attempt, StageControls};
+use crate::controls::{Attempt, GaveUp, StageControls};
 use crate::core::{Acks, Batch, Failed};
-use crate::flow::buffer::BufferReceiver;
-use crate::flow::on_error::ErrorHandler;
-use crate::telemetry::{ComponentMetrics, DiscardReason};
+use crate::telemetry::DiscardReason;
 use std::sync::Arc;
 
 /// A sink's encoded batch, with what the controls did to it.
 struct SinkBatch {
     encoded: Encoded,
+    /// The breaker's guard, until the write uses it.
     call: Option<Call>,
     rejected: Vec<Failed>,
     rate_limited: usize,
+    /// The write's result when a worker wrote it already.
+    written: Option<Result<(), GaveUp>>,
+}
+
+/// One write through the attempt layers. Most write errors may pass (I/O,
+/// 5xx) and are retried; `Permanent` ones (a 4xx) are not.
+async fn write(
+    sink: &dyn Sink,
+    controls: &StageControls,
+    call: Option<Call>,
+    encoded: &Encoded,
+) -> Result<(), GaveUp> {
+    controls
+        .run(
+            call,
+            || async {
+                match sink.write(encoded).await {
+                    Ok(()) => Attempt::Done(Ok(())),
+                    Err(ComponentError::Permanent {
+                        message,
+                        error_type,
+                    }) => Attempt::Done(Err((message, error_type))),
+                    Err(e @ ComponentError::Overloaded { .. }) => {
+                        Attempt::Overloaded(e.to_string(), e.error_type())
+                    }
+                    Err(e) => Attempt::Retryable(e.to_string(), e.error_type()),
+                }
+            },
+            |r| r.is_ok(),
+        )
+        .await
+        .and_then(|(r, attempts)| r.map_err(|(m, t)| (m, t, attempts)))
 }
 
 pub async fn run_sink(
     sink: Arc<dyn Sink>,
-    input: BufferReceiver,
-    conc: Concurrency,
+    parts: StageParts,
     written: prometheus::IntCounter,
-    errors: ErrorHandler,
-    metrics: ComponentMetrics,
-    controls: StageControls,
 ) -> Result<(), ComponentError> {
+    let StageParts {
+        input,
+        conc,
+        errors,
+        metrics,
+        controls,
+        ..
+    } = parts;
     let controls = Arc::new(controls);
     let intake = Intake::new(input, &controls).with_batching(sink.batching());
+    let on_workers = sink.concurrent_writes();
     let work = {
         let (sink, controls) = (sink.clone(), controls.clone());
         move |batch: Batch, acks: &Acks, admitted: Admitted| {
@@ -41,11 +83,19 @@ pub async fn run_sink(
                 let gated = controls
                     .gate(batch, &acks, admitted == Admitted::ByRateLimit)
                     .await;
+                let encoded = sink.encode(gated.batch);
+                let (call, written) = if on_workers && !encoded.events.is_empty() {
+                    let result = write(&*sink, &controls, gated.call, &encoded).await;
+                    (None, Some(result))
+                } else {
+                    (gated.call, None)
+                };
                 SinkBatch {
-                    encoded: sink.encode(gated.batch),
-                    call: gated.call,
+                    encoded,
+                    call,
                     rejected: gated.rejected,
                     rate_limited: gated.rate_limited,
+                    written,
                 }
             }
         }
@@ -61,25 +111,10 @@ pub async fn run_sink(
             errors_ref.handle_unwritten(b.rejected, &acks).await;
             let encoded = b.encoded;
             if !encoded.events.is_empty() {
-                // Most write errors may pass (I/O, 5xx) and are retried;
-                // `Permanent` ones (a 4xx) are not.
-                let result = c
-                    .run(
-                        b.call,
-                        || async {
-                            match sink_ref.write(&encoded).await {
-                                Ok(()) => Attempt::Done(Ok(())),
-                                Err(ComponentError::Permanent {
-                                    message,
-                                    error_type,
-                                }) => Attempt::Done(Err((message, error_type))),
-                                Err(e) => Attempt::Retryable(e.to_string(), e.error_type()),
-                            }
-                        },
-                        |r| r.is_ok(),
-                    )
-                    .await
-                    .and_then(|(r, attempts)| r.map_err(|(m, t)| (m, t, attempts)));
+                let result = match b.written {
+                    Some(result) => result,
+                    None => write(&**sink_ref, c, b.call, &encoded).await,
+                };
                 match result {
                     Ok(()) => written_ref.inc_by(encoded.events.len() as u64),
                     Err((message, error_type, attempts)) => {

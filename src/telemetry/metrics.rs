@@ -42,6 +42,7 @@ pub struct Metrics {
     buffer_events: IntGaugeVec,
     buffer_capacity: IntGaugeVec,
     workers_busy: IntGaugeVec,
+    workers_limit: IntGaugeVec,
     processing: HistogramVec,
     config_reloads: IntCounterVec,
     retries: IntCounterVec,
@@ -185,6 +186,11 @@ impl Metrics {
             workers_busy: gauge(
                 "flowgate_workers_busy",
                 "Workers of the stage busy on a batch.",
+                &COMPONENT_LABELS,
+            ),
+            workers_limit: gauge(
+                "flowgate_workers_limit",
+                "With workers: adaptive, the concurrency the stage allows itself now.",
                 &COMPONENT_LABELS,
             ),
             config_reloads,
@@ -336,6 +342,11 @@ impl ComponentMetrics {
             &self.labels[2],
             &self.labels[3],
         ]
+    }
+
+    /// `flowgate_workers_limit` (stages with `workers: adaptive`).
+    pub fn workers_limit(&self) -> IntGauge {
+        self.families.workers_limit.with_label_values(&self.fixed())
     }
 
     pub fn retries(&self) -> IntCounter {

@@ -115,6 +115,10 @@ impl Sink for HttpSink {
         Some(self.batching)
     }
 
+    fn concurrent_writes(&self) -> bool {
+        true
+    }
+
     /// Compresses here, on the stage's workers, so retries reuse the body.
     fn encode(&self, batch: Batch) -> Encoded {
         let mut encoded = encode_lines(batch, OutputCodec::Json);
@@ -153,7 +157,12 @@ impl Sink for HttpSink {
         }
         let body = http_common::snippet(&response.text().await.unwrap_or_default());
         let message = format!("POST {} returned {status}: {body}", self.url);
-        if http_common::retryable(status) {
+        if http_common::overloaded(status) {
+            Err(ComponentError::Overloaded {
+                message,
+                error_type: "http",
+            })
+        } else if http_common::retryable(status) {
             Err(ComponentError::Transient {
                 message,
                 error_type: "http",

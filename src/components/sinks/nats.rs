@@ -96,6 +96,10 @@ fn transient(message: String) -> ComponentError {
 
 #[async_trait::async_trait]
 impl Sink for NatsSink {
+    fn concurrent_writes(&self) -> bool {
+        true
+    }
+
     fn encode(&self, batch: Batch) -> Encoded {
         encode_lines(batch, self.config.codec)
     }

@@ -162,6 +162,7 @@ fn fail(message: String, error_type: &'static str, retryable: bool) -> CallError
         message,
         error_type,
         retryable,
+        overloaded: false,
     }
 }
 
@@ -240,11 +241,14 @@ impl AsyncTransform for Http {
         }
         if !status.is_success() {
             let snippet = http_common::snippet(&String::from_utf8_lossy(&bytes));
-            return Err(fail(
-                format!("{} {url} returned {status}: {snippet}", self.method),
-                "http",
-                http_common::retryable(status),
-            ));
+            return Err(CallError {
+                overloaded: http_common::overloaded(status),
+                ..fail(
+                    format!("{} {url} returned {status}: {snippet}", self.method),
+                    "http",
+                    http_common::retryable(status),
+                )
+            });
         }
         let response: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
             Value::Null
