@@ -306,3 +306,38 @@ sinks:
         ]
     );
 }
+
+#[test]
+fn tests_naming_broken_components_and_sections_without_a_source_get_only_the_real_errors() {
+    // `t` does not parse and `u`'s program does not compile: the tests
+    // naming them get no errors of their own. The only source is broken
+    // in `transforms:` by mistake, which does not count as a source.
+    let (code, lines) = validate_lines(
+        "transforms:
+  g: {type: generator, events: [{a: 1}]}
+  t: {type: filtr, inputs: [g]}
+  u: {type: map, inputs: [g], program: '.x ='}
+sinks:
+  o: {type: blackhole, inputs: [t, u]}
+tests:
+  - name: one
+    input: {component: t, events: [{a: 1}]}
+    expect:
+      - {output: u, events: [{a: 1}]}
+      - {output: t.unmatched, events: []}
+    faults:
+      - {component: u, fail: 1}
+",
+    );
+    assert_eq!(code, Some(78));
+    assert_eq!(
+        lines,
+        [
+            "F:2:13: component 'g': unknown transform type 'generator'",
+            "F:3:13: component 't': unknown transform type 'filtr' (did you mean 'filter'?)",
+            "F:4:45: component 'u': program: invalid jq program: expected term at the end of the program",
+            "F: the pipeline has no sources: add at least one under 'sources:'",
+            "F: 4 problem(s)",
+        ]
+    );
+}

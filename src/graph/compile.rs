@@ -69,19 +69,16 @@ fn check_names(raw: &RawPipeline) -> Vec<ConfigError> {
     errors
 }
 
-/// A pipeline has a source and a sink. A component that failed to parse
-/// may be the one meant to be there: its own errors are reported instead.
+/// A pipeline has a source and a sink. A component of the section that
+/// failed to parse may be the one meant to be there: its own errors are
+/// reported instead. Broken components of other sections do not count.
 fn check_nonempty_sections(raw: &RawPipeline) -> Vec<ConfigError> {
     let mut errors = Vec::new();
-    let parsed: Vec<&str> = raw.component_names().map(|(_, n)| n).collect();
-    let unparsed_name = raw
-        .broken
-        .iter()
-        .any(|b| !parsed.contains(&b.name.as_str()));
-    if raw.sources.is_empty() && !unparsed_name {
+    let broken_in = |section| raw.broken.iter().any(|b| b.section == section);
+    if raw.sources.is_empty() && !broken_in(Section::Sources) {
         errors.push(raw.error("the pipeline has no sources: add at least one under 'sources:'"));
     }
-    if raw.sinks.is_empty() && raw.broken.is_empty() {
+    if raw.sinks.is_empty() && !broken_in(Section::Sinks) {
         errors.push(raw.error("the pipeline has no sinks: add at least one under 'sinks:'"));
     }
     errors
@@ -249,6 +246,57 @@ mod tests {
                 "p.yaml:6:36: component 't': unknown input 'nope'",
                 "p.yaml:8:39: component 'o': unknown input 'genn' (did you mean 'gen'?)",
                 "p.yaml:8:46: component 'o': unknown field 'colour'",
+            ]
+        );
+    }
+
+    #[test]
+    fn tests_may_name_components_kept_out_of_the_graph() {
+        // `t` did not parse, `u`'s program does not compile, `s` is a
+        // broken source: only their own errors, and what is wrong anyway
+        // (a source as input, an unknown name).
+        let errs = problems(
+            "sources:\n  g: {type: generator, events: [{a: 1}]}\n  s: {type: generatr}\ntransforms:\n  t: {type: filtr, inputs: [g]}\n  u: {type: map, inputs: [g], program: '.x ='}\nsinks:\n  o: {type: blackhole, inputs: [t, u]}\ntests:\n  - name: one\n    input: {component: t, events: [{a: 1}]}\n    expect:\n      - {output: u, events: []}\n      - {output: t.unmatched, events: []}\n      - {output: s, events: []}\n      - {output: v, events: []}\n    faults:\n      - {component: u, fail: 1}\n  - name: two\n    input: {component: s, events: []}\n    expect: []\n",
+        );
+        assert_eq!(
+            errs,
+            vec![
+                "p.yaml:3:13: component 's': unknown source type 'generatr' (did you mean 'generator'?)",
+                "p.yaml:5:13: component 't': unknown transform type 'filtr' (did you mean 'filter'?)",
+                "p.yaml:6:45: component 'u': program: invalid jq program: expected term at the end of the program",
+                "p.yaml:16:18: test 'one': unknown component 'v'",
+                "p.yaml:20:24: test 'two': input.component 's' is not a transform of this pipeline",
+            ]
+        );
+    }
+
+    #[test]
+    fn no_sources_and_no_sinks_count_only_broken_components_of_their_section() {
+        let broken_transform = "transforms:\n  t: {type: filtr}\n";
+        assert_eq!(
+            problems(broken_transform),
+            vec![
+                "p.yaml:2:13: component 't': unknown transform type 'filtr' (did you mean 'filter'?)",
+                "p.yaml: the pipeline has no sources: add at least one under 'sources:'",
+                "p.yaml: the pipeline has no sinks: add at least one under 'sinks:'",
+            ]
+        );
+        let broken_source_and_sink =
+            "sources:\n  g: {type: generatr}\nsinks:\n  o: {type: blackhol, inputs: [g]}\n";
+        assert_eq!(
+            problems(broken_source_and_sink),
+            vec![
+                "p.yaml:2:13: component 'g': unknown source type 'generatr' (did you mean 'generator'?)",
+                "p.yaml:4:13: component 'o': unknown sink type 'blackhol' (did you mean 'blackhole'?)",
+            ]
+        );
+        let broken_sink = "sinks:\n  o: {type: blackhole, inputs: [g], colour: red}\n";
+        assert_eq!(
+            problems(broken_sink),
+            vec![
+                "p.yaml:2:33: component 'o': unknown input 'g'",
+                "p.yaml:2:37: component 'o': unknown field 'colour'",
+                "p.yaml: the pipeline has no sources: add at least one under 'sources:'",
             ]
         );
     }

@@ -162,7 +162,7 @@ fn no_such_port(c: &Component, port: &Port) -> String {
 }
 
 /// `name.port` -> (`name`, `Some(port)`); `name` -> (`name`, `None`).
-fn split_port(text: &str) -> (&str, Port) {
+pub(super) fn split_port(text: &str) -> (&str, Port) {
     match text.split_once('.') {
         Some((c, p)) => (c, Some(p.to_string())),
         None => (text, None),
