@@ -108,6 +108,9 @@ pub struct Daemon {
     pub child: Child,
     pub address: String,
     pub log: std::sync::Arc<std::sync::Mutex<String>>,
+    /// The thread copying stderr into `log`; joined once the child exits,
+    /// so the log holds every line the daemon wrote.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Daemon {
@@ -127,7 +130,7 @@ impl Daemon {
         let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let log_w = log.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("on http://").nth(1) {
                     let _ = tx.send(rest.trim().to_string());
@@ -144,6 +147,7 @@ impl Daemon {
             child,
             address,
             log,
+            reader: Some(reader),
         }
     }
 
@@ -168,6 +172,11 @@ impl Daemon {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
+                // stderr reaches EOF once the child has exited (its
+                // children, if any, hold no copy of it).
+                if let Some(reader) = self.reader.take() {
+                    let _ = reader.join();
+                }
                 return status.code();
             }
             if start.elapsed() > limit {
