@@ -2,13 +2,83 @@
 //! the TLS stack, configured headers, which answers are worth retrying and
 //! how much of an error answer goes into a message.
 
+use crate::config::duration::ConfigDuration;
 use indexmap::IndexMap;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use std::time::Duration;
 
 /// Characters of an error answer's body quoted in the failure message:
 /// enough to read the service's reason, not a whole error page.
 const SNIPPET_CHARS: usize = 200;
+
+/// `request_timeout` when unset: a service that accepts and never answers
+/// fails the call instead of stalling the stage until shutdown.
+pub fn default_request_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(30))
+}
+
+/// `connect_timeout` when unset.
+pub fn default_connect_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(5))
+}
+
+/// A client whose every request is limited: `request` from connecting
+/// until the whole response has arrived, `connect` for the connection.
+pub fn client(request: Duration, connect: Duration) -> reqwest::Result<reqwest::Client> {
+    install_tls();
+    reqwest::Client::builder()
+        .timeout(request)
+        .connect_timeout(connect)
+        .build()
+}
+
+/// The `error_type` of a request that failed without an answer: `timeout`
+/// when a limit expired (the service may be overloaded: an adaptive limit
+/// backs off), else `io`.
+pub fn request_error_type(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() { "timeout" } else { "io" }
+}
+
+/// What went wrong with a request that got no (whole) answer, for the
+/// failure message: reqwest's own text hides a timeout in its sources.
+pub fn request_failure(what: &str, e: &reqwest::Error, request_timeout: Duration) -> String {
+    if e.is_timeout() {
+        format!(
+            "{what}: timed out (no whole answer within request_timeout {})",
+            humantime::format_duration(request_timeout)
+        )
+    } else {
+        let mut message = format!("{what}: {e}");
+        let mut source = std::error::Error::source(e);
+        while let Some(cause) = source {
+            message.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        message
+    }
+}
+
+/// Problems with the two timeouts, as (key, message).
+pub fn check_timeouts(
+    request: &ConfigDuration,
+    connect: &ConfigDuration,
+) -> Vec<(&'static str, String)> {
+    let mut problems = Vec::new();
+    if request.0.is_zero() {
+        problems.push((
+            "request_timeout",
+            "request_timeout must be longer than 0s".to_string(),
+        ));
+    }
+    if connect.0.is_zero() {
+        problems.push((
+            "connect_timeout",
+            "connect_timeout must be longer than 0s".to_string(),
+        ));
+    }
+    problems
+}
 
 /// Installs one TLS stack (rustls with ring) for every client in the
 /// process; later calls find it installed and change nothing.

@@ -58,6 +58,14 @@ pub struct HttpSinkConfig {
     /// `gzip` compresses each request body (`Content-Encoding: gzip`).
     #[serde(default)]
     pub compression: Compression,
+    /// Limit for one request, from connecting until the whole answer has arrived (default 30s);
+    /// applies even without a stage `timeout`. An expired request fails with error type
+    /// `timeout` and is retried like a 5xx.
+    #[serde(default = "http_common::default_request_timeout")]
+    pub request_timeout: ConfigDuration,
+    /// Limit for opening a connection (default 5s).
+    #[serde(default = "http_common::default_connect_timeout")]
+    pub connect_timeout: ConfigDuration,
 }
 
 /// Request body compression.
@@ -78,6 +86,11 @@ impl HttpSinkConfig {
         for name in http_common::headers(&self.headers).1 {
             problems.push((vec!["headers"], format!("invalid header '{name}'")));
         }
+        for (key, message) in
+            http_common::check_timeouts(&self.request_timeout, &self.connect_timeout)
+        {
+            problems.push((vec![key], message));
+        }
         if self.batch.max_events == 0 {
             problems.push((
                 vec!["batch", "max_events"],
@@ -88,15 +101,22 @@ impl HttpSinkConfig {
     }
 
     pub fn build(&self) -> HttpSink {
-        http_common::install_tls();
         // Invalid headers were reported by `check` before anything is built.
         let (headers, _) = http_common::headers(&self.headers);
+        let client = http_common::client(self.request_timeout.0, self.connect_timeout.0)
+            .unwrap_or_else(|e| {
+                // Only a TLS backend that cannot start fails here; requests
+                // then fail (and are counted) rather than the process.
+                tracing::error!("cannot configure the HTTP client ({e}); using the default one");
+                reqwest::Client::new()
+            });
         HttpSink {
-            client: reqwest::Client::new(),
+            client,
             url: self.url.clone(),
             headers,
             batching: (self.batch.max_events, self.batch.timeout.0),
             compression: self.compression,
+            request_timeout: self.request_timeout.0,
         }
     }
 }
@@ -107,6 +127,7 @@ pub struct HttpSink {
     headers: reqwest::header::HeaderMap,
     batching: (usize, Duration),
     compression: Compression,
+    request_timeout: Duration,
 }
 
 #[async_trait::async_trait]
@@ -147,9 +168,22 @@ impl Sink for HttpSink {
             .body(encoded.bytes.clone())
             .send()
             .await
-            .map_err(|e| ComponentError::Transient {
-                message: format!("POST {}: {e}", self.url),
-                error_type: "io",
+            .map_err(|e| {
+                let message = http_common::request_failure(
+                    &format!("POST {}", self.url),
+                    &e,
+                    self.request_timeout,
+                );
+                match http_common::request_error_type(&e) {
+                    "timeout" => ComponentError::Overloaded {
+                        message,
+                        error_type: "timeout",
+                    },
+                    error_type => ComponentError::Transient {
+                        message,
+                        error_type,
+                    },
+                }
             })?;
         let status = response.status();
         if status.is_success() {

@@ -5,6 +5,7 @@
 //! retry, circuit breaker, rate limit).
 
 use crate::components::{AsyncTransform, CallError, http_common};
+use crate::config::duration::ConfigDuration;
 use crate::core::{Event, Value};
 use crate::expr::Program;
 use indexmap::IndexMap;
@@ -51,6 +52,14 @@ pub struct HttpConfig {
     #[serde(default = "one_mib")]
     #[schemars(range(min = 1))]
     pub max_response_bytes: usize,
+    /// Limit for one request, from connecting until the whole response has arrived (default
+    /// 30s); applies even without a stage `timeout`. An expired request fails with error type
+    /// `timeout` and is retryable.
+    #[serde(default = "http_common::default_request_timeout")]
+    pub request_timeout: ConfigDuration,
+    /// Limit for opening a connection (default 5s).
+    #[serde(default = "http_common::default_connect_timeout")]
+    pub connect_timeout: ConfigDuration,
 }
 
 enum Piece {
@@ -67,6 +76,7 @@ pub struct Http {
     headers: reqwest::header::HeaderMap,
     target: Option<String>,
     max_response_bytes: usize,
+    request_timeout: std::time::Duration,
 }
 
 /// What validation compiles of an `http` transform: no client yet.
@@ -122,16 +132,16 @@ impl HttpConfig {
 
     pub fn build(&self) -> Result<Http, Vec<super::ProgramProblem>> {
         let (url, body, headers) = self.compile()?;
-        http_common::install_tls();
-        let client = reqwest::Client::builder().build().map_err(|e| {
-            vec![super::ProgramProblem {
-                key: vec!["url".into()],
-                error: crate::expr::ProgramError {
-                    span: 0..0,
-                    message: format!("cannot create the HTTP client: {e}"),
-                },
-            }]
-        })?;
+        let client =
+            http_common::client(self.request_timeout.0, self.connect_timeout.0).map_err(|e| {
+                vec![super::ProgramProblem {
+                    key: vec!["url".into()],
+                    error: crate::expr::ProgramError {
+                        span: 0..0,
+                        message: format!("cannot create the HTTP client: {e}"),
+                    },
+                }]
+            })?;
         let method = match self.method {
             HttpMethod::Get => reqwest::Method::GET,
             HttpMethod::Post => reqwest::Method::POST,
@@ -153,6 +163,7 @@ impl HttpConfig {
             headers,
             target: self.target.clone(),
             max_response_bytes: self.max_response_bytes,
+            request_timeout: self.request_timeout.0,
         })
     }
 }
@@ -196,6 +207,18 @@ impl Http {
     }
 }
 
+impl Http {
+    /// A request that got no (whole) answer: retryable; an expired limit is
+    /// a `timeout`, which an adaptive limit takes as overload.
+    fn request_failed(&self, what: &str, e: &reqwest::Error) -> CallError {
+        let message = http_common::request_failure(what, e, self.request_timeout);
+        CallError {
+            overloaded: e.is_timeout(),
+            ..fail(message, http_common::request_error_type(e), true)
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl AsyncTransform for Http {
     async fn call(&self, event: &Event) -> Result<Event, CallError> {
@@ -219,13 +242,13 @@ impl AsyncTransform for Http {
         let mut response = request
             .send()
             .await
-            .map_err(|e| fail(format!("{} {url}: {e}", self.method), "io", true))?;
+            .map_err(|e| self.request_failed(&format!("{} {url}", self.method), &e))?;
         let status = response.status();
         let mut bytes = Vec::new();
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|e| fail(format!("reading the response of {url}: {e}"), "io", true))?
+            .map_err(|e| self.request_failed(&format!("reading the response of {url}"), &e))?
         {
             if bytes.len() + chunk.len() > self.max_response_bytes {
                 return Err(fail(
