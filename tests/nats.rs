@@ -434,3 +434,58 @@ fn the_text_codec_publishes_and_reads_plain_messages() {
         assert_eq!(e, serde_json::json!({"message": "plain words"}));
     }
 }
+
+#[test]
+fn a_text_message_holding_a_newline_is_published_as_one_message() {
+    let url = nats_or_skip!();
+    let s = Scratch::new();
+    let (stream, subject) = (unique("N"), unique("newline."));
+    let publisher = s.write(
+        "publisher.yaml",
+        &format!(
+            "sources:\n  in: {{type: generator, count: 2, events: [{{message: \"two\\nlines\"}}]}}\nsinks:\n  bus: {{type: nats, inputs: [in], url: '{url}', subject: '{subject}', stream: {stream}, codec: text}}\n"
+        ),
+    );
+    let published = run(
+        &[
+            "run",
+            publisher.to_str().unwrap(),
+            "--metrics-address",
+            "off",
+        ],
+        None,
+    );
+    assert!(published.status.success(), "{}", text(&published.stderr));
+    // JetStream's own count: one message per event, not per line.
+    let stored = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+        let mut s = js.get_stream(&stream).await.unwrap();
+        s.info().await.unwrap().state.messages
+    });
+    assert_eq!(stored, 2);
+}
+
+#[test]
+fn a_batch_written_again_is_stored_once() {
+    use flowgate::components::Sink;
+    let url = nats_or_skip!();
+    let (stream, subject) = (unique("R"), unique("retry."));
+    let config: flowgate::components::sinks::nats::NatsSinkConfig = serde_yaml::from_str(&format!(
+        "{{url: '{url}', subject: '{subject}', stream: {stream}}}"
+    ))
+    .unwrap();
+    let stored = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let sink = config.build();
+        let encoded = sink.encode((0..5).map(|i| flowgate::ev!({ "id": i })).collect());
+        sink.write(&encoded).await.unwrap();
+        // What the stage's retry does after an acknowledgement was lost.
+        sink.write(&encoded).await.unwrap();
+        let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+        let mut s = js.get_stream(&stream).await.unwrap();
+        s.info().await.unwrap().state.messages
+    });
+    assert_eq!(
+        stored, 5,
+        "JetStream dropped the second copies by Nats-Msg-Id"
+    );
+}

@@ -161,6 +161,13 @@ pub struct Encoded {
     pub bytes: Vec<u8>,
     /// The events in `bytes`, kept so a failed write can route them.
     pub events: Batch,
+    /// With line codecs: where each event's line ends in `bytes` (its
+    /// newline's offset), so a sink that sends events one by one splits
+    /// at event boundaries, not at newlines inside a `text` message.
+    pub line_ends: Vec<usize>,
+    /// Names this encoded batch across its retries (set by sinks whose
+    /// service drops duplicates by id; 0 otherwise).
+    pub batch_id: u64,
     pub failed: Vec<Failed>,
 }
 

@@ -22,9 +22,8 @@ pub struct Blackhole;
 impl Sink for Blackhole {
     fn encode(&self, batch: Batch) -> Encoded {
         Encoded {
-            bytes: Vec::new(),
             events: batch,
-            failed: Vec::new(),
+            ..Encoded::default()
         }
     }
 

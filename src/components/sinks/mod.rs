@@ -66,6 +66,8 @@ pub fn encode_lines(batch: Batch, codec: OutputCodec) -> Encoded {
     let mut out = Encoded {
         bytes: Vec::with_capacity(batch.len() * 192),
         events: Vec::with_capacity(batch.len()),
+        line_ends: Vec::with_capacity(batch.len()),
+        batch_id: 0,
         failed: Vec::new(),
     };
     for event in batch {
@@ -89,6 +91,7 @@ pub fn encode_lines(batch: Batch, codec: OutputCodec) -> Encoded {
                 }
             },
         }
+        out.line_ends.push(out.bytes.len() - 1);
         out.events.push(event);
     }
     out

@@ -3,6 +3,11 @@
 //! (published back to back, then awaited together). A failed publish or a
 //! missing acknowledgement fails the batch for the stage controls (retry,
 //! breaker, timeout); a batch that finally fails follows `on_error`.
+//!
+//! Every message carries a `Nats-Msg-Id` made of a random id per encoded
+//! batch and the event's index in it: a retried batch sends the same ids,
+//! so JetStream drops the copies it already has (within the stream's
+//! duplicate window, 2 minutes by default).
 
 use super::{OutputCodec, encode_lines};
 use crate::components::sources::nats as nats_source;
@@ -101,7 +106,9 @@ impl Sink for NatsSink {
     }
 
     fn encode(&self, batch: Batch) -> Encoded {
-        encode_lines(batch, self.config.codec)
+        let mut encoded = encode_lines(batch, self.config.codec);
+        encoded.batch_id = fastrand::u64(..);
+        encoded
     }
 
     async fn write(&self, encoded: &Encoded) -> Result<(), ComponentError> {
@@ -109,12 +116,18 @@ impl Sink for NatsSink {
         let body = bytes::Bytes::copy_from_slice(&encoded.bytes);
         let mut pending = Vec::with_capacity(encoded.events.len());
         let mut start = 0;
-        // One message per encoded line; slices share the batch's buffer.
-        for end in memchr_newlines(&body) {
+        // One message per event (a `text` message may hold newlines);
+        // slices share the batch's buffer.
+        for (i, &end) in encoded.line_ends.iter().enumerate() {
             let payload = body.slice(start..end);
             start = end + 1;
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(
+                "Nats-Msg-Id",
+                format!("{:016x}-{i}", encoded.batch_id).as_str(),
+            );
             let ack = js
-                .publish(self.config.subject.clone(), payload)
+                .publish_with_headers(self.config.subject.clone(), headers, payload)
                 .await
                 .map_err(|e| transient(format!("publishing to '{}': {e}", self.config.subject)))?;
             pending.push(ack);
@@ -141,11 +154,4 @@ impl Sink for NatsSink {
         }
         Ok(())
     }
-}
-
-fn memchr_newlines(body: &[u8]) -> impl Iterator<Item = usize> + '_ {
-    body.iter()
-        .enumerate()
-        .filter(|(_, b)| **b == b'\n')
-        .map(|(i, _)| i)
 }
