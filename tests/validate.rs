@@ -341,3 +341,50 @@ tests:
         ]
     );
 }
+
+#[test]
+fn pipeline_names_that_do_not_fit_the_name_rule_are_refused_by_validate_and_run() {
+    let s = Scratch::new();
+    let body = "sources:\n  g: {type: generator, events: [{a: 1}]}\nsinks:\n  o: {type: file, inputs: [g], path: $DIR/out.ndjson}\n";
+    let escape = s.write("p.yaml", &format!("name: ../../escape\n{body}"));
+    let f = escape.to_str().unwrap();
+    let rule = "pipeline names match [a-z][a-z0-9_]* (they name directories under --data-dir)";
+    let data_dir = s.path("data/deep");
+    let data_dir = data_dir.to_str().unwrap();
+    for args in [
+        vec!["validate", f],
+        vec!["run", f, "--metrics-address", "off", "--data-dir", data_dir],
+    ] {
+        let out = run(&args, None);
+        assert_eq!(out.status.code(), Some(78), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(&format!(
+                "{f}:1:7: invalid pipeline name '../../escape': {rule}"
+            )),
+            "{err}"
+        );
+    }
+    assert!(!s.path("out.ndjson").exists());
+    assert!(!s.path("escape").exists() && !s.path("data").exists());
+
+    // Without `name:`, the file stem, with `-` read as `_`.
+    let dashed = s.write("my-pipeline.yaml", body);
+    let out = run(&["validate", dashed.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("ok (pipeline 'my_pipeline', 2 components)"));
+    let odd = s.write("Bad.Name.yaml", body);
+    let f = odd.to_str().unwrap();
+    for args in [
+        vec!["validate", f],
+        vec!["run", f, "--metrics-address", "off"],
+    ] {
+        let out = run(&args, None);
+        assert_eq!(out.status.code(), Some(78), "{args:?}");
+        assert!(text(&out.stderr).contains(&format!(
+            "{f}:1:1: invalid pipeline name 'Bad.Name', taken from the file name: {rule}; \
+             set one in the file with `name:`, e.g. `name: bad_name`"
+        )));
+    }
+    assert!(!s.path("out.ndjson").exists());
+}

@@ -1,8 +1,20 @@
 //! An insertion-ordered object: a vector of entries with linear lookup.
 //! Events have a handful of keys, where comparing a few short strings beats
 //! hashing; `get` compares lengths before bytes.
+//!
+//! Building a whole object key by key (decoding, `collect`) would make that
+//! scan quadratic in the number of keys: a 200,000-key JSON object took
+//! minutes. `Builder` scans while the object is small and switches to a
+//! temporary hash index of key -> position past `LINEAR_KEYS`, so building
+//! any object costs time linear in its size. The index is dropped once the
+//! object is built; lookups afterwards scan as before.
 
 use super::{Str, Value};
+use std::collections::hash_map::{Entry, HashMap};
+
+/// Up to this many keys, a builder finds duplicates by scanning (no
+/// hashing for the objects events are made of); past it, by a hash index.
+const LINEAR_KEYS: usize = 32;
 
 #[derive(Clone, Default, PartialEq)]
 pub struct Map {
@@ -48,11 +60,6 @@ impl Map {
                 None
             }
         }
-    }
-
-    /// Appends without checking for the key (the caller knows it is new).
-    pub(super) fn push_unchecked(&mut self, key: Str, value: Value) {
-        self.entries.push((key, value));
     }
 
     /// The value at `key`, inserting `default()` at the end when missing.
@@ -106,21 +113,74 @@ impl IntoIterator for Map {
     }
 }
 
+/// Builds a `Map` one entry at a time in time linear in its entries: a
+/// duplicate key replaces the earlier value at the earlier key's position
+/// (what `jq -c` prints for `{"a":1,"b":2,"a":3}` is `{"a":3,"b":2}`).
+pub(crate) struct Builder {
+    map: Map,
+    /// Key -> position in `map`, built once `map` has `LINEAR_KEYS` keys.
+    /// std's SipHash with a random seed: keys come from input, and a
+    /// hostile client must not be able to choose colliding ones.
+    index: Option<HashMap<Str, usize>>,
+}
+
+impl Builder {
+    pub(crate) fn new(map: Map) -> Self {
+        Self { map, index: None }
+    }
+
+    /// Adds `key`, or replaces its value in place when already there.
+    pub(crate) fn insert(&mut self, key: Str, value: Value) {
+        let entries = &mut self.map.entries;
+        if self.index.is_none() && entries.len() < LINEAR_KEYS {
+            match entries
+                .iter()
+                .position(|(k, _)| k.len() == key.len() && *k == key)
+            {
+                Some(i) => entries[i].1 = value,
+                None => entries.push((key, value)),
+            }
+            return;
+        }
+        let index = self.index.get_or_insert_with(|| {
+            entries
+                .iter()
+                .enumerate()
+                .map(|(i, (k, _))| (k.clone(), i))
+                .collect()
+        });
+        match index.entry(key) {
+            Entry::Occupied(at) => entries[*at.get()].1 = value,
+            Entry::Vacant(at) => {
+                entries.push((at.key().clone(), value));
+                at.insert(entries.len() - 1);
+            }
+        }
+    }
+
+    pub(crate) fn finish(self) -> Map {
+        self.map
+    }
+}
+
 impl FromIterator<(Str, Value)> for Map {
     fn from_iter<I: IntoIterator<Item = (Str, Value)>>(iter: I) -> Self {
-        let mut m = Map::new();
+        let iter = iter.into_iter();
+        let mut b = Builder::new(Map::with_capacity(iter.size_hint().0.min(1024)));
         for (k, v) in iter {
-            m.insert(k, v);
+            b.insert(k, v);
         }
-        m
+        b.finish()
     }
 }
 
 impl Extend<(Str, Value)> for Map {
     fn extend<I: IntoIterator<Item = (Str, Value)>>(&mut self, iter: I) {
+        let mut b = Builder::new(std::mem::take(self));
         for (k, v) in iter {
-            self.insert(k, v);
+            b.insert(k, v);
         }
+        *self = b.finish();
     }
 }
 
@@ -148,5 +208,52 @@ mod tests {
         assert_eq!(m.get("a"), Some(&Value::Bool(true)));
         m.remove("b");
         assert_eq!(m.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["a", "c"]);
+    }
+
+    fn keys(m: &Map) -> Vec<&str> {
+        m.keys().map(|k| k.as_str()).collect()
+    }
+
+    #[test]
+    fn builders_keep_the_first_place_and_the_last_value_on_both_sides_of_the_switch() {
+        for n in [3, LINEAR_KEYS - 1, LINEAR_KEYS, LINEAR_KEYS + 1, 200] {
+            let names: Vec<String> = (0..n).map(|i| format!("k{i}")).collect();
+            let mut b = Builder::new(Map::new());
+            for (i, k) in names.iter().enumerate() {
+                b.insert(k.as_str().into(), Value::from(i));
+            }
+            // Every key again, last first: each replaces in place.
+            for (i, k) in names.iter().enumerate().rev() {
+                b.insert(k.as_str().into(), Value::from(i + 1000));
+            }
+            b.insert("new".into(), Value::Null);
+            let m = b.finish();
+            assert_eq!(m.len(), n + 1, "{n}");
+            assert_eq!(
+                keys(&m)[..n],
+                names.iter().map(String::as_str).collect::<Vec<_>>()
+            );
+            assert_eq!(keys(&m)[n], "new");
+            assert!(
+                names
+                    .iter()
+                    .enumerate()
+                    .all(|(i, k)| m.get(k) == Some(&Value::from(i + 1000)))
+            );
+        }
+    }
+
+    #[test]
+    fn collect_and_extend_replace_in_place() {
+        let mut m: Map = (0..100)
+            .map(|i| (Str::from(format!("k{}", i % 40)), Value::from(i)))
+            .collect();
+        assert_eq!(m.len(), 40);
+        assert_eq!(m.get("k0"), Some(&Value::from(80)));
+        assert_eq!(keys(&m)[..2], ["k0", "k1"]);
+        m.extend([("k1".into(), Value::Null), ("z".into(), Value::Bool(true))]);
+        assert_eq!(m.len(), 41);
+        assert_eq!((keys(&m)[1], keys(&m)[40]), ("k1", "z"));
+        assert_eq!(m.get("k1"), Some(&Value::Null));
     }
 }

@@ -1,6 +1,7 @@
 //! JSON in and out of `Value` through serde, so `serde_json::from_slice`
 //! and `to_writer` work on events directly.
 
+use super::map::Builder;
 use super::{Map, Number, Str, Value};
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, Serializer};
@@ -83,17 +84,15 @@ impl<'de> Visitor<'de> for ValueVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
-        let mut m = Map::with_capacity(access.size_hint().unwrap_or(8).min(1024));
+        let m = Map::with_capacity(access.size_hint().unwrap_or(8).min(1024));
+        // Duplicate keys: the last one wins, at the first one's place (jq);
+        // the builder finds them in time linear in the object's size.
+        let mut m = Builder::new(m);
         while let Some(key) = access.next_key::<Str>()? {
             let value: Value = access.next_value()?;
-            // Duplicate keys: the last one wins, at the first one's place.
-            if m.contains_key(&key) {
-                m.insert(key, value);
-            } else {
-                m.push_unchecked(key, value);
-            }
+            m.insert(key, value);
         }
-        Ok(Value::Object(m))
+        Ok(Value::Object(m.finish()))
     }
 }
 

@@ -13,7 +13,8 @@ use std::collections::HashMap;
 
 /// Validates `raw`. Errors and warnings come back in file order.
 pub fn compile(raw: RawPipeline) -> Result<(Pipeline, Vec<ConfigWarning>), Vec<ConfigError>> {
-    let mut errors = check_names(&raw);
+    let mut errors: Vec<ConfigError> = check_pipeline_name(&raw).into_iter().collect();
+    errors.extend(check_names(&raw));
     errors.extend(check_nonempty_sections(&raw));
     let (mut components, readers, build_errors) = build_components(&raw);
     errors.extend(build_errors);
@@ -43,6 +44,46 @@ pub fn compile(raw: RawPipeline) -> Result<(Pipeline, Vec<ConfigWarning>), Vec<C
 /// Problems without a position go last; ties keep the order found.
 pub(super) fn sort_in_file_order(errors: &mut [ConfigError]) {
     errors.sort_by_key(|e| e.position.unwrap_or((usize::MAX, 0)));
+}
+
+/// The pipeline's name follows the component-name rule: it names the
+/// pipeline's directory under `--data-dir`, so `../../escape` must not
+/// get there. A name written in the file is shown at its value; a name
+/// taken from the file name at 1:1, with the `name:` that would fix it.
+fn check_pipeline_name(raw: &RawPipeline) -> Option<ConfigError> {
+    let name = &raw.name;
+    if valid_name(name) {
+        return None;
+    }
+    let rule = "pipeline names match [a-z][a-z0-9_]* (they name directories under --data-dir)";
+    Some(if raw.name_given {
+        raw.error(format!("invalid pipeline name '{name}': {rule}"))
+            .at(raw.positions.find(&["name"], Target::Value))
+    } else {
+        raw.error(format!(
+            "invalid pipeline name '{name}', taken from the file name: {rule}; \
+             set one in the file with `name:`, e.g. `name: {}`",
+            suggested_name(name)
+        ))
+        .at(Some((1, 1)))
+    })
+}
+
+/// `name` made to fit the name rule: lower case, other characters as `_`,
+/// `p_` in front of one that does not start with a letter.
+fn suggested_name(name: &str) -> String {
+    let fitted: String = name
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9' | '_') => c,
+            _ => '_',
+        })
+        .collect();
+    if fitted.starts_with(|c: char| c.is_ascii_lowercase()) {
+        fitted
+    } else {
+        format!("p_{fitted}")
+    }
 }
 
 /// Names match `[a-z][a-z0-9_]*` and are unique across the three sections.
@@ -189,6 +230,37 @@ mod tests {
             Ok((_, w)) => w.iter().map(|w| format!("warning: {w}")).collect(),
             Err(e) => e.iter().map(ToString::to_string).collect(),
         }
+    }
+
+    const BODY: &str = "sources:\n  g: {type: generator, events: [{a: 1}]}\nsinks:\n  o: {type: blackhole, inputs: [g]}\n";
+
+    #[test]
+    fn pipeline_names_follow_the_component_name_rule() {
+        let named = |name: &str| problems(&format!("name: {name}\n{BODY}"));
+        assert_eq!(
+            named("../../escape"),
+            [
+                "p.yaml:1:7: invalid pipeline name '../../escape': pipeline names match \
+              [a-z][a-z0-9_]* (they name directories under --data-dir)"
+            ]
+        );
+        assert_eq!(named("'Shop'").len(), 1);
+        assert_eq!(named("\"\"").len(), 1);
+        assert_eq!(named("shop_2"), Vec::<String>::new());
+        let derived = |name: &str| match load_str(BODY, "x.yaml", name) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.iter().map(ToString::to_string).collect(),
+        };
+        assert_eq!(
+            derived("Bad.Name"),
+            [
+                "x.yaml:1:1: invalid pipeline name 'Bad.Name', taken from the file name: \
+              pipeline names match [a-z][a-z0-9_]* (they name directories under --data-dir); \
+              set one in the file with `name:`, e.g. `name: bad_name`"
+            ]
+        );
+        assert!(derived("1st")[0].ends_with("e.g. `name: p_1st`"));
+        assert_eq!(derived("job_c16"), Vec::<String>::new());
     }
 
     #[test]

@@ -24,13 +24,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &["name", "sources", "transforms", "sinks", 
 pub fn load_file(path: &Path) -> (Option<RawPipeline>, Vec<ConfigError>) {
     let file = path.display().to_string();
     match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let stem = path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            parse(&text, &file, &stem)
-        }
+        Ok(text) => parse(&text, &file, &default_name(path)),
         Err(e) => (
             None,
             vec![ConfigError::new(
@@ -39,6 +33,16 @@ pub fn load_file(path: &Path) -> (Option<RawPipeline>, Vec<ConfigError>) {
             )],
         ),
     }
+}
+
+/// The name of a pipeline whose file sets no `name:`: the file stem, with
+/// `-` read as `_` (`my-pipeline.yaml` is `my_pipeline`), since pipeline
+/// names follow the component-name rule and `-` is common in file names.
+/// Whatever else does not fit the rule is refused by `graph::compile`.
+pub fn default_name(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().replace('-', "_"))
+        .unwrap_or_default()
 }
 
 /// Parses pipeline text; `default_name` is used when `name:` is absent.
@@ -54,6 +58,7 @@ pub fn parse(
     let positions = Positions::parse(&text, shifts);
     let mut raw = RawPipeline {
         name: default_name.to_string(),
+        name_given: false,
         file: file.to_string(),
         text,
         sources: Vec::new(),
@@ -118,7 +123,10 @@ fn parse_top_level(raw: &mut RawPipeline, root: Value) -> Vec<ConfigError> {
         };
         match key {
             "name" => match value {
-                Value::String(s) => raw.name = s,
+                Value::String(s) => {
+                    raw.name = s;
+                    raw.name_given = true;
+                }
                 _ => errors.push(
                     raw.error("'name' must be a string")
                         .at(raw.positions.find(&["name"], Target::Value)),
@@ -227,6 +235,18 @@ mod tests {
             crate::config::controls::Workers::Fixed(2)
         );
         assert_eq!(raw.sinks[0].kind.type_name(), "blackhole");
+    }
+
+    #[test]
+    fn default_names_are_file_stems_with_dashes_as_underscores() {
+        let name = |p: &str| default_name(Path::new(p));
+        assert_eq!(name("/etc/flowgate/job_a.yaml"), "job_a");
+        assert_eq!(name("my-pipeline.yaml"), "my_pipeline");
+        assert_eq!(name("conf/Bad.Name.yml"), "Bad.Name");
+        let (raw, _) = parse("name: given\n", "p.yaml", "p");
+        assert!(raw.is_some_and(|r| r.name == "given" && r.name_given));
+        let (raw, _) = parse("sources: {}\n", "p.yaml", "p");
+        assert!(raw.is_some_and(|r| r.name == "p" && !r.name_given));
     }
 
     #[test]

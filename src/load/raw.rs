@@ -81,6 +81,9 @@ pub struct RawBroken {
 /// A parsed but unvalidated pipeline: inputs are still strings.
 pub struct RawPipeline {
     pub name: String,
+    /// The file sets `name:`; otherwise `name` is the default the loader
+    /// was given (from the file name, see `load::default_name`).
+    pub name_given: bool,
     /// The file as the user named it, for messages.
     pub file: String,
     pub text: String,
