@@ -140,16 +140,22 @@ fn from_val(v: &Val) -> EvalResult<Value> {
         Val::TStr(b) | Val::BStr(b) => Value::String(String::from_utf8_lossy(b).into()),
         Val::Arr(a) => Value::Array(a.iter().map(from_val).collect::<EvalResult<_>>()?),
         Val::Obj(o) => {
-            let mut m = Map::with_capacity(o.len());
-            for (k, val) in o.iter() {
-                let key = match k {
-                    Val::TStr(b) | Val::BStr(b) => {
-                        crate::core::Str::from(String::from_utf8_lossy(b))
-                    }
-                    other => return Err(EvalError(format!("object key {other} is not a string"))),
-                };
-                m.insert(key, from_val(val)?);
-            }
+            // Collected through `Map`'s builder: linear in the key count
+            // (an insert per key scans the keys so far).
+            let m: Map = o
+                .iter()
+                .map(|(k, val)| {
+                    let key = match k {
+                        Val::TStr(b) | Val::BStr(b) => {
+                            crate::core::Str::from(String::from_utf8_lossy(b))
+                        }
+                        other => {
+                            return Err(EvalError(format!("object key {other} is not a string")));
+                        }
+                    };
+                    Ok((key, from_val(val)?))
+                })
+                .collect::<EvalResult<Map>>()?;
             Value::Object(m)
         }
     })
