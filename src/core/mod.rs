@@ -20,7 +20,7 @@ mod value;
 pub use ack::{AckedChunks, Acks, Delivery};
 pub use compact_str::CompactString as Str;
 pub use error::{CallError, ComponentError};
-pub use failed::Failed;
+pub use failed::{Failed, Sampled};
 pub use map::Map;
 pub use serde_json::Number;
 pub use value::Value;
@@ -37,8 +37,16 @@ pub type Batch = Vec<Event>;
 pub const MAX_BATCH: usize = 1000;
 
 /// Adds `.error = {message, component, attempts}` to a failed event (SPEC §2,
-/// `on_error: route`). A non-object value is wrapped as `{"message": value}`.
-pub fn with_error(event: Event, message: &str, component: &str, attempts: u32) -> Event {
+/// `on_error: route`), and `.error.sample` when there is one (the start of
+/// a line too long to keep, SPEC §10). A non-object value is wrapped as
+/// `{"message": value}`.
+pub fn with_error(
+    event: Event,
+    message: &str,
+    component: &str,
+    attempts: u32,
+    sample: Option<&str>,
+) -> Event {
     let mut map = match event {
         Value::Object(map) => map,
         other => {
@@ -47,10 +55,13 @@ pub fn with_error(event: Event, message: &str, component: &str, attempts: u32) -
             map
         }
     };
-    let mut error = Map::with_capacity(3);
+    let mut error = Map::with_capacity(4);
     error.insert("message".into(), Value::String(message.into()));
     error.insert("component".into(), Value::String(component.into()));
     error.insert("attempts".into(), Value::Number(attempts.into()));
+    if let Some(sample) = sample {
+        error.insert("sample".into(), Value::String(sample.into()));
+    }
     map.insert("error".into(), Value::Object(error));
     Value::Object(map)
 }

@@ -3,6 +3,7 @@
 
 use super::Codec;
 use super::checkpoint::{self, Checkpointer};
+use super::decode::{check_max_line_bytes, default_max_line_bytes};
 use super::tail::{self, Start};
 use crate::components::{ComponentError, Source, SourceContext};
 use crate::config::duration::ConfigDuration;
@@ -43,6 +44,14 @@ pub struct FileSourceConfig {
     /// With `follow`, how often to look for new data, rotation and truncation.
     #[serde(default = "default_poll")]
     pub poll_interval: ConfigDuration,
+    /// Longest line, in bytes (default 1 MiB = 1048576; at least 1). A
+    /// longer line is a `decode` error of this source, handled by its
+    /// `on_error` (a routed event carries its first 1 KiB in
+    /// `.error.sample`); it is discarded as it is read, and the lines after
+    /// it are read as usual.
+    #[serde(default = "default_max_line_bytes")]
+    #[schemars(range(min = 1))]
+    pub max_line_bytes: usize,
 }
 
 fn default_poll() -> ConfigDuration {
@@ -57,7 +66,7 @@ impl FileSourceConfig {
     }
 
     pub fn check(&self) -> Vec<(Vec<&'static str>, String)> {
-        let mut problems = Vec::new();
+        let mut problems = check_max_line_bytes(self.max_line_bytes);
         if !self.follow && self.read_from != ReadFrom::Beginning {
             problems.push((
                 vec!["read_from"],
@@ -82,7 +91,8 @@ impl Source for FileSource {
         if !self.config.follow {
             let file = std::fs::File::open(&self.config.path)
                 .map_err(|e| ComponentError::io(format!("opening {what}"), e))?;
-            return super::lines::run(file, self.config.codec, &ctx, &what).await;
+            let (codec, max) = (self.config.codec, self.config.max_line_bytes);
+            return super::lines::run(file, codec, max, &ctx, &what).await;
         }
         follow(self.config, ctx, what).await
     }
@@ -102,14 +112,15 @@ async fn follow(
     let mut checkpointer = Checkpointer::start(state, config.path.clone(), ctx.name.clone());
     let (tx, mut rx) = super::lines::chunk_channel();
     let reader = {
-        let (path, poll, name) = (
+        let (path, poll, max, name) = (
             config.path.clone(),
             config.poll_interval.0,
+            config.max_line_bytes,
             ctx.name.clone(),
         );
         std::thread::Builder::new()
             .name(format!("tail-{}", ctx.name))
-            .spawn(move || tail::follow(&path, start, poll, tx, &name))
+            .spawn(move || tail::follow(&path, start, poll, max, tx, &name))
             .map_err(|e| ComponentError::io("starting the tail thread", e))?
     };
     // Each chunk's end is checkpointed once all its events are acknowledged.

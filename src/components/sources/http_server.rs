@@ -2,15 +2,17 @@
 //! array of objects, or NDJSON — and answers once they are accepted into
 //! the pipeline. A body that does not parse is refused whole (400); a
 //! missing or wrong bearer token gets 401; a body over `max_body_bytes`
-//! 413; and when the pipeline pushes back (a full `block` buffer
+//! 413; an NDJSON line over `max_line_bytes` is a `decode` error handled
+//! by the source's `on_error` (the other lines are accepted); and when the
+//! pipeline pushes back (a full `block` buffer
 //! downstream) 429 with `Retry-After`, so clients slow down instead of
 //! piling up requests. With `acknowledgements: true` the 200 waits until
 //! the sinks wrote every event (503 if one could not be). On shutdown the listener closes and requests in
 //! flight are answered.
 
-use super::decode::{NotAnEvent, json_object};
+use super::decode::{NotAnEvent, check_max_line_bytes, default_max_line_bytes, json_object};
 use crate::components::{ComponentError, Source, SourceContext};
-use crate::core::{AckedChunks, Acks, Batch, Delivery, MAX_BATCH, Value};
+use crate::core::{AckedChunks, Acks, Batch, Delivery, MAX_BATCH, Sampled, Value};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -50,11 +52,20 @@ pub struct HttpServerConfig {
     /// `Retry-After` if some could not be written. Off: 200 once accepted.
     #[serde(default)]
     pub acknowledgements: bool,
+    /// Longest NDJSON line, in bytes (default 1 MiB = 1048576; at least 1).
+    /// A longer line is a `decode` error of this source, handled by its
+    /// `on_error` (a routed event carries its first 1 KiB in
+    /// `.error.sample`), and is not decoded; the body's other lines are
+    /// accepted. A body that is one JSON document is bounded by
+    /// `max_body_bytes` only.
+    #[serde(default = "default_max_line_bytes")]
+    #[schemars(range(min = 1))]
+    pub max_line_bytes: usize,
 }
 
 impl HttpServerConfig {
     pub fn check(&self) -> Vec<(Vec<&'static str>, String)> {
-        let mut problems = Vec::new();
+        let mut problems = check_max_line_bytes(self.max_line_bytes);
         if self.address.parse::<std::net::SocketAddr>().is_err() {
             problems.push((
                 vec!["address"],
@@ -84,34 +95,46 @@ pub struct HttpServer {
 struct Shared {
     ctx: SourceContext,
     token: Option<String>,
+    max_line_bytes: usize,
     /// With `acknowledgements: true`, what became of the requests' events.
     acknowledged: Option<crate::telemetry::AckCounters>,
 }
 
-/// The events of a request body, or why it does not parse.
-fn decode(body: &[u8]) -> Result<Batch, String> {
+/// The events of a request body and its NDJSON lines over
+/// `max_line_bytes` (not decoded), or why it does not parse.
+fn decode(body: &[u8], max_line_bytes: usize) -> Result<(Batch, Vec<Sampled>), String> {
     let text = std::str::from_utf8(body).map_err(|e| format!("the body is not UTF-8: {e}"))?;
     let trimmed = text.trim();
     if trimmed.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     // One document (an object or an array of objects) ...
     match json_object(trimmed.as_bytes()) {
-        Ok(event) => return Ok(vec![event]),
+        Ok(event) => return Ok((vec![event], Vec::new())),
         Err(NotAnEvent::NotAnObject(Value::Array(items))) => {
             if let Some(i) = items.iter().position(|e| !e.is_object()) {
                 return Err(format!("array element {i} is not a JSON object"));
             }
-            return Ok(items);
+            return Ok((items, Vec::new()));
         }
         Err(other @ NotAnEvent::NotAnObject(_)) => return Err(other.describe("the body")),
         Err(NotAnEvent::Invalid(_)) => {}
     }
     // ... or NDJSON, one object per line.
-    let mut events = Vec::new();
+    let (mut events, mut too_long) = (Vec::new(), Vec::new());
     for (n, line) in text.lines().enumerate() {
         let line = line.trim_end_matches('\r');
         if line.trim().is_empty() {
+            continue;
+        }
+        if line.len() > max_line_bytes {
+            let (len, what) = (line.len() as u64, format!("line {}", n + 1));
+            too_long.push(super::decode::too_long(
+                line.as_bytes(),
+                len,
+                max_line_bytes,
+                &what,
+            ));
             continue;
         }
         match json_object(line.as_bytes()) {
@@ -124,7 +147,7 @@ fn decode(body: &[u8]) -> Result<Batch, String> {
             Err(e @ NotAnEvent::Invalid(_)) => return Err(e.describe(&format!("line {}", n + 1))),
         }
     }
-    Ok(events)
+    Ok((events, too_long))
 }
 
 async fn accept(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -142,7 +165,7 @@ async fn accept(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
                 .into_response();
         }
     }
-    let events = match decode(&body) {
+    let (events, too_long) = match decode(&body, shared.max_line_bytes) {
         Ok(e) => e,
         Err(why) => {
             shared.ctx.metrics.errors("decode", 1);
@@ -162,7 +185,11 @@ async fn accept(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
         )
             .into_response();
     }
-    shared.ctx.metrics.events_in.inc_by(n as u64);
+    shared
+        .ctx
+        .metrics
+        .events_in
+        .inc_by((n + too_long.len()) as u64);
     let (acks, written) = if let Some(counters) = shared.acknowledged.clone() {
         let (tx, rx) = tokio::sync::oneshot::channel();
         (
@@ -175,6 +202,8 @@ async fn accept(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
     } else {
         (Acks::none(), None)
     };
+    // Routed lines over the limit carry the request's acknowledgement too.
+    shared.ctx.errors.handle_sampled(too_long, &acks).await;
     // A large body travels as several batches; the answer waits for all.
     for (batch, batch_acks) in AckedChunks::new(events, acks, MAX_BATCH) {
         shared.ctx.emit_acked(batch, batch_acks).await;
@@ -207,6 +236,7 @@ impl Source for HttpServer {
         let shared = Arc::new(Shared {
             ctx,
             token: self.config.auth_token.clone(),
+            max_line_bytes: self.config.max_line_bytes,
             acknowledged,
         });
         let app = Router::new()
@@ -227,6 +257,12 @@ mod tests {
 
     #[test]
     fn decodes_objects_arrays_and_ndjson_and_refuses_the_rest_whole() {
+        let decode = |body: &[u8]| {
+            decode(body, 1 << 20).map(|(events, too_long)| {
+                assert!(too_long.is_empty());
+                events
+            })
+        };
         assert_eq!(decode(b"{\"a\":1}").unwrap().len(), 1);
         assert_eq!(decode(b"[{\"a\":1},{\"a\":2}]").unwrap().len(), 2);
         assert_eq!(decode(b"{\"a\":1}\n\n{\"a\":2}\r\n").unwrap().len(), 2);
@@ -243,5 +279,30 @@ mod tests {
             "the body is a JSON number, not an object"
         );
         assert!(decode(b"").unwrap().is_empty());
+    }
+
+    #[test]
+    fn ndjson_lines_over_the_limit_are_set_apart_undecoded_and_the_rest_accepted() {
+        let long = format!("{{\"a\":\"{}\"}}", "x".repeat(2000));
+        let body = format!(
+            "{{\"i\":1}}\n{long}\r\n{{\"i\":2}}\nnot json but too long: {}\n",
+            "y".repeat(100)
+        );
+        let (events, too_long) = decode(body.as_bytes(), 100).unwrap();
+        assert_eq!(events, vec![crate::ev!({"i": 1}), crate::ev!({"i": 2})]);
+        let got: Vec<_> = too_long
+            .iter()
+            .map(|s| (s.failed.message.as_str(), s.sample.as_ref().unwrap().len()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("line 2 is 2008 bytes, over max_line_bytes (100)", 1024),
+                ("line 4 is 123 bytes, over max_line_bytes (100)", 123),
+            ]
+        );
+        assert_eq!(too_long[0].sample.as_deref(), Some(&long[..1024]));
+        // A line within the limit that does not parse still refuses the body.
+        assert!(decode(b"{\"i\":1}\nnope\n", 100).is_err());
     }
 }

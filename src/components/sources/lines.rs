@@ -1,11 +1,13 @@
 //! Line-oriented input shared by `stdin` and `file`: a blocking thread reads
-//! chunks that end on a line boundary, the runtime's workers decode up to
+//! chunks that end on a line boundary (cut by `split`, which sets lines over
+//! `max_line_bytes` apart), the runtime's workers decode up to
 //! `DECODE_PARALLELISM` chunks at once (parsing dominates the cost per
 //! event), and the source emits them in input order.
 
 use super::Codec;
+use super::split::{Chunk, Splitter};
 use crate::components::{ComponentError, SourceContext};
-use crate::core::Failed;
+use crate::core::Sampled;
 use crate::core::{Acks, Batch, MAX_BATCH};
 use std::collections::VecDeque;
 use std::io::Read;
@@ -43,8 +45,26 @@ fn decode_parallelism() -> usize {
 /// The events and failures of one chunk, in input order.
 pub(super) struct Decoded {
     pub batches: Vec<Batch>,
-    pub failed: Vec<Failed>,
+    pub failed: Vec<Sampled>,
     pub lines: usize,
+}
+
+/// What one chunk decodes to: its lines' events, or the failure of a line
+/// over the limit.
+fn decode(chunk: &Chunk, codec: Codec) -> Decoded {
+    match chunk {
+        Chunk::Lines(bytes) => decode_chunk(bytes, codec),
+        Chunk::TooLong(long) => Decoded {
+            batches: Vec::new(),
+            failed: vec![super::decode::too_long(
+                &long.sample,
+                long.len,
+                long.limit,
+                "line",
+            )],
+            lines: 1,
+        },
+    }
 }
 
 pub(super) fn decode_chunk(chunk: &[u8], codec: Codec) -> Decoded {
@@ -62,7 +82,7 @@ pub(super) fn decode_chunk(chunk: &[u8], codec: Codec) -> Decoded {
         decoded.lines += 1;
         match super::decode::event(line, codec, "line") {
             Ok(event) => batch.push(event),
-            Err(failed) => decoded.failed.push(failed),
+            Err(failed) => decoded.failed.push(failed.into()),
         }
         if batch.len() == MAX_BATCH {
             decoded
@@ -77,12 +97,13 @@ pub(super) fn decode_chunk(chunk: &[u8], codec: Codec) -> Decoded {
 }
 
 /// Reads on the current (blocking) thread, sending chunks that end with a
-/// full line; stops when the receiver is gone.
-fn read_chunks(mut reader: impl Read, tx: ChunkSender<()>) {
-    let mut carry: Vec<u8> = Vec::new();
+/// full line (or a line over `max_line_bytes`, discarded); stops when the
+/// receiver is gone.
+fn read_chunks(mut reader: impl Read, max_line_bytes: usize, tx: ChunkSender<()>) {
+    let mut lines = Splitter::new(max_line_bytes);
+    let mut chunks = Vec::new();
     loop {
-        let mut buf = std::mem::take(&mut carry);
-        let n = match read_more(&mut reader, &mut buf) {
+        let n = match lines.read(&mut reader) {
             Ok(n) => n,
             Err(e) => {
                 let _ = tx.blocking_send(Err(e));
@@ -90,19 +111,17 @@ fn read_chunks(mut reader: impl Read, tx: ChunkSender<()>) {
             }
         };
         if n == 0 {
-            if !buf.is_empty() {
-                let _ = tx.blocking_send(Ok((buf, ())));
-            }
-            return;
+            lines.finish(&mut chunks);
+        } else {
+            lines.cut(&mut chunks);
         }
-        match buf.iter().rposition(|b| *b == b'\n') {
-            Some(last) => {
-                carry = buf.split_off(last + 1);
-                if tx.blocking_send(Ok((buf, ()))).is_err() {
-                    return;
-                }
+        for chunk in chunks.drain(..) {
+            if tx.blocking_send(Ok((chunk, ()))).is_err() {
+                return;
             }
-            None => carry = buf,
+        }
+        if n == 0 {
+            return;
         }
     }
 }
@@ -113,20 +132,21 @@ fn read_chunks(mut reader: impl Read, tx: ChunkSender<()>) {
 pub async fn run<R: Read + Send + 'static>(
     reader: R,
     codec: Codec,
+    max_line_bytes: usize,
     ctx: &SourceContext,
     what: &str,
 ) -> Result<(), ComponentError> {
     let (tx, mut rx) = chunk_channel();
     std::thread::Builder::new()
         .name(format!("read-{}", ctx.name))
-        .spawn(move || read_chunks(reader, tx))
+        .spawn(move || read_chunks(reader, max_line_bytes, tx))
         .map_err(|e| ComponentError::io("starting the reader thread", e))?;
     decode_in_order(&mut rx, codec, ctx, what, |(), _| Acks::none()).await
 }
 
 /// Chunks of whole lines, each with a tag (a file position to acknowledge).
-pub(super) type ChunkSender<T> = tokio::sync::mpsc::Sender<std::io::Result<(Vec<u8>, T)>>;
-pub(super) type ChunkReceiver<T> = tokio::sync::mpsc::Receiver<std::io::Result<(Vec<u8>, T)>>;
+pub(super) type ChunkSender<T> = tokio::sync::mpsc::Sender<std::io::Result<(Chunk, T)>>;
+pub(super) type ChunkReceiver<T> = tokio::sync::mpsc::Receiver<std::io::Result<(Chunk, T)>>;
 
 pub(super) fn chunk_channel<T>() -> (ChunkSender<T>, ChunkReceiver<T>) {
     tokio::sync::mpsc::channel(decode_parallelism() * 2)
@@ -164,7 +184,7 @@ pub(super) async fn decode_in_order<T: Send + 'static>(
                 emit(decoded, acks, ctx).await;
             }
             chunk = rx.recv(), if !input_done && inflight.len() < parallelism => match chunk {
-                Some(Ok((chunk, tag))) => inflight.push_back(tokio::spawn(async move { (decode_chunk(&chunk, codec), tag) })),
+                Some(Ok((chunk, tag))) => inflight.push_back(tokio::spawn(async move { (decode(&chunk, codec), tag) })),
                 Some(Err(e)) => return Err(ComponentError::io(format!("reading {what}"), e)),
                 None => input_done = true,
             },
@@ -177,7 +197,7 @@ async fn emit(decoded: Decoded, acks: Acks, ctx: &SourceContext) {
     for batch in decoded.batches {
         ctx.emit_acked(batch, acks.clone()).await;
     }
-    ctx.errors.handle(decoded.failed, &acks).await;
+    ctx.errors.handle_sampled(decoded.failed, &acks).await;
 }
 
 #[cfg(test)]
@@ -193,8 +213,14 @@ mod tests {
             vec![crate::ev!({"a": 1}), crate::ev!({"b": 2})]
         );
         assert_eq!(d.failed.len(), 2);
-        assert_eq!(d.failed[0].message, "line is a JSON array, not an object");
-        assert_eq!(d.failed[1].event, crate::ev!({"message": "not json"}));
+        assert_eq!(
+            d.failed[0].failed.message,
+            "line is a JSON array, not an object"
+        );
+        assert_eq!(
+            d.failed[1].failed.event,
+            crate::ev!({"message": "not json"})
+        );
         let t = decode_chunk(b"x\r\n\ny", Codec::Text);
         assert_eq!(
             t.batches.concat(),
@@ -239,13 +265,44 @@ mod tests {
         let text: String = (0..100_000).map(|i| format!("{{\"i\":{i}}}\n")).collect();
         let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
         let data = text.clone().into_bytes();
-        std::thread::spawn(move || read_chunks(std::io::Cursor::new(data), tx));
+        std::thread::spawn(move || read_chunks(std::io::Cursor::new(data), 1 << 20, tx));
         let mut total = Vec::new();
         while let Some(chunk) = rx.blocking_recv() {
-            let (chunk, ()) = chunk.unwrap();
+            let (Chunk::Lines(chunk), ()) = chunk.unwrap() else {
+                panic!("no line is too long");
+            };
             assert_eq!(chunk.last(), Some(&b'\n'));
             total.extend(chunk);
         }
         assert_eq!(total, text.into_bytes());
+    }
+
+    #[test]
+    fn a_line_over_the_limit_is_one_decode_failure_between_the_others() {
+        let mut data = b"{\"i\":1}\n".to_vec();
+        data.extend(std::iter::repeat_n(b'x', 3 * CHUNK_BYTES));
+        data.extend(b"\n{\"i\":2}\n");
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+        std::thread::spawn(move || read_chunks(std::io::Cursor::new(data), 1000, tx));
+        let mut decoded = Vec::new();
+        while let Some(chunk) = rx.blocking_recv() {
+            decoded.push(decode(&chunk.unwrap().0, Codec::Json));
+        }
+        let events: Vec<_> = decoded.iter().flat_map(|d| d.batches.concat()).collect();
+        assert_eq!(events, vec![crate::ev!({"i": 1}), crate::ev!({"i": 2})]);
+        let failed: Vec<_> = decoded.iter().flat_map(|d| &d.failed).collect();
+        assert_eq!(failed.len(), 1);
+        assert_eq!(
+            failed[0].failed.message,
+            format!(
+                "line is {} bytes, over max_line_bytes (1000)",
+                3 * CHUNK_BYTES
+            )
+        );
+        assert_eq!(failed[0].sample.as_deref(), Some("x".repeat(1024).as_str()));
+        let lines: usize = decoded.iter().map(|d| d.lines).sum();
+        assert_eq!(lines, 3);
+        let order: Vec<bool> = decoded.iter().map(|d| d.failed.is_empty()).collect();
+        assert_eq!(order, vec![true, false, true], "in input order");
     }
 }

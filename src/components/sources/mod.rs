@@ -8,6 +8,7 @@ pub mod http_server;
 pub mod lines;
 pub mod nats;
 pub mod nats_acks;
+pub mod split;
 pub mod stdin;
 pub mod tail;
 
@@ -60,7 +61,7 @@ impl SourceKind {
             Self::HttpServer(c) => c.check(),
             Self::File(c) => c.check(),
             Self::Nats(c) => c.check(),
-            Self::Stdin(_) => Vec::new(),
+            Self::Stdin(c) => c.check(),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! redelivered to the others after `ack_wait`. At-least-once.
 
 use super::Codec;
+use super::decode::{check_max_line_bytes, default_max_line_bytes};
 use super::nats_acks::Acker;
 use crate::components::{ComponentError, Source, SourceContext};
 use crate::config::duration::ConfigDuration;
@@ -60,11 +61,18 @@ pub struct NatsSourceConfig {
     #[serde(default)]
     #[schemars(range(min = 1))]
     pub max_deliver: Option<i64>,
+    /// Longest message, in bytes (default 1 MiB = 1048576; at least 1): a
+    /// message is one line. A longer one is a `decode` error of this
+    /// source, handled by its `on_error` (a routed event carries its first
+    /// 1 KiB in `.error.sample`), and is not decoded.
+    #[serde(default = "default_max_line_bytes")]
+    #[schemars(range(min = 1))]
+    pub max_line_bytes: usize,
 }
 
 impl NatsSourceConfig {
     pub fn check(&self) -> Vec<(Vec<&'static str>, String)> {
-        let mut problems = Vec::new();
+        let mut problems = check_max_line_bytes(self.max_line_bytes);
         if let Some(problem) = name_problem("stream", &self.stream) {
             problems.push((vec!["stream"], problem));
         }
@@ -263,7 +271,13 @@ impl Source for NatsSource {
                             if let Some(reply) = m.message.reply.clone() {
                                 replies.push(reply);
                             }
-                            match super::decode::event(&m.message.payload, c.codec, "message") {
+                            let payload = &m.message.payload;
+                            match super::decode::event_within(
+                                payload,
+                                c.codec,
+                                "message",
+                                c.max_line_bytes,
+                            ) {
                                 Ok(e) => events.push(e),
                                 Err(f) => failed.push(f),
                             }
@@ -278,7 +292,7 @@ impl Source for NatsSource {
                     .events_in
                     .inc_by((events.len() + failed.len()) as u64);
                 let acks = acker.acks_for(replies);
-                ctx.errors.handle(failed, &acks).await;
+                ctx.errors.handle_sampled(failed, &acks).await;
                 ctx.emit_acked(events, acks).await;
             }
         }

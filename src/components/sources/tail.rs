@@ -1,5 +1,6 @@
 //! Following a file (`follow: true`): a blocking thread polls the file,
-//! sends chunks of whole lines with the position they end at, and follows
+//! sends chunks of whole lines with the position they end at (a line over
+//! `max_line_bytes` is discarded as it is read, see `split`), and follows
 //! the path across rotation (rename + create: the old file is read to its
 //! end first) and truncation (read again from the start). Files are known
 //! by device and inode, so a checkpoint still finds a file that was
@@ -7,7 +8,8 @@
 //! does: it works the same on every filesystem.
 
 use super::checkpoint::Position;
-use super::lines::{ChunkSender, read_more};
+use super::lines::ChunkSender;
+use super::split::Splitter;
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
@@ -33,11 +35,12 @@ struct Open {
     ino: u64,
     /// Bytes consumed: the end of the last whole line sent.
     offset: u64,
-    partial: Vec<u8>,
+    /// The line being read.
+    lines: Splitter,
 }
 
 impl Open {
-    fn at(path: &Path, offset: SeekFrom) -> std::io::Result<Self> {
+    fn at(path: &Path, offset: SeekFrom, max_line_bytes: usize) -> std::io::Result<Self> {
         let mut file = File::open(path)?;
         let meta = file.metadata()?;
         let offset = match offset {
@@ -50,7 +53,7 @@ impl Open {
             dev: meta.dev(),
             ino: meta.ino(),
             offset,
-            partial: Vec::new(),
+            lines: Splitter::new(max_line_bytes),
         })
     }
 
@@ -66,21 +69,17 @@ impl Open {
     /// line without newline). `Ok(false)` at the end of the data; `Err` with
     /// `None` when the receiver is gone.
     fn read_some(&mut self, tx: &Sender, to_end: bool) -> Result<bool, Option<std::io::Error>> {
-        let n = read_more(&mut self.file, &mut self.partial).map_err(Some)?;
-        let cut = if n == 0 && to_end {
-            Some(self.partial.len()).filter(|n| *n > 0)
-        } else {
-            self.partial
-                .iter()
-                .rposition(|b| *b == b'\n')
-                .map(|i| i + 1)
-        };
-        if let Some(cut) = cut {
-            let rest = self.partial.split_off(cut);
-            let bytes = std::mem::replace(&mut self.partial, rest);
-            self.offset += bytes.len() as u64;
+        let n = self.lines.read(&mut self.file).map_err(Some)?;
+        let mut chunks = Vec::new();
+        if n == 0 && to_end {
+            self.lines.finish(&mut chunks);
+        } else if n > 0 {
+            self.lines.cut(&mut chunks);
+        }
+        for chunk in chunks {
+            self.offset += chunk.consumed();
             let end = self.position();
-            tx.blocking_send(Ok((bytes, end))).map_err(|_| None)?;
+            tx.blocking_send(Ok((chunk, end))).map_err(|_| None)?;
         }
         Ok(n > 0)
     }
@@ -94,8 +93,14 @@ impl Open {
 
 /// Opens `path` if it is there. A missing file is waited for quietly;
 /// another error (permissions, a directory) is logged once until it changes.
-fn try_open(path: &Path, at: SeekFrom, component: &str, last: &mut Option<String>) -> Option<Open> {
-    match Open::at(path, at) {
+fn try_open(
+    path: &Path,
+    at: SeekFrom,
+    max_line_bytes: usize,
+    component: &str,
+    last: &mut Option<String>,
+) -> Option<Open> {
+    match Open::at(path, at, max_line_bytes) {
         Ok(open) => {
             *last = None;
             Some(open)
@@ -129,12 +134,13 @@ pub fn follow(
     path: &Path,
     start: Start,
     poll: Duration,
+    max_line_bytes: usize,
     tx: Sender,
     component: &str,
 ) -> Result<(), std::io::Error> {
     let gone = |e: Option<std::io::Error>| e.map_or(Ok(()), Err);
     let mut last_error = None;
-    let mut open = |at| try_open(path, at, component, &mut last_error);
+    let mut open = |at| try_open(path, at, max_line_bytes, component, &mut last_error);
     let mut current = match start {
         Start::Checkpoint(p) => {
             let same = std::fs::metadata(path).is_ok_and(|m| m.dev() == p.dev && m.ino() == p.ino);
@@ -149,7 +155,7 @@ pub fn follow(
                             old.display(),
                             p.offset
                         );
-                        let mut o = Open::at(&old, SeekFrom::Start(p.offset))?;
+                        let mut o = Open::at(&old, SeekFrom::Start(p.offset), max_line_bytes)?;
                         if let Err(e) = o.drain(&tx) {
                             return gone(e);
                         }
@@ -198,7 +204,7 @@ pub fn follow(
                 }
                 current = open(SeekFrom::Start(0));
             }
-            Ok(m) if m.len() < file.offset + file.partial.len() as u64 => {
+            Ok(m) if m.len() < file.offset + file.lines.pending() => {
                 tracing::info!(
                     component,
                     "'{}' was truncated; reading it from the start",
@@ -206,7 +212,7 @@ pub fn follow(
                 );
                 file.file.seek(SeekFrom::Start(0))?;
                 file.offset = 0;
-                file.partial.clear();
+                file.lines.clear();
             }
             _ => std::thread::sleep(poll),
         }
