@@ -7,7 +7,10 @@
 //! logged, counted (`flowgate_config_reloads_total{result="rejected"}`) and
 //! ignored, so the old pipelines keep running. A valid set is applied by
 //! difference per pipeline (see `RunningPipeline::apply`); pipelines new to
-//! the set start, pipelines gone from it drain and stop.
+//! the set start, pipelines gone from it drain and stop. A pipeline added
+//! back while its removed instance still drains starts anew, with fresh
+//! sources, once that instance has finished (its sources are stopped for
+//! good, and a second instance would contend for its ports and checkpoints).
 
 use crate::graph::Pipeline;
 use crate::http::{self, Status};
@@ -16,7 +19,7 @@ use crate::runtime::RunningPipeline;
 use crate::telemetry::Metrics;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -72,6 +75,11 @@ struct Daemon {
     running: HashMap<String, Arc<RunningPipeline>>,
     waits: FuturesUnordered<Waiting>,
     first_failure: Option<String>,
+    /// Pipelines removed from the configuration, still draining.
+    removed: HashSet<String>,
+    /// Configurations of removed pipelines added back, started when the
+    /// removed instance has finished.
+    returning: HashMap<String, Pipeline>,
 }
 
 impl Daemon {
@@ -86,6 +94,7 @@ impl Daemon {
 
     fn finished(&mut self, name: String, result: Result<(), String>) {
         self.running.remove(&name);
+        self.removed.remove(&name);
         match result {
             Ok(()) => tracing::info!(pipeline = %name, "pipeline finished"),
             Err(e) => {
@@ -93,6 +102,10 @@ impl Daemon {
                 tracing::error!(pipeline = %name, "pipeline failed: {e}");
                 self.first_failure.get_or_insert(e);
             }
+        }
+        if let Some(pipeline) = self.returning.remove(&name) {
+            tracing::info!(pipeline = %name, "the removed instance has drained: starting the pipeline added back");
+            self.start(pipeline);
         }
     }
 
@@ -114,6 +127,13 @@ impl Daemon {
         let names: Vec<String> = pipelines.iter().map(|p| p.name.clone()).collect();
         let mut refused = false;
         for pipeline in pipelines {
+            if self.removed.contains(&pipeline.name) {
+                // Its sources are stopped for good: applying the new
+                // configuration to it would start nothing.
+                tracing::info!(pipeline = %pipeline.name, "added back while its removed instance drains: it starts once that has finished");
+                self.returning.insert(pipeline.name.clone(), pipeline);
+                continue;
+            }
             match self.running.get(&pipeline.name) {
                 Some(running) => {
                     let name = pipeline.name.clone();
@@ -138,8 +158,11 @@ impl Daemon {
         }
         for (name, running) in &self.running {
             if !names.contains(name) {
-                tracing::info!(pipeline = %name, "removed from the configuration: draining and stopping");
-                running.stop();
+                self.returning.remove(name);
+                if self.removed.insert(name.clone()) {
+                    tracing::info!(pipeline = %name, "removed from the configuration: draining and stopping");
+                    running.stop();
+                }
             }
         }
         if !refused {
@@ -202,6 +225,8 @@ pub async fn run(pipelines: Vec<Pipeline>, options: RunOptions) -> Outcome {
         running: HashMap::new(),
         waits: FuturesUnordered::new(),
         first_failure: None,
+        removed: HashSet::new(),
+        returning: HashMap::new(),
     };
     for p in pipelines {
         d.start(p);
@@ -246,6 +271,8 @@ pub async fn run(pipelines: Vec<Pipeline>, options: RunOptions) -> Outcome {
         d.running.len(),
         options.shutdown_timeout
     );
+    // Nothing starts any more, not even a pipeline added back.
+    d.returning.clear();
     for r in d.running.values() {
         r.stop();
     }

@@ -10,12 +10,16 @@
 //! clone is dropped the source's callback runs with the outcome:
 //! `Delivered`, or `Failed` if any holder marked it (a sink that finally
 //! failed, a consumer that was gone). Dropping is acknowledging, so
-//! filters, drop policies and `on_error: drop` on transforms need no code.
+//! filters, drop policies and `on_error: drop` on transforms need no code —
+//! except while the thread unwinds from a panic: a copy dropped then fails
+//! its batch, because the stage that held it never handed the events on
+//! (SPEC §10).
 //!
 //! Sources that do not acknowledge send `Acks::none()`: an empty vector,
 //! no allocation, nothing to do per batch.
 
 use super::Batch;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -49,49 +53,113 @@ impl Drop for Notifier {
 }
 
 /// The acknowledgements a batch carries; clone it for every copy.
+///
+/// A copy dropped while its thread unwinds from a panic marks its
+/// notifiers failed: the stage that held it never handed the events on,
+/// whatever the other copies do.
 #[derive(Clone, Default)]
-pub struct Acks(Vec<Arc<Notifier>>);
+pub struct Acks {
+    notifiers: Vec<Arc<Notifier>>,
+    /// The addresses of `notifiers`, once there are more than `SCAN` of
+    /// them: each merge then costs what it adds, however many merges a
+    /// batch goes through (a sink gathering a thousand small requests).
+    index: Option<HashSet<usize>>,
+}
+
+/// Up to this many notifiers a merge looks for duplicates by a scan.
+const SCAN: usize = 8;
+
+fn address(n: &Arc<Notifier>) -> usize {
+    Arc::as_ptr(n) as usize
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Comparisons and lookups `merge` made on this thread (the tests
+    /// count them: a merge must not cost more the more it holds).
+    static PROBES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn probed(_n: usize) {
+    #[cfg(test)]
+    PROBES.with(|p| p.set(p.get() + _n));
+}
 
 impl std::fmt::Debug for Acks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Acks({})", self.0.len())
+        write!(f, "Acks({})", self.notifiers.len())
+    }
+}
+
+impl Drop for Acks {
+    fn drop(&mut self) {
+        // A holder unwinding from a panic did not deliver what it held.
+        if !self.notifiers.is_empty() && std::thread::panicking() {
+            self.fail();
+        }
     }
 }
 
 impl Acks {
     /// Nothing to acknowledge.
     pub const fn none() -> Self {
-        Self(Vec::new())
+        Self {
+            notifiers: Vec::new(),
+            index: None,
+        }
     }
 
     /// A new notifier: `done` runs once, when the last holder lets go.
     pub fn new(done: impl FnOnce(Delivery) + Send + Sync + 'static) -> Self {
-        Self(vec![Arc::new(Notifier {
-            failed: AtomicBool::new(false),
-            done: Some(Box::new(done)),
-        })])
+        Self {
+            notifiers: vec![Arc::new(Notifier {
+                failed: AtomicBool::new(false),
+                done: Some(Box::new(done)),
+            })],
+            index: None,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.notifiers.is_empty()
     }
 
-    /// Takes on `other`'s notifiers (batches merged into one).
-    pub fn merge(&mut self, other: Acks) {
-        if self.0.is_empty() {
-            *self = other;
+    /// Takes on `other`'s notifiers (batches merged into one), each once.
+    /// Costs time linear in what `other` holds, not in what `self` does.
+    pub fn merge(&mut self, mut other: Acks) {
+        let incoming = std::mem::take(&mut other.notifiers);
+        if self.notifiers.is_empty() {
+            self.notifiers = incoming;
+            self.index = other.index.take();
             return;
         }
-        for n in other.0 {
-            if !self.0.iter().any(|m| Arc::ptr_eq(m, &n)) {
-                self.0.push(n);
+        for n in incoming {
+            self.add(n);
+        }
+    }
+
+    fn add(&mut self, n: Arc<Notifier>) {
+        if let Some(index) = &mut self.index {
+            probed(1);
+            if index.insert(address(&n)) {
+                self.notifiers.push(n);
             }
+            return;
+        }
+        probed(self.notifiers.len());
+        if self.notifiers.iter().any(|m| Arc::ptr_eq(m, &n)) {
+            return;
+        }
+        self.notifiers.push(n);
+        if self.notifiers.len() > SCAN {
+            probed(self.notifiers.len());
+            self.index = Some(self.notifiers.iter().map(address).collect());
         }
     }
 
     /// Marks every notifier failed: these events were not written.
     pub fn fail(&self) {
-        for n in &self.0 {
+        for n in &self.notifiers {
             n.failed.store(true, Ordering::Relaxed);
         }
     }
@@ -178,12 +246,81 @@ mod tests {
         merged.merge(acks.clone());
         merged.merge(acks);
         assert_eq!(
-            merged.0.len(),
+            merged.notifiers.len(),
             1,
             "merging keeps one reference per notifier"
         );
         drop(merged);
         assert_eq!(*seen.lock().unwrap(), vec![Delivery::Delivered]);
+    }
+
+    #[test]
+    fn a_copy_dropped_while_its_holder_panics_fails_the_batch() {
+        let unwind = |held: Acks| {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                let _held = held;
+                panic!("the stage holding this copy panics");
+            }));
+            assert!(r.is_err());
+        };
+        // The panicking holder is not the last: the copy written later
+        // does not make the batch delivered.
+        let (seen, acks) = recorder();
+        unwind(acks.clone());
+        assert!(seen.lock().unwrap().is_empty(), "a copy is still out");
+        drop(acks);
+        assert_eq!(*seen.lock().unwrap(), vec![Delivery::Failed]);
+        // The panicking holder is the last.
+        let (seen, acks) = recorder();
+        unwind(acks);
+        assert_eq!(*seen.lock().unwrap(), vec![Delivery::Failed]);
+    }
+
+    #[test]
+    fn a_merge_costs_what_it_adds_not_what_the_batch_holds() {
+        const N: usize = 20_000;
+        let delivered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let singles: Vec<Acks> = (0..N)
+            .map(|_| {
+                let d = delivered.clone();
+                Acks::new(move |outcome| {
+                    assert_eq!(outcome, Delivery::Delivered);
+                    d.fetch_add(1, Ordering::Relaxed);
+                })
+            })
+            .collect();
+        let probes = || PROBES.with(|p| p.get());
+        let before = probes();
+        let mut merged = Acks::none();
+        // One batch gathered from N small ones, then every one of them
+        // merged again (copies of the same requests): 2N merges.
+        for a in &singles {
+            merged.merge(a.clone());
+        }
+        for a in &singles {
+            merged.merge(a.clone());
+        }
+        // Two large merged batches merged into one.
+        let mut halves = (Acks::none(), Acks::none());
+        for (i, a) in singles.iter().enumerate() {
+            if i % 2 == 0 {
+                &mut halves.0
+            } else {
+                &mut halves.1
+            }
+            .merge(a.clone());
+        }
+        halves.0.merge(halves.1);
+        let spent = probes() - before;
+        assert!(
+            spent <= 8 * N,
+            "{spent} comparisons for {} merges: a merge must not scan what the batch holds",
+            3 * N + 1
+        );
+        assert_eq!(merged.notifiers.len(), N, "one reference per notifier");
+        assert_eq!(halves.0.notifiers.len(), N);
+        drop((singles, merged, halves.0));
+        assert_eq!(delivered.load(Ordering::Relaxed), N);
     }
 
     fn events(n: usize) -> Batch {
@@ -227,8 +364,12 @@ mod tests {
         let (seen, acks) = recorder();
         let mut fits = AckedChunks::new(events(3), acks, 3);
         let (batch, only) = fits.next().unwrap();
-        assert_eq!((batch.len(), only.0.len()), (3, 1));
-        assert_eq!(Arc::strong_count(&only.0[0]), 1, "no clone for one part");
+        assert_eq!((batch.len(), only.notifiers.len()), (3, 1));
+        assert_eq!(
+            Arc::strong_count(&only.notifiers[0]),
+            1,
+            "no clone for one part"
+        );
         assert!(fits.next().is_none());
         drop(only);
         assert_eq!(*seen.lock().unwrap(), vec![Delivery::Delivered]);

@@ -4,8 +4,11 @@
 //!
 //! Several senders (fan-in) share one receiver. The queue closes for the
 //! receiver once every sender is gone and the queue is empty; it closes for
-//! senders when the receiver is gone (its stage ended or panicked), and a
-//! send then reports how many events it could not deliver.
+//! senders when the receiver is gone (its stage ended or panicked): what it
+//! still held is failed (counted as discarded with reason `error`, its
+//! acknowledgements failed: the sources redeliver or refuse), blocked
+//! senders wake, and every later send fails its acknowledgements and
+//! reports how many events it could not deliver.
 
 use crate::config::controls::WhenFull;
 use crate::core::sync::LockExt;
@@ -188,6 +191,16 @@ fn push(shared: &Shared, state: &mut State, batch: Batch, acks: Acks) {
     shared.filled.notify_one();
 }
 
+/// What one look at the queue found.
+enum Taken {
+    /// The front batch and the queued ones merged into it.
+    Parts((Batch, Acks), Vec<(Batch, Acks)>),
+    /// Nothing yet; senders remain.
+    Empty,
+    /// Nothing, and no sender left.
+    Closed,
+}
+
 /// The consuming side, owned by the stage.
 pub struct BufferReceiver {
     shared: Arc<Shared>,
@@ -195,8 +208,27 @@ pub struct BufferReceiver {
 
 impl Drop for BufferReceiver {
     fn drop(&mut self) {
-        self.shared.state.lock_unpoisoned().receiver_alive = false;
+        // A stage that ends cleanly has emptied its queue (`recv` returned
+        // `None`); one that failed or panicked leaves batches its upstream
+        // still holds handles on. They will never be read: fail them now,
+        // or an acknowledging source waits for them forever.
+        let orphans = {
+            let mut state = self.shared.state.lock_unpoisoned();
+            state.receiver_alive = false;
+            state.events = 0;
+            std::mem::take(&mut state.queue)
+        };
         self.shared.drained.notify_waiters();
+        let lost: usize = orphans.iter().map(|(b, _)| b.len()).sum();
+        if lost > 0 {
+            self.shared.metrics.buffer_events.set(0);
+            self.shared.metrics.discard(DiscardReason::Error, lost);
+        }
+        for (_, acks) in &orphans {
+            acks.fail();
+        }
+        // The source callbacks run here, outside the lock.
+        drop(orphans);
     }
 }
 
@@ -209,30 +241,48 @@ impl BufferReceiver {
             let notified = shared.filled.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            {
-                let mut state = shared.state.lock_unpoisoned();
-                if let Some((mut batch, mut acks)) = state.queue.pop_front() {
-                    while let Some((next, _)) = state.queue.front() {
-                        if batch.len() + next.len() > MAX_BATCH {
-                            break;
-                        }
-                        let (next, next_acks) = state.queue.pop_front().expect("front exists");
+            match self.take() {
+                Taken::Parts(first, more) => {
+                    shared.drained.notify_waiters();
+                    // The batches and their acknowledgements merge outside the lock.
+                    let (mut batch, mut acks) = first;
+                    for (next, next_acks) in more {
                         batch.extend(next);
                         acks.merge(next_acks);
                     }
-                    state.events -= batch.len();
-                    state.in_flight += batch.len();
-                    shared.metrics.buffer_events.set(state.events as i64);
-                    drop(state);
-                    shared.drained.notify_waiters();
                     return Some((batch, acks));
                 }
-                if state.senders == 0 {
-                    return None;
-                }
+                Taken::Closed => return None,
+                Taken::Empty => notified.await,
             }
-            notified.await;
         }
+    }
+
+    /// Under the lock, only the queue's bookkeeping: the front batch and
+    /// the ones that fit with it in `MAX_BATCH`.
+    fn take(&self) -> Taken {
+        let shared = &*self.shared;
+        let mut state = shared.state.lock_unpoisoned();
+        let Some(first) = state.queue.pop_front() else {
+            return if state.senders == 0 {
+                Taken::Closed
+            } else {
+                Taken::Empty
+            };
+        };
+        let mut taken = first.0.len();
+        let mut more = Vec::new();
+        while let Some((next, _)) = state.queue.front() {
+            if taken + next.len() > MAX_BATCH {
+                break;
+            }
+            taken += next.len();
+            more.extend(state.queue.pop_front());
+        }
+        state.events -= taken;
+        state.in_flight += taken;
+        shared.metrics.buffer_events.set(state.events as i64);
+        Taken::Parts(first, more)
     }
 
     /// Events the queue holds at most.
@@ -352,6 +402,45 @@ pub(super) mod tests {
         drop(tx);
         assert_eq!(ids(&rx.recv().await.unwrap().0), vec![8, 9, 10, 11]);
         assert_eq!(m.families_discarded(DiscardReason::BufferFull), 8);
+    }
+
+    /// Acks recording their outcome under `name`.
+    fn recorded(
+        seen: &Arc<Mutex<Vec<(&'static str, crate::core::Delivery)>>>,
+        name: &'static str,
+    ) -> Acks {
+        let seen = seen.clone();
+        Acks::new(move |d| seen.lock().unwrap().push((name, d)))
+    }
+
+    #[tokio::test]
+    async fn a_dead_receiver_fails_what_it_queued_and_every_later_send() {
+        use crate::core::Delivery::Failed;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx, m) = make(4, WhenFull::Block);
+        tx.send(events(2, 0), recorded(&seen, "a")).await.unwrap();
+        tx.send(events(2, 2), recorded(&seen, "b")).await.unwrap();
+        let blocked = {
+            let (tx, acks) = (tx.clone(), recorded(&seen, "c"));
+            tokio::spawn(async move { tx.send(events(1, 4), acks).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!blocked.is_finished(), "the queue is full");
+        // The stage ends abnormally; `tx` (an upstream) keeps the queue.
+        drop(rx);
+        assert_eq!(blocked.await.unwrap(), Err(Undelivered(1)));
+        assert_eq!(
+            tx.send(events(3, 5), recorded(&seen, "d")).await,
+            Err(Undelivered(3))
+        );
+        let mut outcomes = seen.lock().unwrap().clone();
+        outcomes.sort_by_key(|(name, _)| *name);
+        assert_eq!(
+            outcomes,
+            vec![("a", Failed), ("b", Failed), ("c", Failed), ("d", Failed)],
+            "what the queue held and what came later are failed, none waits"
+        );
+        assert_eq!(m.families_discarded(DiscardReason::Error), 4);
     }
 
     #[tokio::test]

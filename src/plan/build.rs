@@ -10,7 +10,7 @@ use crate::components::ComponentError;
 use crate::config::tests::Fault;
 use crate::flow::buffer::{BufferGauge, BufferReceiver, BufferSender};
 use crate::flow::control::PipelineControl;
-use crate::flow::fanout::Fanout;
+use crate::flow::fanout::{CloseOnDrop, Fanout};
 use crate::graph::{InputRef, Pipeline, Role};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -25,6 +25,56 @@ pub type TaskFuture = Pin<Box<dyn Future<Output = Result<(), ComponentError>> + 
 pub struct Task {
     pub component: String,
     pub future: TaskFuture,
+}
+
+/// Held by every task: closes its outputs when it ends and, when it ends by
+/// panicking, stops the sources (the supervisor reports the panic by name).
+/// It is dropped with the task's future, which tokio drops while the panic
+/// unwinds: the acknowledgements the task held fail at the same moment
+/// (`Acks`), and its input queue fails what it still queues
+/// (`BufferReceiver`).
+struct TaskGuard {
+    _outputs: CloseOnDrop,
+    control: PipelineControl,
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.control.stop();
+        }
+    }
+}
+
+impl Task {
+    /// `future` as the task of `component`, guarded: however it ends,
+    /// `outputs` let go of their downstream queues; a failure or a panic
+    /// stops the pipeline's sources at once. Every task a build makes is
+    /// made here (and so are tests' tasks around mock components).
+    pub fn guarded(
+        component: &str,
+        control: &PipelineControl,
+        outputs: Vec<Fanout>,
+        future: TaskFuture,
+    ) -> Task {
+        let guard = TaskGuard {
+            _outputs: CloseOnDrop(outputs),
+            control: control.clone(),
+        };
+        let name = component.to_string();
+        let future: TaskFuture = Box::pin(async move {
+            let guard = guard;
+            let result = future.await;
+            if let Err(e) = &result {
+                guard.control.fail(&name, e.to_string());
+            }
+            result
+        });
+        Task {
+            component: component.to_string(),
+            future,
+        }
+    }
 }
 
 /// Everything a pipeline needs to run.

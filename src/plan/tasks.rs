@@ -9,7 +9,7 @@ use crate::config::controls::StageCommon;
 use crate::config::tests::Fault;
 use crate::controls::StageControls;
 use crate::flow::control::PipelineControl;
-use crate::flow::fanout::{CloseOnDrop, Fanout};
+use crate::flow::fanout::Fanout;
 use crate::flow::on_error::ErrorHandler;
 use crate::flow::tap::Taps;
 use crate::graph::{Pipeline, Role};
@@ -27,21 +27,6 @@ pub struct Instantiate<'a> {
     /// The receiving ends of the queues of the stages this build makes.
     pub receivers: std::collections::HashMap<usize, crate::flow::buffer::BufferReceiver>,
     pub outputs: Outputs,
-}
-
-/// Held by every task: closes its outputs when it ends and, when it ends by
-/// panicking, stops the sources (the supervisor reports the panic by name).
-struct TaskGuard {
-    _outputs: CloseOnDrop,
-    control: PipelineControl,
-}
-
-impl Drop for TaskGuard {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.control.stop();
-        }
-    }
 }
 
 fn concurrency(common: &StageCommon) -> Concurrency {
@@ -184,25 +169,12 @@ impl Instantiate<'_> {
     /// However the task ends, its outputs let go of downstream queues; a
     /// failure or a panic stops the pipeline's sources at once.
     fn guarded(&self, id: usize, future: TaskFuture) -> Task {
-        let name = self.pipeline().components[id].name.clone();
-        let guard = TaskGuard {
-            _outputs: CloseOnDrop(
-                self.outputs
-                    .get(&name)
-                    .map(|o| o.iter().map(|(_, f)| f.clone()).collect())
-                    .unwrap_or_default(),
-            ),
-            control: self.control.clone(),
-        };
-        let component = name.clone();
-        let future: TaskFuture = Box::pin(async move {
-            let guard = guard;
-            let result = future.await;
-            if let Err(e) = &result {
-                guard.control.fail(&name, e.to_string());
-            }
-            result
-        });
-        Task { component, future }
+        let name = &self.pipeline().components[id].name;
+        let outputs = self
+            .outputs
+            .get(name)
+            .map(|o| o.iter().map(|(_, f)| f.clone()).collect())
+            .unwrap_or_default();
+        Task::guarded(name, self.control, outputs, future)
     }
 }

@@ -166,6 +166,11 @@ impl RunningPipeline {
         if st.finishing {
             return Err("the pipeline is finishing; it takes no new configuration".into());
         }
+        // New sources would get stop signals cancelled already (children
+        // of the pipeline's) and end at once: nothing would restart.
+        if self.control.source_token().is_cancelled() {
+            return Err("the pipeline is stopping; it takes no new configuration".into());
+        }
         let old = st
             .pipeline
             .take()
