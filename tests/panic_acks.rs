@@ -141,6 +141,7 @@ async fn held_and_queued(workers: usize) {
         address: format!("127.0.0.1:{port}"),
         path: "/".into(),
         max_body_bytes: 1 << 20,
+        max_line_bytes: 1 << 20,
         auth_token: None,
         acknowledgements: true,
     };

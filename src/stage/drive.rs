@@ -93,14 +93,21 @@ pub(super) async fn drive<T, W, WF, E, F>(
     let batches = futures_util::stream::unfold(intake, |mut intake| async move {
         intake.next().await.map(|b| (b, intake))
     });
-    let spawned = batches.map(move |batch| {
+    let spawned = batches.map(move |batch: Taken| {
+        // The stage holds a copy of the batch's acknowledgements until its
+        // worker is done: if the stage panics meanwhile (a sibling worker
+        // panicked), this copy drops while unwinding and fails the batch,
+        // whatever the still-running worker does with it later.
+        let held = batch.acks.clone();
         let job = timed(batch);
         async move {
-            match tokio::spawn(job).await {
+            let result = match tokio::spawn(job).await {
                 Ok(result) => result,
                 Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
                 Err(e) => panic!("worker task cancelled: {e}"),
-            }
+            };
+            drop(held);
+            result
         }
     });
     if conc.ordered {
