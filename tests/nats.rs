@@ -398,15 +398,13 @@ fn max_deliver_stops_redelivering_what_a_sink_never_takes() {
     assert_eq!(d.wait(LONG), Some(0));
 }
 
-#[test]
-fn the_text_codec_publishes_and_reads_plain_messages() {
-    let url = nats_or_skip!();
-    let s = Scratch::new();
-    let (stream, subject) = (unique("T"), unique("text."));
+/// Runs a generator of `count` events `{message: MESSAGE}` (YAML) into a
+/// nats sink with `codec: text`, to completion.
+fn publish_text(s: &Scratch, url: &str, stream: &str, subject: &str, count: u32, message: &str) {
     let publisher = s.write(
         "publisher.yaml",
         &format!(
-            "sources:\n  in: {{type: generator, count: 3, events: [{{message: 'plain words'}}]}}\nsinks:\n  bus: {{type: nats, inputs: [in], url: '{url}', subject: '{subject}', stream: {stream}, codec: text}}\n"
+            "sources:\n  in: {{type: generator, count: {count}, events: [{{message: {message}}}]}}\nsinks:\n  bus: {{type: nats, inputs: [in], url: '{url}', subject: '{subject}', stream: {stream}, codec: text}}\n"
         ),
     );
     let published = run(
@@ -419,6 +417,14 @@ fn the_text_codec_publishes_and_reads_plain_messages() {
         None,
     );
     assert!(published.status.success(), "{}", text(&published.stderr));
+}
+
+#[test]
+fn the_text_codec_publishes_and_reads_plain_messages() {
+    let url = nats_or_skip!();
+    let s = Scratch::new();
+    let (stream, subject) = (unique("T"), unique("text."));
+    publish_text(&s, url, &stream, &subject, 3, "'plain words'");
     let consumer = s.write(
         "consumer.yaml",
         &format!(
@@ -440,22 +446,7 @@ fn a_text_message_holding_a_newline_is_published_as_one_message() {
     let url = nats_or_skip!();
     let s = Scratch::new();
     let (stream, subject) = (unique("N"), unique("newline."));
-    let publisher = s.write(
-        "publisher.yaml",
-        &format!(
-            "sources:\n  in: {{type: generator, count: 2, events: [{{message: \"two\\nlines\"}}]}}\nsinks:\n  bus: {{type: nats, inputs: [in], url: '{url}', subject: '{subject}', stream: {stream}, codec: text}}\n"
-        ),
-    );
-    let published = run(
-        &[
-            "run",
-            publisher.to_str().unwrap(),
-            "--metrics-address",
-            "off",
-        ],
-        None,
-    );
-    assert!(published.status.success(), "{}", text(&published.stderr));
+    publish_text(&s, url, &stream, &subject, 2, "\"two\\nlines\"");
     // JetStream's own count: one message per event, not per line.
     let stored = tokio::runtime::Runtime::new().unwrap().block_on(async {
         let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
