@@ -77,20 +77,7 @@ fn start_ingest(latency: fn(usize) -> Duration) -> (String, Arc<Ingest>) {
     let app = axum::Router::new()
         .route("/ingest", post(ingest))
         .with_state(service.clone());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap().to_string()).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    (rx.recv().unwrap(), service)
+    (serve_on_thread(app), service)
 }
 
 /// `GET /metrics`, or None once the daemon is gone (it exits when a
@@ -248,22 +235,9 @@ fn four_fixed_workers_keep_exactly_four_writes_in_flight() {
     );
 }
 
-/// `validate`'s exit code and stderr lines for `yaml`, the path as `F`.
-fn validate(yaml: &str) -> (Option<i32>, Vec<String>) {
-    let s = Scratch::new();
-    let file = s.write("p.yaml", yaml);
-    let f = file.to_str().unwrap();
-    let out = run(&["validate", f], None);
-    let lines = text(&out.stderr)
-        .lines()
-        .map(|l| l.replacen(f, "F", 1))
-        .collect();
-    (out.status.code(), lines)
-}
-
 #[test]
 fn validate_rejects_adaptive_workers_where_there_is_no_service_to_follow() {
-    let (code, lines) = validate(
+    let (code, lines) = validate_lines(
         "sources:
   g: {type: generator, events: [{a: 1}]}
 transforms:
@@ -291,7 +265,7 @@ sinks:
     );
 
     // Where a service answers, adaptive is valid.
-    let (code, lines) = validate(
+    let (code, lines) = validate_lines(
         "sources:
   g: {type: generator, events: [{id: 1}]}
 transforms:

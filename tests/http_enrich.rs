@@ -47,24 +47,6 @@ async fn customer(State(s): State<Arc<Service>>, Path(id): Path<String>) -> (Sta
     )
 }
 
-/// Serves `app` on 127.0.0.1 from its own runtime thread; returns the address.
-fn serve_on_thread(app: axum::Router) -> String {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap().to_string()).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    rx.recv().unwrap()
-}
-
 /// Starts the customer service; returns its address and its controls.
 fn start_service() -> (String, Arc<Service>) {
     let service = Arc::new(Service::default());

@@ -248,20 +248,6 @@ fn graph_shows_controls_and_named_outputs() {
     );
 }
 
-/// `validate`'s stderr on `text`, line by line, with the file's path
-/// written as `F`.
-fn validate_lines(text_: &str) -> (Option<i32>, Vec<String>) {
-    let s = Scratch::new();
-    let file = s.write("p.yaml", text_);
-    let f = file.to_str().unwrap();
-    let out = run(&["validate", f], None);
-    let lines = text(&out.stderr)
-        .lines()
-        .map(|l| l.replacen(f, "F", 1))
-        .collect();
-    (out.status.code(), lines)
-}
-
 #[test]
 fn unknown_inputs_are_reported_beside_the_other_errors_of_their_component() {
     let (code, lines) = validate_lines(

@@ -206,14 +206,7 @@ fn split(
 mod tests {
     use super::Section;
     use crate::load::parse;
-
-    fn errors(text: &str) -> Vec<String> {
-        parse(text, "p.yaml", "p")
-            .1
-            .iter()
-            .map(ToString::to_string)
-            .collect()
-    }
+    use crate::load::tests::errors;
 
     #[test]
     fn reports_unknown_fields_types_and_bad_values_with_positions() {

@@ -212,7 +212,8 @@ fn section_entries(
 mod tests {
     use super::*;
 
-    fn errors(text: &str) -> Vec<String> {
+    /// Every problem `parse` finds in `text`, as printed.
+    pub(crate) fn errors(text: &str) -> Vec<String> {
         parse(text, "p.yaml", "p")
             .1
             .iter()

@@ -308,3 +308,35 @@ pub fn assert_ids(got: &[u64], want: &[u64], what: &str) {
         want.len()
     );
 }
+
+/// `flowgate validate` on `yaml` (written to a scratch `p.yaml`): the exit
+/// code and the stderr lines, with the file's path written as `F`.
+pub fn validate_lines(yaml: &str) -> (Option<i32>, Vec<String>) {
+    let s = Scratch::new();
+    let file = s.write("p.yaml", yaml);
+    let f = file.to_str().unwrap();
+    let out = run(&["validate", f], None);
+    let lines = text(&out.stderr)
+        .lines()
+        .map(|l| l.replacen(f, "F", 1))
+        .collect();
+    (out.status.code(), lines)
+}
+
+/// Serves `app` on 127.0.0.1 from its own runtime thread; returns the address.
+pub fn serve_on_thread(app: axum::Router) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap().to_string()).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    rx.recv().unwrap()
+}
