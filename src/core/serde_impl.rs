@@ -30,7 +30,46 @@ impl Serialize for Map {
     }
 }
 
-struct ValueVisitor;
+/// How deep arrays and objects may nest in decoded input (SPEC §10).
+pub const MAX_NESTING: u32 = 128;
+
+/// `bytes` as one JSON value, in time linear in their size, refusing
+/// nesting deeper than [`MAX_NESTING`]. serde_json's own limit (which
+/// refuses 128 levels already) is off here, so the depth counted by
+/// [`ValueVisitor`] is the one rule; the stack holds 128 levels easily.
+pub fn from_json(bytes: &[u8]) -> Result<Value, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    de.disable_recursion_limit();
+    let v = de.deserialize_any(ValueVisitor { depth: 0 })?;
+    de.end()?;
+    Ok(v)
+}
+
+/// Builds a `Value`; `depth` is how many arrays and objects enclose it.
+struct ValueVisitor {
+    depth: u32,
+}
+
+impl ValueVisitor {
+    fn enter<E: serde::de::Error>(&self) -> Result<ValueVisitor, E> {
+        if self.depth >= MAX_NESTING {
+            return Err(E::custom(format_args!(
+                "nesting deeper than {MAX_NESTING} levels"
+            )));
+        }
+        Ok(ValueVisitor {
+            depth: self.depth + 1,
+        })
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for ValueVisitor {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
 
 impl<'de> Visitor<'de> for ValueVisitor {
     type Value = Value;
@@ -72,24 +111,26 @@ impl<'de> Visitor<'de> for ValueVisitor {
     }
 
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        Value::deserialize(d)
+        d.deserialize_any(self)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let inner = self.enter()?;
         let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(4).min(1024));
-        while let Some(x) = seq.next_element()? {
+        while let Some(x) = seq.next_element_seed(ValueVisitor { depth: inner.depth })? {
             v.push(x);
         }
         Ok(Value::Array(v))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
+        let inner = self.enter()?;
         let m = Map::with_capacity(access.size_hint().unwrap_or(8).min(1024));
         // Duplicate keys: the last one wins, at the first one's place (jq);
         // the builder finds them in time linear in the object's size.
         let mut m = Builder::new(m);
         while let Some(key) = access.next_key::<Str>()? {
-            let value: Value = access.next_value()?;
+            let value = access.next_value_seed(ValueVisitor { depth: inner.depth })?;
             m.insert(key, value);
         }
         Ok(Value::Object(m.finish()))
@@ -98,13 +139,33 @@ impl<'de> Visitor<'de> for ValueVisitor {
 
 impl<'de> Deserialize<'de> for Value {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ValueVisitor)
+        d.deserialize_any(ValueVisitor { depth: 0 })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn nested(depth: usize) -> String {
+        format!("{}1{}", "[".repeat(depth), "]".repeat(depth))
+    }
+
+    #[test]
+    fn from_json_takes_128_levels_and_refuses_the_129th() {
+        assert!(from_json(nested(128).as_bytes()).is_ok());
+        let objects = format!("{}1{}", r#"{"a":"#.repeat(128), "}".repeat(128));
+        assert!(from_json(objects.as_bytes()).is_ok());
+        for deep in [nested(129), format!("{{\"a\":{}}}", nested(128)), nested(1_000_000)] {
+            let e = from_json(deep.as_bytes()).unwrap_err();
+            assert!(
+                e.to_string().starts_with("nesting deeper than 128 levels at line 1 column"),
+                "{e}"
+            );
+        }
+        assert!(from_json(b"{} x").is_err(), "trailing characters are refused");
+        assert_eq!(from_json(b" [1, {\"a\": null}] ").unwrap().to_string(), r#"[1,{"a":null}]"#);
+    }
 
     #[test]
     fn round_trips_json_keeping_key_order_and_last_duplicate() {

@@ -85,7 +85,7 @@ impl Interpreted {
     ) -> EvalResult<()> {
         let ctx = Ctx::<Data>::new(&self.filter.lut, Vars::new([]));
         for out in self.filter.id.run((ctx, to_val(input))) {
-            let v = jaq_core::unwrap_valr(out).map_err(|e| EvalError(e.to_string()))?;
+            let v = out.map_err(exception)?;
             if !emit(from_val(&v)?)? {
                 break;
             }
@@ -93,6 +93,26 @@ impl Interpreted {
         Ok(())
     }
 }
+
+/// jaq's own `unwrap_valr` ends the process on `halt`: here a halt, like
+/// an interruption, fails the event and the daemon keeps running.
+fn exception(e: jaq_core::Exn<'_, Val>) -> EvalError {
+    if e.is_interrupted() {
+        return EvalError(INTERRUPTED.to_string());
+    }
+    match e.get_err() {
+        Ok(e) => EvalError(e.to_string()),
+        Err(e) => match e.get_halt() {
+            Ok(code) => EvalError(format!(
+                "halt (exit code {code}): a pipeline program cannot stop the daemon"
+            )),
+            Err(_) => EvalError("internal jq control flow escaped".to_string()),
+        },
+    }
+}
+
+/// The message of an evaluation stopped through [`super::interrupt`].
+pub const INTERRUPTED: &str = "evaluation interrupted: the stage timeout expired";
 
 /// Byte range of `part` (a slice of `code`) or the end of `code` when it is not.
 fn span_in(code: &str, part: &str) -> std::ops::Range<usize> {

@@ -12,7 +12,25 @@ pub mod value;
 use crate::core::Event;
 use crate::core::Value;
 use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+pub use interp::INTERRUPTED;
 pub use value::EvalError;
+
+/// Runs `f` with `stop` as the interrupt of every interpreted program it
+/// runs on this thread: once `stop` is true, they fail within a step (the
+/// jq-level `try` cannot catch it). A stage timeout sets it, so a runaway
+/// program stops using CPU and memory instead of running on unseen.
+pub fn interruptible<R>(stop: Arc<AtomicBool>, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<Arc<AtomicBool>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            jaq_core::interrupt::set(self.0.take());
+        }
+    }
+    let _restore = Restore(jaq_core::interrupt::set(Some(stop)));
+    f()
+}
 
 /// A program that failed to compile, with the byte range of the problem.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -11,13 +11,25 @@ use crate::flow::buffer::BufferReceiver;
 use crate::flow::fanout::Fanout;
 use crate::flow::on_error::ErrorHandler;
 use crate::telemetry::{ComponentMetrics, DiscardReason};
+use crate::expr::interruptible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// One output port of a transform and where it goes.
 pub struct PortOutput {
     pub fanout: Fanout,
     /// Events sent to an unread `unmatched` port count as discarded.
     pub is_unmatched: bool,
+}
+
+/// Sets the interrupt flag of an attempt's jq programs when the attempt's
+/// future goes away.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// One attempt of a CPU-bound transform on a batch. With a timeout it runs
@@ -40,10 +52,15 @@ async fn attempt_transform(
             call,
             || {
                 let (t, b) = (transform.clone(), batch.clone());
+                let stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
+                let flag = stop.0.clone();
                 async move {
+                    // Dropped when the attempt ends or its timeout drops it;
+                    // either way the blocking thread's jq stops.
+                    let _stop = stop;
                     match tokio::task::spawn_blocking(move || {
                         let mut o = TransformOutput::with_ports(n_ports, b.len());
-                        t.process(b, &mut o);
+                        interruptible(flag, || t.process(b, &mut o));
                         o
                     })
                     .await

@@ -77,7 +77,7 @@ impl NotAnEvent {
 
 /// `bytes` as one JSON object.
 pub fn json_object(bytes: &[u8]) -> Result<Event, NotAnEvent> {
-    match serde_json::from_slice::<Value>(bytes) {
+    match crate::core::from_json(bytes) {
         Ok(event @ Value::Object(_)) => Ok(event),
         Ok(other) => Err(NotAnEvent::NotAnObject(other)),
         Err(e) => Err(NotAnEvent::Invalid(e)),

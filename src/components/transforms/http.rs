@@ -276,7 +276,7 @@ impl AsyncTransform for Http {
         let response: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).map_err(|e| {
+            crate::core::from_json(&bytes).map_err(|e| {
                 fail(
                     format!("response of {url} is not JSON: {e}"),
                     "decode",
