@@ -144,6 +144,8 @@ async fn held_and_queued(workers: usize) {
         max_line_bytes: 1 << 20,
         auth_token: None,
         acknowledgements: true,
+        max_connections: 1024,
+        request_timeout: flowgate::config::duration::ConfigDuration(Duration::from_secs(30)),
     };
     let ctx = SourceContext {
         name: "web".into(),

@@ -9,13 +9,21 @@
 //! piling up requests. With `acknowledgements: true` the 200 waits until
 //! the sinks wrote every event (503 if one could not be). On shutdown the listener closes and requests in
 //! flight are answered.
+//!
+//! Bounded (SPEC §10, see `http_listener`): at most `max_connections`
+//! open; a request whose head and body have not arrived within
+//! `request_timeout` is answered 408 and its connection closed (counted
+//! as an error of type `timeout`); idle keep-alive connections close after
+//! 60s.
 
 use super::decode::{NotAnEvent, check_max_line_bytes, default_max_line_bytes, json_object};
+use super::http_listener::{ConnClock, IDLE_TIMEOUT, LimitedListener};
 use crate::components::{ComponentError, Source, SourceContext};
+use crate::config::duration::ConfigDuration;
 use crate::core::{AckedChunks, Acks, Batch, Delivery, MAX_BATCH, Sampled, Value};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -29,6 +37,14 @@ fn default_path() -> String {
 
 fn ten_mib() -> usize {
     10 * 1024 * 1024
+}
+
+fn default_max_connections() -> usize {
+    1024
+}
+
+fn default_request_timeout() -> ConfigDuration {
+    ConfigDuration(std::time::Duration::from_secs(30))
 }
 
 /// Accepts events over HTTP POST: a JSON object, a JSON array of objects, or NDJSON.
@@ -61,6 +77,18 @@ pub struct HttpServerConfig {
     #[serde(default = "default_max_line_bytes")]
     #[schemars(range(min = 1))]
     pub max_line_bytes: usize,
+    /// Most client connections open at once (default 1024; at least 1).
+    /// Further clients wait in the kernel's accept queue until one closes.
+    #[serde(default = "default_max_connections")]
+    #[schemars(range(min = 1))]
+    pub max_connections: usize,
+    /// Time a request's head and body have to arrive (default 30s; longer
+    /// than 0s), from the connection's accept for its first request and
+    /// from the first byte for the next ones; else 408 and the connection
+    /// is closed. Delivering the events (`acknowledgements`) is not
+    /// counted. Idle keep-alive connections are closed after 60s.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: ConfigDuration,
 }
 
 impl HttpServerConfig {
@@ -70,6 +98,15 @@ impl HttpServerConfig {
             problems.push((
                 vec!["address"],
                 format!("'{}' is not an address like 127.0.0.1:8080", self.address),
+            ));
+        }
+        if self.max_connections == 0 {
+            problems.push((vec!["max_connections"], "must be at least 1".to_string()));
+        }
+        if self.request_timeout.0.is_zero() {
+            problems.push((
+                vec!["request_timeout"],
+                "must be longer than 0s".to_string(),
             ));
         }
         if !self.path.starts_with('/') {
@@ -95,6 +132,7 @@ pub struct HttpServer {
 struct Shared {
     ctx: SourceContext,
     token: Option<String>,
+    request_timeout: std::time::Duration,
     max_line_bytes: usize,
     /// With `acknowledgements: true`, what became of the requests' events.
     acknowledged: Option<crate::telemetry::AckCounters>,
@@ -150,7 +188,33 @@ fn decode(body: &[u8], max_line_bytes: usize) -> Result<(Batch, Vec<Sampled>), S
     Ok((events, too_long))
 }
 
-async fn accept(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn accept(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(clock): ConnectInfo<ConnClock>,
+    headers: HeaderMap,
+    request: Request,
+) -> Response {
+    // The body by the request's deadline; what follows is not timed.
+    let body = tokio::time::timeout_at(clock.body_due(), Bytes::from_request(request, &())).await;
+    clock.body_read();
+    let body = match body {
+        Ok(Ok(body)) => body,
+        // Too large (413), or the client went away.
+        Ok(Err(refused)) => return refused.into_response(),
+        Err(_) => {
+            shared.ctx.metrics.errors("timeout", 1);
+            tracing::debug!(component = %shared.ctx.name, "http_server: a request body did not arrive within request_timeout; answered 408");
+            return (
+                StatusCode::REQUEST_TIMEOUT,
+                [(header::CONNECTION, "close")],
+                format!(
+                    "the request body did not arrive within request_timeout ({})\n",
+                    humantime::format_duration(shared.request_timeout)
+                ),
+            )
+                .into_response();
+        }
+    };
     if let Some(token) = &shared.token {
         let given = headers
             .get(header::AUTHORIZATION)
@@ -227,6 +291,13 @@ impl Source for HttpServer {
         let listener = tokio::net::TcpListener::bind(&self.config.address)
             .await
             .map_err(|e| ComponentError::io(format!("listening on {}", self.config.address), e))?;
+        let listener = LimitedListener::new(
+            listener,
+            self.config.max_connections,
+            self.config.request_timeout.0,
+            IDLE_TIMEOUT,
+            ctx.metrics.clone(),
+        );
         tracing::info!(component = %ctx.name, "http_server listening on http://{}{}", self.config.address, self.config.path);
         let shutdown = ctx.shutdown.clone();
         let acknowledged = self
@@ -236,6 +307,7 @@ impl Source for HttpServer {
         let shared = Arc::new(Shared {
             ctx,
             token: self.config.auth_token.clone(),
+            request_timeout: self.config.request_timeout.0,
             max_line_bytes: self.config.max_line_bytes,
             acknowledged,
         });
@@ -244,6 +316,7 @@ impl Source for HttpServer {
             .layer(DefaultBodyLimit::max(self.config.max_body_bytes))
             .with_state(shared);
         // On shutdown the listener closes; requests in flight are answered.
+        let app = app.into_make_service_with_connect_info::<ConnClock>();
         axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await

@@ -4,6 +4,7 @@ pub mod checkpoint;
 pub mod decode;
 pub mod file;
 pub mod generator;
+pub mod http_listener;
 pub mod http_server;
 pub mod lines;
 pub mod nats;
