@@ -34,9 +34,10 @@ async fn a_panicking_worker_is_caught_named_and_fails_the_pipeline() {
     for workers in [1, 4] {
         let metrics = Metrics::new();
         let m = metrics.component("p", "boom", "transform", "map");
-        let (tx, rx) = buffer::channel(10, WhenFull::Block, m.clone());
+        let (tx, rx) = buffer::channel(10, None, WhenFull::Block, m.clone());
         let (down_tx, mut down_rx) = buffer::channel(
             100,
+            None,
             WhenFull::Block,
             metrics.component("p", "out", "sink", "blackhole"),
         );

@@ -130,9 +130,9 @@ async fn held_and_queued(workers: usize) {
     let m_web = metrics.component("p", "web", "source", "http_server");
     let m_boom = metrics.component("p", "boom", "transform", "map");
     let m_out = metrics.component("p", "out", "sink", "file");
-    let (boom_tx, boom_rx) = buffer::channel(100, WhenFull::Block, m_boom.clone());
+    let (boom_tx, boom_rx) = buffer::channel(100, None, WhenFull::Block, m_boom.clone());
     let boom_queue = boom_rx.gauge();
-    let (out_tx, out_rx) = buffer::channel(100, WhenFull::Block, m_out.clone());
+    let (out_tx, out_rx) = buffer::channel(100, None, WhenFull::Block, m_out.clone());
 
     let port = common::free_port();
     let url = format!("http://127.0.0.1:{port}/");

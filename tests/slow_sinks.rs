@@ -47,6 +47,61 @@ fn drop_policies_shed_at_a_slow_sink_while_the_source_runs_on() {
 }
 
 #[test]
+fn max_bytes_bounds_the_queue_in_bytes_before_its_size_is_reached() {
+    // ~1 KiB events against `size: 100000, max_bytes: 64KiB`: the byte
+    // limit comes first, at ~60 events.
+    let s = Scratch::new();
+    let msg = "x".repeat(1000);
+    let file = s.write(
+        "p.yaml",
+        &format!(
+            "sources:\n  g: {{type: generator, events: [{{msg: '{msg}'}}]}}\nsinks:\n  slow:\n    type: blackhole\n    inputs: [g]\n    buffer: {{size: 100000, max_bytes: 64KiB}}\n    rate_limit: {{rate: 2000, per: 1s}}\n"
+        ),
+    );
+    let d = Daemon::start(&file, &[], Stdio::null());
+    let slow = [("component", "slow")];
+    let mut seen = Vec::new();
+    let filled = eventually(LONG, || {
+        let text = d.metrics();
+        let bytes = metric(&text, "flowgate_buffer_bytes", &slow).unwrap_or(0.0);
+        let events = metric(&text, "flowgate_buffer_events", &slow).unwrap_or(0.0);
+        seen.push((bytes, events));
+        seen.len() >= 10 && bytes > 32768.0
+    });
+    assert!(filled, "the queue never filled: {seen:?}");
+    for &(bytes, events) in &seen {
+        assert!(bytes <= 65536.0, "{bytes} bytes queued: {seen:?}");
+        assert!(
+            events <= 65536.0 / 1010.0,
+            "{events} events queued: {seen:?}"
+        );
+    }
+    let text = d.metrics();
+    assert_eq!(
+        metric(&text, "flowgate_buffer_capacity_bytes", &slow),
+        Some(65536.0)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "flowgate_buffer_capacity_bytes",
+            &[("component", "g")]
+        ),
+        None,
+        "queues without a byte limit export no byte series"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "flowgate_events_discarded_total",
+            &[("component", "slow"), ("reason", "buffer_full")]
+        ),
+        Some(0.0),
+        "block sheds nothing"
+    );
+}
+
+#[test]
 fn block_keeps_memory_bounded_behind_a_slow_sink() {
     let s = Scratch::new();
     let file = s.write(

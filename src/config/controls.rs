@@ -41,6 +41,13 @@ pub struct BufferConfig {
     #[serde(default = "default_buffer_size")]
     #[schemars(range(min = 1))]
     pub size: usize,
+    /// Bytes the input queue holds at most, counted as the events' encoded
+    /// JSON size (`64MiB`, `512KiB` or plain bytes); `when_full` applies to
+    /// whichever of `size` and `max_bytes` is reached first. Unset: only
+    /// `size` bounds the queue. An event larger than `max_bytes` still
+    /// passes, alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<super::size::ByteSize>,
     /// Policy when the queue is full: `block` (backpressure), `drop_newest`, `drop_oldest`.
     #[serde(default)]
     pub when_full: WhenFull,
@@ -54,6 +61,7 @@ impl Default for BufferConfig {
     fn default() -> Self {
         Self {
             size: default_buffer_size(),
+            max_bytes: None,
             when_full: WhenFull::Block,
         }
     }

@@ -6,6 +6,7 @@ pub mod duration;
 pub mod error;
 pub mod interpolate;
 pub mod positions;
+pub mod size;
 pub mod tests;
 
 pub use error::{ConfigError, ConfigWarning};

@@ -179,6 +179,8 @@ pub struct AckedChunks {
     rest: Batch,
     acks: Acks,
     size: usize,
+    /// Part lengths, when the parts are not all `size` long (see `at`).
+    lengths: std::collections::VecDeque<usize>,
 }
 
 impl AckedChunks {
@@ -189,6 +191,22 @@ impl AckedChunks {
             rest: batch,
             acks,
             size: size.max(1),
+            lengths: Default::default(),
+        }
+    }
+
+    /// `batch` cut before each index in `ends` (increasing, in range).
+    pub fn at(batch: Batch, acks: Acks, ends: &[usize]) -> Self {
+        let mut prev = 0;
+        let lengths = ends
+            .iter()
+            .map(|&end| end - std::mem::replace(&mut prev, end))
+            .collect();
+        Self {
+            rest: batch,
+            acks,
+            size: usize::MAX,
+            lengths,
         }
     }
 
@@ -205,8 +223,9 @@ impl Iterator for AckedChunks {
         if self.rest.is_empty() {
             return None;
         }
-        let tail = if self.rest.len() > self.size {
-            self.rest.split_off(self.size)
+        let size = self.lengths.pop_front().unwrap_or(self.size).max(1);
+        let tail = if self.rest.len() > size {
+            self.rest.split_off(size)
         } else {
             Vec::new()
         };

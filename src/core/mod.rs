@@ -22,7 +22,7 @@ pub use compact_str::CompactString as Str;
 pub use error::{CallError, ComponentError};
 pub use failed::{Failed, Sampled};
 pub use map::Map;
-pub use serde_impl::{MAX_NESTING, from_json};
+pub use serde_impl::{MAX_NESTING, encoded_len, from_json};
 pub use serde_json::Number;
 pub use value::Value;
 

@@ -30,6 +30,24 @@ impl Serialize for Map {
     }
 }
 
+/// The size of `v` encoded as compact JSON, without building the text.
+pub fn encoded_len(v: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    // Writing to a counter cannot fail, and a `Value` always serializes.
+    let _ = serde_json::to_writer(&mut n, v);
+    n.0
+}
+
 /// How deep arrays and objects may nest in decoded input (SPEC §10).
 pub const MAX_NESTING: u32 = 128;
 
@@ -156,15 +174,26 @@ mod tests {
         assert!(from_json(nested(128).as_bytes()).is_ok());
         let objects = format!("{}1{}", r#"{"a":"#.repeat(128), "}".repeat(128));
         assert!(from_json(objects.as_bytes()).is_ok());
-        for deep in [nested(129), format!("{{\"a\":{}}}", nested(128)), nested(1_000_000)] {
+        for deep in [
+            nested(129),
+            format!("{{\"a\":{}}}", nested(128)),
+            nested(1_000_000),
+        ] {
             let e = from_json(deep.as_bytes()).unwrap_err();
             assert!(
-                e.to_string().starts_with("nesting deeper than 128 levels at line 1 column"),
+                e.to_string()
+                    .starts_with("nesting deeper than 128 levels at line 1 column"),
                 "{e}"
             );
         }
-        assert!(from_json(b"{} x").is_err(), "trailing characters are refused");
-        assert_eq!(from_json(b" [1, {\"a\": null}] ").unwrap().to_string(), r#"[1,{"a":null}]"#);
+        assert!(
+            from_json(b"{} x").is_err(),
+            "trailing characters are refused"
+        );
+        assert_eq!(
+            from_json(b" [1, {\"a\": null}] ").unwrap().to_string(),
+            r#"[1,{"a":null}]"#
+        );
     }
 
     #[test]

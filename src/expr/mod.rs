@@ -11,10 +11,10 @@ pub mod value;
 
 use crate::core::Event;
 use crate::core::Value;
+pub use interp::INTERRUPTED;
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-pub use interp::INTERRUPTED;
 pub use value::EvalError;
 
 /// Runs `f` with `stop` as the interrupt of every interpreted program it

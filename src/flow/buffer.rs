@@ -1,5 +1,7 @@
-//! A stage's bounded input queue, bounded in events (not messages) and with
-//! the three `when_full` policies. Batches go in and out whole; the lock is
+//! A stage's bounded input queue, bounded in events (not messages) and,
+//! with `buffer.max_bytes`, in the encoded JSON bytes of those events, with
+//! the three `when_full` policies applied to whichever limit is reached
+//! first. Batches go in and out whole; the lock is
 //! taken once per batch, never per event.
 //!
 //! Several senders (fan-in) share one receiver. The queue closes for the
@@ -18,10 +20,19 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
+/// A queued batch with the acknowledgements it carries and, when the queue
+/// counts bytes, each event's encoded size.
+struct Queued {
+    batch: Batch,
+    acks: Acks,
+    sizes: Vec<u32>,
+}
+
 struct State {
-    /// Batches with the acknowledgements they carry.
-    queue: VecDeque<(Batch, Acks)>,
+    queue: VecDeque<Queued>,
     events: usize,
+    /// Encoded bytes of the queued events (0 unless `max_bytes` is set).
+    bytes: usize,
     /// Events the stage took from the queue and has not handed on yet.
     in_flight: usize,
     /// Events the stage's keyed rate limit holds back (parked).
@@ -35,6 +46,9 @@ struct Shared {
     /// queue state is still consistent (every mutation is a single push/pop).
     state: Mutex<State>,
     capacity: usize,
+    /// `buffer.max_bytes`: when set, event sizes are measured on the way in.
+    max_bytes: Option<usize>,
+    bytes_gauge: Option<prometheus::IntGauge>,
     policy: WhenFull,
     /// Wakes the receiver when a batch arrives or the last sender leaves.
     filled: Notify,
@@ -43,24 +57,35 @@ struct Shared {
     metrics: ComponentMetrics,
 }
 
-/// Creates a queue holding up to `capacity` events (at least 1).
+/// Creates a queue holding up to `capacity` events (at least 1) and, with
+/// `max_bytes`, up to that many bytes of them.
 pub fn channel(
     capacity: usize,
+    max_bytes: Option<usize>,
     policy: WhenFull,
     metrics: ComponentMetrics,
 ) -> (BufferSender, BufferReceiver) {
     let capacity = capacity.max(1);
+    let max_bytes = max_bytes.map(|b| b.max(1));
     metrics.buffer_capacity.set(capacity as i64);
+    let bytes_gauge = max_bytes.map(|max| {
+        let (filled, capacity) = metrics.buffer_byte_gauges();
+        capacity.set(max as i64);
+        filled
+    });
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             queue: VecDeque::new(),
             events: 0,
+            bytes: 0,
             in_flight: 0,
             parked: 0,
             senders: 1,
             receiver_alive: true,
         }),
         capacity,
+        max_bytes,
+        bytes_gauge,
         policy,
         filled: Notify::new(),
         drained: Notify::new(),
@@ -112,7 +137,8 @@ impl BufferSender {
     pub fn has_room(&self, n: usize) -> bool {
         let state = self.shared.state.lock_unpoisoned();
         self.shared.policy != WhenFull::Block
-            || state.events + n.min(self.shared.capacity) <= self.shared.capacity
+            || (state.events + n.min(self.shared.capacity) <= self.shared.capacity
+                && self.shared.max_bytes.is_none_or(|max| state.bytes < max))
     }
 
     /// Queues `batch` under the queue's `when_full` policy. With `block` it
@@ -120,17 +146,57 @@ impl BufferSender {
     /// A batch dropped by a policy releases its acknowledgements (a rule
     /// the user configured discarded it).
     pub async fn send(&self, batch: Batch, acks: Acks) -> Result<(), Undelivered> {
+        if let Some(max) = self.shared.max_bytes {
+            return self.send_measured(batch, acks, max).await;
+        }
         // A batch larger than the whole queue goes in capacity-sized parts.
         let mut parts = AckedChunks::new(batch, acks, self.shared.capacity);
         while let Some((part, part_acks)) = parts.next() {
-            if let Err(Undelivered(n)) = self.send_fitting(part, part_acks).await {
+            if let Err(Undelivered(n)) = self.send_fitting(part, part_acks, Vec::new()).await {
                 return Err(Undelivered(n + parts.remaining()));
             }
         }
         Ok(())
     }
 
-    async fn send_fitting(&self, mut batch: Batch, acks: Acks) -> Result<(), Undelivered> {
+    /// As `send`, measuring each event once (one serialization pass, paid
+    /// only by queues with `max_bytes`) and splitting the batch into parts
+    /// that fit the queue in events and bytes (an event larger than
+    /// `max_bytes` goes alone, into an empty queue).
+    async fn send_measured(&self, batch: Batch, acks: Acks, max: usize) -> Result<(), Undelivered> {
+        let mut sizes: Vec<u32> = batch
+            .iter()
+            .map(|e| u32::try_from(crate::core::encoded_len(e)).unwrap_or(u32::MAX))
+            .collect();
+        let mut ends = Vec::new();
+        let (mut n, mut bytes) = (0, 0usize);
+        for (i, &size) in sizes.iter().enumerate() {
+            if n > 0 && (n == self.shared.capacity || bytes + size as usize > max) {
+                ends.push(i);
+                (n, bytes) = (0, 0);
+            }
+            n += 1;
+            bytes += size as usize;
+        }
+        if ends.is_empty() {
+            return self.send_fitting(batch, acks, sizes).await;
+        }
+        let mut parts = AckedChunks::at(batch, acks, &ends);
+        while let Some((part, part_acks)) = parts.next() {
+            let part_sizes: Vec<u32> = sizes.drain(..part.len()).collect();
+            if let Err(Undelivered(n)) = self.send_fitting(part, part_acks, part_sizes).await {
+                return Err(Undelivered(n + parts.remaining()));
+            }
+        }
+        Ok(())
+    }
+
+    async fn send_fitting(
+        &self,
+        mut batch: Batch,
+        acks: Acks,
+        mut sizes: Vec<u32>,
+    ) -> Result<(), Undelivered> {
         let shared = &*self.shared;
         loop {
             let notified = shared.drained.notified();
@@ -142,39 +208,50 @@ impl BufferSender {
                     acks.fail();
                     return Err(Undelivered(batch.len()));
                 }
-                let room = shared.capacity - state.events;
+                let fit = shared.fitting(&state, &sizes, batch.len());
                 match shared.policy {
-                    WhenFull::Block if batch.len() > room => {}
+                    // An empty queue takes any part: `send_measured` made
+                    // it as small as it gets.
+                    WhenFull::Block if fit < batch.len() && state.events > 0 => {}
                     WhenFull::Block => {
-                        push(shared, &mut state, batch, acks);
+                        push(shared, &mut state, Queued { batch, acks, sizes });
                         return Ok(());
                     }
                     WhenFull::DropNewest => {
-                        let dropped = batch.len().saturating_sub(room);
-                        batch.truncate(room);
+                        let dropped = batch.len() - fit;
+                        batch.truncate(fit);
+                        sizes.truncate(fit.min(sizes.len()));
                         shared.metrics.discard(DiscardReason::BufferFull, dropped);
                         if !batch.is_empty() {
-                            push(shared, &mut state, batch, acks);
+                            push(shared, &mut state, Queued { batch, acks, sizes });
                         }
                         return Ok(());
                     }
                     WhenFull::DropOldest => {
                         let mut dropped = 0;
-                        while shared.capacity - state.events < batch.len() {
-                            let need = batch.len() - (shared.capacity - state.events);
+                        while shared.fitting(&state, &sizes, batch.len()) < batch.len() {
+                            // By events, only as many as needed; by bytes, the
+                            // front event at a time.
+                            let over = (state.events + batch.len()).saturating_sub(shared.capacity);
                             let Some(front) = state.queue.front_mut() else {
                                 break;
                             };
-                            let take = need.min(front.0.len());
-                            front.0.drain(..take);
-                            if front.0.is_empty() {
+                            let take = over.max(1).min(front.batch.len());
+                            front.batch.drain(..take);
+                            let freed: usize = front
+                                .sizes
+                                .drain(..take.min(front.sizes.len()))
+                                .map(|s| s as usize)
+                                .sum();
+                            if front.batch.is_empty() {
                                 state.queue.pop_front();
                             }
                             state.events -= take;
+                            state.bytes -= freed;
                             dropped += take;
                         }
                         shared.metrics.discard(DiscardReason::BufferFull, dropped);
-                        push(shared, &mut state, batch, acks);
+                        push(shared, &mut state, Queued { batch, acks, sizes });
                         return Ok(());
                     }
                 }
@@ -184,10 +261,35 @@ impl BufferSender {
     }
 }
 
-fn push(shared: &Shared, state: &mut State, batch: Batch, acks: Acks) {
-    state.events += batch.len();
-    state.queue.push_back((batch, acks));
+impl Shared {
+    /// How many of the first events of a part (with `sizes`, when the queue
+    /// counts bytes) fit in the room left now.
+    fn fitting(&self, state: &State, sizes: &[u32], len: usize) -> usize {
+        let by_events = len.min(self.capacity - state.events.min(self.capacity));
+        let Some(max) = self.max_bytes else {
+            return by_events;
+        };
+        let mut room = max.saturating_sub(state.bytes);
+        sizes[..by_events.min(sizes.len())]
+            .iter()
+            .take_while(|&&s| {
+                let fits = s as usize <= room;
+                room = room.saturating_sub(s as usize);
+                fits
+            })
+            .count()
+    }
+}
+
+fn push(shared: &Shared, state: &mut State, q: Queued) {
+    state.events += q.batch.len();
+    let bytes: usize = q.sizes.iter().map(|&s| s as usize).sum();
+    state.bytes += bytes;
+    state.queue.push_back(q);
     shared.metrics.buffer_events.set(state.events as i64);
+    if let Some(g) = &shared.bytes_gauge {
+        g.set(state.bytes as i64);
+    }
     shared.filled.notify_one();
 }
 
@@ -216,16 +318,17 @@ impl Drop for BufferReceiver {
             let mut state = self.shared.state.lock_unpoisoned();
             state.receiver_alive = false;
             state.events = 0;
+            state.bytes = 0;
             std::mem::take(&mut state.queue)
         };
         self.shared.drained.notify_waiters();
-        let lost: usize = orphans.iter().map(|(b, _)| b.len()).sum();
+        let lost: usize = orphans.iter().map(|q| q.batch.len()).sum();
         if lost > 0 {
             self.shared.metrics.buffer_events.set(0);
             self.shared.metrics.discard(DiscardReason::Error, lost);
         }
-        for (_, acks) in &orphans {
-            acks.fail();
+        for q in &orphans {
+            q.acks.fail();
         }
         // The source callbacks run here, outside the lock.
         drop(orphans);
@@ -270,19 +373,25 @@ impl BufferReceiver {
                 Taken::Empty
             };
         };
-        let mut taken = first.0.len();
+        let mut taken = first.batch.len();
+        let mut bytes: usize = first.sizes.iter().map(|&s| s as usize).sum();
         let mut more = Vec::new();
-        while let Some((next, _)) = state.queue.front() {
-            if taken + next.len() > MAX_BATCH {
+        while let Some(next) = state.queue.front() {
+            if taken + next.batch.len() > MAX_BATCH {
                 break;
             }
-            taken += next.len();
-            more.extend(state.queue.pop_front());
+            taken += next.batch.len();
+            bytes += next.sizes.iter().map(|&s| s as usize).sum::<usize>();
+            more.extend(state.queue.pop_front().map(|q| (q.batch, q.acks)));
         }
         state.events -= taken;
+        state.bytes -= bytes;
         state.in_flight += taken;
         shared.metrics.buffer_events.set(state.events as i64);
-        Taken::Parts(first, more)
+        if let Some(g) = &shared.bytes_gauge {
+            g.set(state.bytes as i64);
+        }
+        Taken::Parts((first.batch, first.acks), more)
     }
 
     /// Events the queue holds at most.
@@ -356,7 +465,7 @@ pub(super) mod tests {
         policy: WhenFull,
     ) -> (BufferSender, BufferReceiver, ComponentMetrics) {
         let m = Metrics::new().component("p", "c", "sink", "blackhole");
-        let (tx, rx) = channel(cap, policy, m.clone());
+        let (tx, rx) = channel(cap, None, policy, m.clone());
         (tx, rx, m)
     }
 
@@ -380,6 +489,71 @@ pub(super) mod tests {
             (10..15).collect::<Vec<_>>()
         );
         assert!(rx.recv().await.is_none());
+    }
+
+    fn make_bytes(
+        cap: usize,
+        max_bytes: usize,
+        policy: WhenFull,
+    ) -> (BufferSender, BufferReceiver, ComponentMetrics) {
+        let m = Metrics::new().component("p", "c", "sink", "blackhole");
+        let (tx, rx) = channel(cap, Some(max_bytes), policy, m.clone());
+        (tx, rx, m)
+    }
+
+    #[tokio::test]
+    async fn max_bytes_blocks_at_whichever_limit_comes_first() {
+        // `{"i":0}` is 7 bytes: 20 bytes hold two such events.
+        let (tx, mut rx, _) = make_bytes(100, 20, WhenFull::Block);
+        tx.send(events(2, 0), Acks::none()).await.unwrap();
+        let tx2 = tx.clone();
+        let pending = tokio::spawn(async move { tx2.send(events(1, 2), Acks::none()).await });
+        tokio::task::yield_now().await;
+        assert!(!pending.is_finished(), "14 + 7 bytes is over 20");
+        assert_eq!(ids(&rx.recv().await.unwrap().0), vec![0, 1]);
+        pending.await.unwrap().unwrap();
+        // A batch over the byte limit goes in parts that fit: 5 events, 2 per part.
+        let tx3 = tx.clone();
+        let big = tokio::spawn(async move { tx3.send(events(5, 3), Acks::none()).await });
+        let mut got = ids(&rx.recv().await.unwrap().0);
+        while got.len() < 6 {
+            let (b, _) = rx.recv().await.unwrap();
+            assert!(b.len() <= 3, "at most 20 bytes queued at once: {b:?}");
+            got.extend(ids(&b));
+        }
+        big.await.unwrap().unwrap();
+        assert_eq!(got, (2..8).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn an_event_larger_than_max_bytes_passes_alone() {
+        let (tx, mut rx, _) = make_bytes(100, 4, WhenFull::Block);
+        tx.send(events(1, 0), Acks::none()).await.unwrap();
+        let tx2 = tx.clone();
+        let second = tokio::spawn(async move { tx2.send(events(1, 1), Acks::none()).await });
+        tokio::task::yield_now().await;
+        assert!(!second.is_finished(), "it waits for the queue to empty");
+        assert_eq!(ids(&rx.recv().await.unwrap().0), vec![0]);
+        second.await.unwrap().unwrap();
+        assert_eq!(ids(&rx.recv().await.unwrap().0), vec![1]);
+    }
+
+    #[tokio::test]
+    async fn max_bytes_drop_policies_shed_by_bytes() {
+        let (tx, mut rx, m) = make_bytes(100, 20, WhenFull::DropNewest);
+        tx.send(events(5, 0), Acks::none()).await.unwrap();
+        drop(tx);
+        assert_eq!(ids(&rx.recv().await.unwrap().0), vec![0, 1]);
+        assert!(rx.recv().await.is_none());
+        assert_eq!(m.families_discarded(DiscardReason::BufferFull), 3);
+
+        let (tx, mut rx, m) = make_bytes(100, 20, WhenFull::DropOldest);
+        tx.send(events(2, 0), Acks::none()).await.unwrap();
+        tx.send(events(1, 2), Acks::none()).await.unwrap();
+        tx.send(events(1, 3), Acks::none()).await.unwrap();
+        drop(tx);
+        assert_eq!(ids(&rx.recv().await.unwrap().0), vec![2, 3]);
+        assert_eq!(m.families_discarded(DiscardReason::BufferFull), 2);
     }
 
     #[tokio::test]

@@ -134,6 +134,15 @@ pub(super) fn check_stage(
             "buffer.size must be at least 1",
         ));
     }
+    if common.buffer.max_bytes.is_some_and(|b| b.0 == 0) {
+        errors.push(raw.component_error(
+            section,
+            name,
+            &["buffer", "max_bytes"],
+            Target::Value,
+            "buffer.max_bytes must be at least 1 (leave it out for no byte limit)",
+        ));
+    }
     errors
 }
 

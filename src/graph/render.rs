@@ -13,7 +13,10 @@ fn label(p: &Pipeline, id: usize) -> String {
             WhenFull::DropNewest => "drop_newest",
             WhenFull::DropOldest => "drop_oldest",
         };
-        let mut controls = format!("buffer {} {policy}", s.buffer.size);
+        let mut controls = match s.buffer.max_bytes {
+            Some(bytes) => format!("buffer {} / {bytes} {policy}", s.buffer.size),
+            None => format!("buffer {} {policy}", s.buffer.size),
+        };
         if s.workers != Workers::Fixed(1) {
             controls.push_str(&format!(
                 ", workers {}{}",

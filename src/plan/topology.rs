@@ -89,6 +89,7 @@ impl<'p> Topology<'p> {
             if let Some(stage) = c.stage() {
                 let (tx, rx) = buffer::channel(
                     stage.buffer.size,
+                    stage.buffer.max_bytes.map(|b| b.bytes()),
                     stage.buffer.when_full,
                     topology.metrics[id].clone(),
                 );
@@ -107,8 +108,12 @@ impl<'p> Topology<'p> {
                 component: id,
                 port: port.clone(),
             };
-            let (tx, rx) =
-                buffer::channel(CAPTURE_CAPACITY, WhenFull::Block, self.metrics[id].clone());
+            let (tx, rx) = buffer::channel(
+                CAPTURE_CAPACITY,
+                None,
+                WhenFull::Block,
+                self.metrics[id].clone(),
+            );
             self.capture_senders.insert(key.clone(), tx);
             self.captures.push((key, rx));
         }

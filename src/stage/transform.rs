@@ -7,11 +7,11 @@ use crate::components::{ComponentError, Transform, TransformOutput};
 use crate::controls::breaker::Call;
 use crate::controls::{Attempt, StageControls};
 use crate::core::{Acks, Batch, Failed};
+use crate::expr::interruptible;
 use crate::flow::buffer::BufferReceiver;
 use crate::flow::fanout::Fanout;
 use crate::flow::on_error::ErrorHandler;
 use crate::telemetry::{ComponentMetrics, DiscardReason};
-use crate::expr::interruptible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 

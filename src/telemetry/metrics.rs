@@ -41,6 +41,8 @@ pub struct Metrics {
     errors: IntCounterVec,
     buffer_events: IntGaugeVec,
     buffer_capacity: IntGaugeVec,
+    buffer_bytes: IntGaugeVec,
+    buffer_capacity_bytes: IntGaugeVec,
     workers_busy: IntGaugeVec,
     workers_limit: IntGaugeVec,
     processing: HistogramVec,
@@ -183,6 +185,16 @@ impl Metrics {
                 "Events the stage's input queue holds.",
                 &COMPONENT_LABELS,
             ),
+            buffer_bytes: gauge(
+                "flowgate_buffer_bytes",
+                "Encoded JSON bytes of the events in the stage's input queue (queues with a byte limit).",
+                &COMPONENT_LABELS,
+            ),
+            buffer_capacity_bytes: gauge(
+                "flowgate_buffer_capacity_bytes",
+                "Bytes the stage's input queue holds (buffer.max_bytes).",
+                &COMPONENT_LABELS,
+            ),
             workers_busy: gauge(
                 "flowgate_workers_busy",
                 "Workers of the stage busy on a batch.",
@@ -301,6 +313,17 @@ impl ComponentMetrics {
             &self.labels[3],
             extra,
         ]
+    }
+
+    /// The queue's byte gauges: filled and capacity. Made only for queues
+    /// that count bytes, so the others export no zero series.
+    pub fn buffer_byte_gauges(&self) -> (IntGauge, IntGauge) {
+        let l = self.with("");
+        let l = &l[..4];
+        (
+            self.families.buffer_bytes.with_label_values(l),
+            self.families.buffer_capacity_bytes.with_label_values(l),
+        )
     }
 
     /// The `events_out_total` counter of one output port (resolve once).

@@ -133,6 +133,7 @@ mod tests {
         let m = metrics.component("p", "g", "source", "generator");
         let (tx, rx) = buffer::channel(
             100_000,
+            None,
             WhenFull::Block,
             metrics.component("p", "o", "sink", "blackhole"),
         );
