@@ -28,7 +28,21 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 
 /// Reads and validates the pipeline files again; `Err` lists every problem.
-pub type Loader = Box<dyn Fn() -> Result<Vec<Pipeline>, Vec<String>> + Send>;
+/// It reads files and compiles programs, so it runs on a blocking thread.
+pub type Loader = Arc<dyn Fn() -> Result<Vec<Pipeline>, Vec<String>> + Send + Sync>;
+
+/// With `--watch`: a fingerprint of the configuration files (stat calls,
+/// made on a blocking thread).
+pub type Watch = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// Runs blocking file work off the runtime's threads: a slow or hung
+/// filesystem (NFS, a ConfigMap mount) must not stall the pipelines.
+async fn off_runtime<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
 
 pub struct RunOptions {
     /// `None` disables the endpoints.
@@ -39,7 +53,7 @@ pub struct RunOptions {
     /// With `--watch`: a fingerprint of the configuration files (names,
     /// sizes, modification times); a change that holds for one poll
     /// triggers a reload.
-    pub watch: Option<Box<dyn Fn() -> u64 + Send>>,
+    pub watch: Option<Watch>,
     /// The fingerprint taken before the files were first read: a change
     /// made while the daemon starts is seen at the first poll.
     pub watch_loaded: Option<u64>,
@@ -109,8 +123,9 @@ impl Daemon {
         }
     }
 
-    fn reload(&mut self, loader: &Loader) {
-        let pipelines = match loader() {
+    async fn reload(&mut self, loader: &Loader) {
+        let load = loader.clone();
+        let pipelines = match off_runtime(move || load()).await {
             Ok(p) => p,
             Err(problems) => {
                 for p in &problems {
@@ -234,21 +249,31 @@ pub async fn run(pipelines: Vec<Pipeline>, options: RunOptions) -> Outcome {
     d.status.ready.store(true, Ordering::Relaxed);
 
     let mut watch_tick = tokio::time::interval(WATCH_EVERY);
-    let mut seen = options
-        .watch_loaded
-        .or_else(|| options.watch.as_ref().map(|f| f()));
+    let fingerprint = |watch: &Option<Watch>| {
+        let watch = watch.clone();
+        async move {
+            match watch {
+                Some(f) => Some(off_runtime(move || f()).await),
+                None => None,
+            }
+        }
+    };
+    let mut seen = match options.watch_loaded {
+        Some(loaded) => Some(loaded),
+        None => fingerprint(&options.watch).await,
+    };
     let mut pending: Option<u64> = None;
     let first_signal = loop {
         tokio::select! {
             _ = watch_tick.tick(), if options.watch.is_some() => {
-                let now = options.watch.as_ref().map(|f| f());
+                let now = fingerprint(&options.watch).await;
                 match (pending, now) {
                     // Changed, then unchanged for one poll: the edit is complete.
                     (Some(p), Some(n)) if p == n => {
                         pending = None;
                         seen = now;
                         tracing::info!("configuration files changed: reloading");
-                        d.reload(&options.reload);
+                        d.reload(&options.reload).await;
                     }
                     (_, n) if n != seen => pending = n,
                     _ => pending = None,
@@ -262,7 +287,7 @@ pub async fn run(pipelines: Vec<Pipeline>, options: RunOptions) -> Outcome {
             _ = sigterm.recv() => break "SIGTERM",
             _ = sighup.recv() => {
                 tracing::info!("SIGHUP received: reloading the configuration");
-                d.reload(&options.reload);
+                d.reload(&options.reload).await;
             }
         }
     };

@@ -3,13 +3,14 @@
 //! signal.
 
 use crate::config::duration::ConfigDuration;
-use crate::daemon::{self, Outcome, RunOptions};
+use crate::daemon::{self, Outcome, RunOptions, Watch};
 use crate::graph::{self, Pipeline, render, schema};
 use crate::telemetry::logging::{self, LogFormat};
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 pub const EXIT_CONFIG: u8 = 78;
 
@@ -192,10 +193,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let options = RunOptions {
                 metrics_address: (metrics_address != "off").then_some(metrics_address),
                 shutdown_timeout: shutdown_timeout.0,
-                reload: Box::new(move || reload_all(&reload_paths)),
+                reload: Arc::new(move || reload_all(&reload_paths)),
                 watch: watch.then(|| {
                     let watched = paths.clone();
-                    Box::new(move || fingerprint(&watched)) as Box<dyn Fn() -> u64 + Send>
+                    Arc::new(move || fingerprint(&watched)) as Watch
                 }),
                 watch_loaded,
                 data_dir,

@@ -46,10 +46,14 @@ fn identity_of(m: &std::fs::Metadata) -> (u64, u64) {
     (m.dev(), m.ino())
 }
 
-/// The identity of the file at `path` now, if there is one.
-fn identity(path: &std::path::Path) -> Option<(u64, u64)> {
-    // A stat per batch: a microsecond, against a write of up to 1,000 events.
-    std::fs::metadata(path).ok().map(|m| identity_of(&m))
+/// The identity of the file at `path` now, if there is one. A stat per
+/// batch, on a blocking thread like the write itself (a stat on a hung
+/// network filesystem must not hold a runtime thread).
+async fn identity(path: &std::path::Path) -> Option<(u64, u64)> {
+    tokio::fs::metadata(path)
+        .await
+        .ok()
+        .map(|m| identity_of(&m))
 }
 
 impl FileSink {
@@ -69,7 +73,7 @@ impl Sink for FileSink {
             return Ok(());
         }
         let mut slot = self.file.lock().await;
-        let now = identity(&self.path);
+        let now = identity(&self.path).await;
         if let Some((_, opened)) = slot.as_ref()
             && now != Some(*opened)
         {

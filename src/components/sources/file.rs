@@ -89,7 +89,11 @@ impl Source for FileSource {
     async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), ComponentError> {
         let what = format!("file '{}'", self.config.path.display());
         if !self.config.follow {
-            let file = std::fs::File::open(&self.config.path)
+            // Opened on a blocking thread, as it is then read.
+            let path = self.config.path.clone();
+            let file = tokio::task::spawn_blocking(move || std::fs::File::open(path))
+                .await
+                .map_err(|e| ComponentError::io(format!("opening {what}"), e.into()))?
                 .map_err(|e| ComponentError::io(format!("opening {what}"), e))?;
             let (codec, max) = (self.config.codec, self.config.max_line_bytes);
             return super::lines::run(file, codec, max, &ctx, &what).await;
@@ -104,7 +108,13 @@ async fn follow(
     what: String,
 ) -> Result<(), ComponentError> {
     let state = ctx.state_dir.join(format!("{}.checkpoint.json", ctx.name));
-    let start = match checkpoint::load(&state, &config.path, &ctx.name) {
+    let loaded = {
+        let (state, path, name) = (state.clone(), config.path.clone(), ctx.name.clone());
+        tokio::task::spawn_blocking(move || checkpoint::load(&state, &path, &name))
+            .await
+            .map_err(|e| ComponentError::io("loading the checkpoint", e.into()))?
+    };
+    let start = match loaded {
         Some(p) => Start::Checkpoint(p),
         None if config.read_from == ReadFrom::End => Start::End,
         None => Start::Beginning,
