@@ -66,16 +66,10 @@ pub fn check_timeouts(
 ) -> Vec<(&'static str, String)> {
     let mut problems = Vec::new();
     if request.0.is_zero() {
-        problems.push((
-            "request_timeout",
-            "request_timeout must be longer than 0s".to_string(),
-        ));
+        problems.push(("request_timeout", "must be longer than 0s".to_string()));
     }
     if connect.0.is_zero() {
-        problems.push((
-            "connect_timeout",
-            "connect_timeout must be longer than 0s".to_string(),
-        ));
+        problems.push(("connect_timeout", "must be longer than 0s".to_string()));
     }
     problems
 }

@@ -59,8 +59,11 @@ pub(super) fn build_transform(
     if let TransformKind::Route(r) = &t.kind {
         errors.extend(check_routes(raw, &t.name, r));
     }
+    let settings = raw.check_errors(Section::Transforms, &t.name, t.kind.check_settings());
+    let invalid_settings = !settings.is_empty();
+    errors.extend(settings);
     let problems = t.kind.check();
-    if !problems.is_empty() {
+    if !problems.is_empty() || invalid_settings {
         errors.extend(program_errors(raw, t, problems));
         return (None, errors);
     }

@@ -74,6 +74,20 @@ impl TransformKind {
         }
     }
 
+    /// Problems with settings other than programs, as (key path, message).
+    pub fn check_settings(&self) -> Vec<(Vec<&'static str>, String)> {
+        match self {
+            Self::Http(c) => crate::components::http_common::check_timeouts(
+                &c.request_timeout,
+                &c.connect_timeout,
+            )
+            .into_iter()
+            .map(|(key, message)| (vec![key], message))
+            .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Compiles the transform's programs and makes its clients; every
     /// problem is reported.
     pub fn build(&self) -> Result<BuiltTransform, Vec<ProgramProblem>> {
