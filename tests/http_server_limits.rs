@@ -178,3 +178,44 @@ fn zero_max_connections_and_request_timeout_are_refused() {
         ]
     );
 }
+
+#[test]
+fn bodies_over_max_body_bytes_get_413_and_the_connection_closes() {
+    // request_timeout is long: a declared length over the limit must be
+    // answered at once, not when the body fails to arrive.
+    let s = Scratch::new();
+    let (d, port) = start(&s, "max_body_bytes: 1000, request_timeout: 60s", "");
+    let started = std::time::Instant::now();
+    let c = stalled(
+        port,
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2000\r\n\r\n",
+    );
+    let got = answer(c);
+    assert!(got.starts_with("HTTP/1.1 413"), "{got}");
+    assert!(
+        got.to_ascii_lowercase().contains("connection: close"),
+        "{got}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "answered only after {:?}",
+        started.elapsed()
+    );
+    // Chunked, so the size is found while reading: a keep-alive client must
+    // still be told the connection will not carry another request.
+    let mut c = stalled(
+        port,
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+    );
+    let chunk = format!("{:x}\r\n{}\r\n", 100_000, "x".repeat(100_000));
+    let _ = c.write_all(chunk.as_bytes());
+    let got = answer(c);
+    assert!(got.starts_with("HTTP/1.1 413"), "{got}");
+    assert!(
+        got.to_ascii_lowercase().contains("connection: close"),
+        "{got}"
+    );
+    // And the server still serves.
+    let (code, _) = post(&format!("http://127.0.0.1:{port}/"), "{\"n\":1}", None);
+    assert_eq!(code, 200, "{}", d.log_text());
+}

@@ -134,6 +134,7 @@ struct Shared {
     token: Option<String>,
     request_timeout: std::time::Duration,
     max_line_bytes: usize,
+    max_body_bytes: usize,
     /// With `acknowledgements: true`, what became of the requests' events.
     acknowledged: Option<crate::telemetry::AckCounters>,
 }
@@ -188,19 +189,46 @@ fn decode(body: &[u8], max_line_bytes: usize) -> Result<(Batch, Vec<Sampled>), S
     Ok((events, too_long))
 }
 
+fn too_large(max: usize) -> Response {
+    (
+        StatusCode::PAYLOAD_TOO_LARGE,
+        [(header::CONNECTION, "close")],
+        format!("the request body is over max_body_bytes ({max})\n"),
+    )
+        .into_response()
+}
+
 async fn accept(
     State(shared): State<Arc<Shared>>,
     ConnectInfo(clock): ConnectInfo<ConnClock>,
     headers: HeaderMap,
     request: Request,
 ) -> Response {
+    // A declared length over the limit is refused before any of the body
+    // is read, not after request_timeout.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > shared.max_body_bytes as u64) {
+        clock.body_read();
+        return too_large(shared.max_body_bytes);
+    }
     // The body by the request's deadline; what follows is not timed.
     let body = tokio::time::timeout_at(clock.body_due(), Bytes::from_request(request, &())).await;
     clock.body_read();
     let body = match body {
         Ok(Ok(body)) => body,
-        // Too large (413), or the client went away.
-        Ok(Err(refused)) => return refused.into_response(),
+        // Too large (413), or the client went away. The rest of the body is
+        // not read, so the connection cannot carry another request: say so.
+        Ok(Err(refused)) => {
+            let mut response = refused.into_response();
+            response.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            return response;
+        }
         Err(_) => {
             shared.ctx.metrics.errors("timeout", 1);
             tracing::debug!(component = %shared.ctx.name, "http_server: a request body did not arrive within request_timeout; answered 408");
@@ -309,6 +337,7 @@ impl Source for HttpServer {
             token: self.config.auth_token.clone(),
             request_timeout: self.config.request_timeout.0,
             max_line_bytes: self.config.max_line_bytes,
+            max_body_bytes: self.config.max_body_bytes,
             acknowledged,
         });
         let app = Router::new()
