@@ -15,7 +15,8 @@
 //! - `flow/`       the pipes between stages, handed to components in their
 //!   contexts: bounded queues, fan-out, taps, `on_error`, pipeline control
 //! - `components/` the catalogue: sources/, transforms/, sinks/ (one file
-//!   each, config struct first)
+//!   each, config struct first); buffers/, disk buffers' storage (files,
+//!   no tokio) and `flowgate buffer check`'s scan
 //! - `load/`       YAML text -> `RawPipeline`: per-component
 //!   deserialisation that keeps positions
 //! - `graph/`      `RawPipeline` -> validated `Pipeline` (plain data: no
