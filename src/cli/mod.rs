@@ -78,6 +78,21 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Inspect disk buffers.
+    Buffer {
+        #[command(subcommand)]
+        command: BufferCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BufferCommand {
+    /// Read every disk buffer under the data directory without changing it; print per buffer its events, bytes and corrupt records; exit 1 if any is corrupt.
+    Check {
+        /// The daemon's --data-dir.
+        #[arg(long, default_value = crate::plan::DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -139,6 +154,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Test { paths } => run_tests(&expand(&paths)?),
+        Command::Buffer {
+            command: BufferCommand::Check { data_dir },
+        } => buffer_check(&data_dir),
         Command::Tap {
             output,
             metrics_address,
@@ -256,6 +274,77 @@ fn run_tests(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    })
+}
+
+/// `flowgate buffer check`: a table of every disk buffer under `data_dir`
+/// and a total; exit 1 when any buffer has corrupt records or cannot be
+/// read.
+fn buffer_check(data_dir: &Path) -> anyhow::Result<ExitCode> {
+    use crate::components::buffers::check;
+    let reports = check::check_all(data_dir)
+        .with_context(|| format!("cannot read the data directory {}", data_dir.display()))?;
+    if reports.is_empty() {
+        println!("no disk buffers under {}", data_dir.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut rows = vec![["pipeline/component", "events", "bytes", "corrupt", ""].map(String::from)];
+    let mut total = check::BufferCheck::default();
+    let mut bad = false;
+    for r in &reports {
+        let in_use = if r.in_use { "(in use)" } else { "" };
+        match &r.result {
+            Ok(c) => {
+                total.events += c.events;
+                total.bytes += c.bytes;
+                total.corrupt += c.corrupt;
+                bad |= c.corrupt > 0;
+                let torn = if c.torn_tail { "torn tail" } else { "" };
+                rows.push([
+                    r.name.clone(),
+                    c.events.to_string(),
+                    c.bytes.to_string(),
+                    c.corrupt.to_string(),
+                    format!("{torn}  {in_use}").trim().to_string(),
+                ]);
+            }
+            Err(e) => {
+                bad = true;
+                eprintln!("error: {}: {e}", r.dir.display());
+                let dash = || "-".to_string();
+                let notes = format!("unreadable  {in_use}").trim().to_string();
+                rows.push([r.name.clone(), dash(), dash(), dash(), notes]);
+            }
+        }
+    }
+    rows.push([
+        "total".to_string(),
+        total.events.to_string(),
+        total.bytes.to_string(),
+        total.corrupt.to_string(),
+        String::new(),
+    ]);
+    let width = |col: usize| rows.iter().map(|r| r[col].len()).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..4).map(width).collect();
+    for row in &rows {
+        let line = format!(
+            "{:<w0$}  {:>w1$}  {:>w2$}  {:>w3$}  {}",
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            row[4],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2],
+            w3 = widths[3]
+        );
+        println!("{}", line.trim_end());
+    }
+    Ok(if bad {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     })
 }
 
