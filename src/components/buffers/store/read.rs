@@ -10,8 +10,8 @@ impl Store {
     /// Appends to `out` up to `max_records` records from `from_seq` on (at
     /// most `READ_MAX_BYTES` of payloads), skipping damaged and void ones.
     /// Reading on from the previous `next_seq` continues where the last
-    /// read stopped; any other `from_seq` (a redelivery) scans its segment
-    /// from the start. Seqs at or below `acked_seq` are neither returned
+    /// read stopped; a `from_seq` behind it (a redelivery) scans its
+    /// segment from the start, leaving that place kept for the next read. Seqs at or below `acked_seq` are neither returned
     /// nor reported as gaps; nothing is read once `from_seq` reaches
     /// `next_seq`. Never fails: a segment that cannot be read counts as
     /// damaged.
@@ -24,9 +24,12 @@ impl Store {
         let mut at = from_seq.max(self.acked + 1);
         let mut outcome = ReadOutcome::default();
         let (mut taken, mut bytes) = (0, 0);
-        if self.cursor.as_ref().is_some_and(|c| c.expected() != at) {
-            self.cursor = None;
-        }
+        // A read behind the cursor (a redelivery) scans with a cursor of its
+        // own, so the reader in front does not have to find its place again.
+        let ahead = match &self.cursor {
+            Some(c) if c.expected() > at => self.cursor.take(),
+            _ => None,
+        };
         while at < self.next_seq && taken < max_records && bytes < READ_MAX_BYTES {
             // The segment holding `at`: the last one starting at or before it.
             let i = self.segments.partition_point(|s| s.first_seq <= at);
@@ -123,8 +126,8 @@ impl Store {
             }
         }
         outcome.next_seq = at;
-        if self.cursor.as_ref().is_some_and(|c| c.expected() != at) {
-            self.cursor = None; // stopped inside a damaged stretch
+        if ahead.is_some() {
+            self.cursor = ahead;
         }
         outcome
     }

@@ -362,3 +362,65 @@ fn the_store_can_move_to_its_io_thread() {
     fn send<T: Send>() {}
     send::<Store>();
 }
+
+#[test]
+fn a_redelivery_read_behind_the_cursor_leaves_the_cursor_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) = Store::open(dir.path(), SMALL).unwrap();
+    for _ in 0..10 {
+        append(&mut store, 1000);
+    }
+    let mut out = Vec::new();
+    let r = store.read(1, 4321, &mut out);
+    assert_eq!(r.next_seq, 4322);
+    let mut redo = Vec::new();
+    assert_eq!(store.read(17, 3, &mut redo).next_seq, 20);
+    assert_eq!(seqs(&redo), [17, 18, 19]);
+    // Skipping ahead within a segment works too.
+    let r = store.read(r.next_seq, 10, &mut out);
+    assert_eq!(r.next_seq, 4332);
+    let r = store.read(4400, 5, &mut out);
+    assert_eq!(r.next_seq, 4405);
+    assert_eq!(
+        seqs(&out[4321..]),
+        [(4322..4332).collect::<Vec<_>>(), (4400..4405).collect()].concat()
+    );
+    assert_intact(&out);
+}
+
+#[test]
+fn a_failed_append_voids_its_seqs_and_the_next_one_starts_a_segment() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().join("buffer");
+    let (mut store, _) = Store::open(&dir, SMALL).unwrap();
+    append(&mut store, 10);
+    // With the directory gone, the roll that a big batch needs fails.
+    let moved = data.path().join("moved");
+    std::fs::rename(&dir, &moved).unwrap();
+    let mut big = EncodedBatch::default();
+    for _ in 0..5 {
+        big.push(&vec![b'x'; 100 << 10]).unwrap();
+    }
+    let err = store.append(&big).unwrap_err();
+    assert!(
+        err.to_string().contains("00000000000000000011.seg"),
+        "{err}"
+    );
+    assert_eq!(store.next_seq(), 16, "the failed append took its seqs");
+    std::fs::rename(&moved, &dir).unwrap();
+    assert_eq!(append(&mut store, 5), 16..21);
+    assert_eq!(store.sync().unwrap(), 20);
+    assert_eq!(store.events(), 15);
+    let (records, corrupt, gaps) = read_all(&mut store, 1, 100);
+    assert_eq!(
+        seqs(&records),
+        [(1..11).collect::<Vec<_>>(), (16..21).collect()].concat()
+    );
+    let void = Range { start: 11, end: 16 };
+    assert_eq!(
+        (corrupt, gaps),
+        (0, vec![void]),
+        "void seqs are not corrupt"
+    );
+    assert_eq!(store.corrupt_records(), 0);
+}
