@@ -141,7 +141,8 @@ struct Shared {
 
 /// The events of a request body and its NDJSON lines over
 /// `max_line_bytes` (not decoded), or why it does not parse.
-fn decode(body: &[u8], max_line_bytes: usize) -> Result<(Batch, Vec<Sampled>), String> {
+#[doc(hidden)] // pub for fuzz/ (http_body)
+pub fn decode(body: &[u8], max_line_bytes: usize) -> Result<(Batch, Vec<Sampled>), String> {
     let text = std::str::from_utf8(body).map_err(|e| format!("the body is not UTF-8: {e}"))?;
     let trimmed = text.trim();
     if trimmed.is_empty() {

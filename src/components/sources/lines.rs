@@ -43,7 +43,8 @@ fn decode_parallelism() -> usize {
 }
 
 /// The events and failures of one chunk, in input order.
-pub(super) struct Decoded {
+#[doc(hidden)] // pub for fuzz/ (decode_lines)
+pub struct Decoded {
     pub batches: Vec<Batch>,
     pub failed: Vec<Sampled>,
     pub lines: usize,
@@ -51,7 +52,8 @@ pub(super) struct Decoded {
 
 /// What one chunk decodes to: its lines' events, or the failure of a line
 /// over the limit.
-fn decode(chunk: &Chunk, codec: Codec) -> Decoded {
+#[doc(hidden)] // pub for fuzz/ (decode_lines)
+pub fn decode(chunk: &Chunk, codec: Codec) -> Decoded {
     match chunk {
         Chunk::Lines(bytes) => decode_chunk(bytes, codec),
         Chunk::TooLong(long) => Decoded {

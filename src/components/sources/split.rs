@@ -127,7 +127,7 @@ impl Splitter {
     }
 
     /// Bytes searched for a newline so far.
-    #[cfg(test)]
+    #[doc(hidden)] // for tests and fuzz/ (decode_lines)
     pub fn searched(&self) -> u64 {
         self.searched
     }
