@@ -7,6 +7,7 @@
 
 mod interp;
 mod native;
+pub mod nesting;
 pub mod value;
 
 use crate::core::Event;
@@ -172,6 +173,16 @@ impl Program {
 }
 
 fn interpret(code: &str) -> Result<interp::Interpreted, Vec<ProgramError>> {
+    // Before jaq's parser, which recurses once per level.
+    if let Err(at) = nesting::check(code, nesting::MAX_NESTING) {
+        return Err(vec![ProgramError {
+            span: at..(at + 1).min(code.len()),
+            message: format!(
+                "the program nests too deeply: more than {} levels of brackets and operators",
+                nesting::MAX_NESTING
+            ),
+        }]);
+    }
     interp::Interpreted::compile(code).map_err(|problems| {
         problems
             .into_iter()
