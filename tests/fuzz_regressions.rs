@@ -38,7 +38,7 @@ fn halt_in_a_program_is_an_evaluation_error_not_an_exit() {
         let mut out = Vec::new();
         let (e, back) = p.outputs(event(), &mut out).expect_err(code);
         assert!(
-            e.to_string().contains("cannot stop flowgate"),
+            e.to_string().contains("cannot stop the daemon"),
             "{code}: {e}"
         );
         assert_eq!((out.len(), back), (0, event()), "{code}");
