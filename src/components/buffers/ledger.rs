@@ -84,14 +84,7 @@ impl Ledger {
     /// also counts every deleted segment as acknowledged).
     pub fn open(dir: &Path) -> Result<Ledger, StoreError> {
         let path = dir.join(LEDGER_FILE);
-        let io = |doing| {
-            let path = path.clone();
-            move |source| StoreError::Io {
-                doing,
-                path,
-                source,
-            }
-        };
+        let io = |doing| StoreError::io(&path, doing);
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -174,14 +167,7 @@ impl DirLock {
     /// our pid). A lock another process holds is `StoreError::Locked`.
     pub fn acquire(dir: &Path) -> Result<DirLock, StoreError> {
         let path = dir.join(LOCK_FILE);
-        let io = |doing: &'static str| {
-            let path = path.clone();
-            move |source| StoreError::Io {
-                doing,
-                path,
-                source,
-            }
-        };
+        let io = |doing| StoreError::io(&path, doing);
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)

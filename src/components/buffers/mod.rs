@@ -47,3 +47,15 @@ pub enum StoreError {
         source: std::io::Error,
     },
 }
+
+impl StoreError {
+    /// A `map_err` adapter: the I/O error of `doing` on `path`.
+    pub fn io(path: &std::path::Path, doing: &'static str) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.to_path_buf();
+        move |source| StoreError::Io {
+            doing,
+            path,
+            source,
+        }
+    }
+}
