@@ -12,6 +12,7 @@
 //! sources, once that instance has finished (its sources are stopped for
 //! good, and a second instance would contend for its ports and checkpoints).
 
+use crate::flow::buffer::DiskRegistry;
 use crate::graph::Pipeline;
 use crate::http::{self, Status};
 use crate::plan::Host;
@@ -206,6 +207,27 @@ impl Daemon {
 }
 
 pub async fn run(pipelines: Vec<Pipeline>, options: RunOptions) -> Outcome {
+    let disks = DiskRegistry::default();
+    let outcome = run_with(pipelines, options, disks.clone()).await;
+    // Every task is done: each disk buffer's thread writes its last sync
+    // and ledger once the acknowledgements still in flight are gone. After
+    // a deadline or a second signal, tasks may still hold some: what the
+    // 10 ms commits recorded by then stands (the rest is redelivered).
+    let wait = match outcome {
+        Outcome::Interrupted | Outcome::TimedOut { .. } => Duration::from_millis(100),
+        _ => DISK_CLOSE_TIMEOUT,
+    };
+    let late = off_runtime(move || disks.close(wait)).await;
+    for dir in late {
+        tracing::warn!(buffer = %dir.display(), "disk buffer still busy at exit: its newest acknowledgements will be delivered again");
+    }
+    outcome
+}
+
+/// How long a clean exit waits for disk buffers to write their ledgers.
+const DISK_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn run_with(pipelines: Vec<Pipeline>, options: RunOptions, disks: DiskRegistry) -> Outcome {
     // Signal handlers first: a SIGHUP or SIGTERM that arrives while the
     // daemon starts must not kill it with the default action.
     let (Ok(mut sigint), Ok(mut sigterm), Ok(mut sighup)) = (
@@ -232,6 +254,7 @@ pub async fn run(pipelines: Vec<Pipeline>, options: RunOptions) -> Outcome {
         metrics: metrics.clone(),
         taps: status.taps.clone(),
         data_dir: options.data_dir.clone(),
+        disks,
     };
     let mut d = Daemon {
         metrics,

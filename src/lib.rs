@@ -13,10 +13,11 @@
 //! - `controls/`   stage controls as layers around a unit of work: circuit
 //!   breaker, rate limiter, timeout, retry, adaptive concurrency
 //! - `flow/`       the pipes between stages, handed to components in their
-//!   contexts: bounded queues, fan-out, taps, `on_error`, pipeline control
+//!   contexts: bounded queues in memory or on disk (`buffer/storage/`: the
+//!   disk buffer's files, no tokio, and `flowgate buffer check`'s scan),
+//!   fan-out, taps, `on_error`, pipeline control
 //! - `components/` the catalogue: sources/, transforms/, sinks/ (one file
-//!   each, config struct first); buffers/, disk buffers' storage (files,
-//!   no tokio) and `flowgate buffer check`'s scan
+//!   each, config struct first)
 //! - `load/`       YAML text -> `RawPipeline`: per-component
 //!   deserialisation that keeps positions
 //! - `graph/`      `RawPipeline` -> validated `Pipeline` (plain data: no

@@ -281,7 +281,7 @@ fn run_tests(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
 /// and a total; exit 1 when any buffer has corrupt records or cannot be
 /// read.
 fn buffer_check(data_dir: &Path) -> anyhow::Result<ExitCode> {
-    use crate::components::buffers::check;
+    use crate::flow::buffer::storage::check;
     let reports = check::check_all(data_dir)
         .with_context(|| format!("cannot read the data directory {}", data_dir.display()))?;
     if reports.is_empty() {
