@@ -45,6 +45,14 @@ impl Drop for Receiver {
         // What the window holds is on disk too: a later receiver reads it
         // from there. A newer receiver owns the window already.
         let mut state = self.shared.state.lock_unpoisoned();
+        if let Some((of, _)) = self.reading.take() {
+            // Its reply is lost with it: read that again.
+            state.reading = false;
+            if of.redo {
+                state.redo.push_front(of.from..of.end);
+                state.redo_at.get_or_insert_with(Instant::now);
+            }
+        }
         if state.generation == self.generation {
             state.window.clear();
             state.window_events = 0;
@@ -261,6 +269,10 @@ impl Receiver {
         state.reading = false;
         if state.generation != self.generation {
             // A newer receiver took over: it reads these again.
+            if of.redo {
+                state.redo.push_front(of.from..of.end);
+                state.redo_at.get_or_insert_with(Instant::now);
+            }
             return None;
         }
         if of.redo {
