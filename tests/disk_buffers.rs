@@ -581,18 +581,16 @@ sinks:
     // Replaying into a file: no source events, so the run drains the buffer and ends.
     let replay = s.write(
         "replay.yaml",
-        &format!(
-            "name: big
+        "name: big
 sources:
-  gen: {{type: generator, count: 0, events: [{{}}]}}
+  gen: {type: generator, count: 0, events: [{}]}
 sinks:
   ship:
     type: file
     inputs: [gen]
     path: $DIR/out.ndjson
-    buffer: {{type: disk, max_bytes: 4GiB}}
-"
-        ),
+    buffer: {type: disk, max_bytes: 4GiB}
+",
     );
     let replay_started = Instant::now();
     let peak_replay = run_sampling_rss(&replay, data);
