@@ -164,6 +164,21 @@ fn top_under_a_terminal_shows_every_component_and_quits_on_q() {
             })
     });
     assert!(shown, "the screen:\n{screen}");
+    // Down highlights the first row (reverse video), the way to scroll.
+    assert!(
+        tmux.cmd(&["send-keys", "-t", "top", "Down"])
+            .status
+            .success()
+    );
+    assert!(
+        eventually(LONG, || {
+            screen = text(&tmux.cmd(&["capture-pane", "-p", "-e", "-t", "top"]).stdout);
+            screen
+                .lines()
+                .any(|l| l.contains("\u{1b}[7m") && l.contains("orders"))
+        }),
+        "no highlighted row:\n{screen}"
+    );
     let out = tmux.cmd(&["send-keys", "-t", "top", "q"]);
     assert!(out.status.success());
     assert!(

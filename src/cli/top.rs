@@ -1,14 +1,16 @@
 //! `flowgate top`: the figures of a running daemon's components in the
 //! terminal, read from its `/api/pipelines` every second (rates are the
-//! difference of two reads). `q`, Esc or Ctrl-C quits. When stdout is not
-//! a terminal it reads twice, a second apart, prints one table and exits.
+//! difference of two reads). `q`, Esc or Ctrl-C quits; up/down (j/k)
+//! scroll. When stdout is not a terminal it reads twice, a second apart,
+//! prints one table and exits.
 
 use crate::http::api::{ApiPipelines, Figures};
 use anyhow::Context;
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 use ratatui::layout::Constraint;
 use ratatui::style::{Modifier, Style};
-use ratatui::widgets::{Block, Row, Table};
+use ratatui::text::Line;
+use ratatui::widgets::{Block, Cell, Row, Table, TableState};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -200,6 +202,14 @@ pub fn top(address: &str) -> anyhow::Result<ExitCode> {
     result.map(|()| ExitCode::SUCCESS)
 }
 
+/// A table row with the numbers right-aligned.
+fn cells(r: [&str; 10]) -> Row<'_> {
+    Row::new(r.into_iter().zip(RIGHT).map(|(c, right)| match right {
+        true => Cell::from(Line::from(c).right_aligned()),
+        false => Cell::from(c),
+    }))
+}
+
 fn screen(
     terminal: &mut ratatui::DefaultTerminal,
     client: &Client,
@@ -209,6 +219,7 @@ fn screen(
     let mut now = first;
     let mut problem: Option<String> = None;
     let mut next = Instant::now() + EVERY;
+    let mut selected = TableState::default();
     loop {
         let table = rows(&now, before.as_ref());
         let title = match &problem {
@@ -216,9 +227,13 @@ fn screen(
             None => format!(" flowgate top · {} · every 1s · q quits ", client.address),
         };
         terminal.draw(|frame| {
+            let widest = |col: usize, least: usize| {
+                let w = table.iter().map(|r| r[col].len()).max().unwrap_or(0);
+                Constraint::Length(w.max(least) as u16)
+            };
             let widths = [
-                Constraint::Min(18),
-                Constraint::Length(22),
+                widest(0, 9),
+                widest(1, 4),
                 Constraint::Length(8),
                 Constraint::Length(8),
                 Constraint::Length(7),
@@ -228,22 +243,32 @@ fn screen(
                 Constraint::Length(11),
                 Constraint::Length(11),
             ];
-            let header = Row::new(HEADER).style(Style::new().add_modifier(Modifier::BOLD));
-            let body = table.iter().map(|r| Row::new(r.iter().map(String::as_str)));
+            let header = cells(HEADER).style(Style::new().add_modifier(Modifier::BOLD));
+            let body = table
+                .iter()
+                .map(|r| cells(r.each_ref().map(String::as_str)));
             let widget = Table::new(body, widths)
                 .header(header)
+                .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
                 .block(Block::bordered().title(title.as_str()));
-            frame.render_widget(widget, frame.area());
+            frame.render_stateful_widget(widget, frame.area(), &mut selected);
         })?;
         let wait = next.saturating_duration_since(Instant::now());
         if event::poll(wait)? {
             if let Event::Key(k) = event::read()?
                 && k.kind == KeyEventKind::Press
-                && (matches!(k.code, KeyCode::Char('q') | KeyCode::Esc)
-                    || (k.code == KeyCode::Char('c')
-                        && k.modifiers.contains(KeyModifiers::CONTROL)))
             {
-                return Ok(());
+                match k.code {
+                    KeyCode::Char('q') | KeyCode::Esc => return Ok(()),
+                    KeyCode::Char('c') if k.modifiers.contains(KeyModifiers::CONTROL) => {
+                        return Ok(());
+                    }
+                    // A highlight the table scrolls to keep in view, for
+                    // more components than lines.
+                    KeyCode::Down | KeyCode::Char('j') => selected.select_next(),
+                    KeyCode::Up | KeyCode::Char('k') => selected.select_previous(),
+                    _ => {}
+                }
             }
             continue;
         }
