@@ -325,7 +325,7 @@ fn ui_draws_the_running_graph_with_live_figures_and_talks_only_to_the_daemon() {
         "fanout_workers.yaml",
         &endless.replace(
             "sinks:\n",
-            "  kinds:\n    type: route\n    inputs: [orders]\n    routes: {sale: '.kind == \"sale\"'}\nsinks:\n  sales:\n    type: blackhole\n    inputs: [kinds.sale, kinds.unmatched]\n",
+            "  kinds:\n    type: route\n    inputs: [orders]\n    routes: {sale: '.kind == \"sale\"'}\nsinks:\n  sales:\n    type: blackhole\n    inputs: [kinds.sale, kinds.unmatched]\n    circuit_breaker: {consecutive_failures: 5}\n",
         ),
     );
     d.signal("HUP");
@@ -340,6 +340,10 @@ fn ui_draws_the_running_graph_with_live_figures_and_talks_only_to_the_daemon() {
         "the new sink's figures",
         |v| v.as_str().is_some_and(|t| !t.starts_with("0 in")),
     );
+
+    let breaker =
+        "document.querySelector('g.node[data-component=\"sales\"] g.breaker').textContent";
+    assert_eq!(page.eval(breaker), "closed");
 
     // Every request the page made went to the daemon.
     page.eval("1");
