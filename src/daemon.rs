@@ -14,6 +14,7 @@
 
 use crate::flow::buffer::DiskRegistry;
 use crate::graph::Pipeline;
+use crate::http::api::Graphs;
 use crate::http::{self, Status};
 use crate::plan::Host;
 use crate::runtime::RunningPipeline;
@@ -99,6 +100,7 @@ struct Daemon {
 
 impl Daemon {
     fn start(&mut self, pipeline: Pipeline) {
+        self.status.graphs.set(Graphs::laid_out(&pipeline));
         let running = Arc::new(RunningPipeline::start(pipeline, &self.host));
         let name = running.name.clone();
         let waiter = running.clone();
@@ -110,6 +112,7 @@ impl Daemon {
     fn finished(&mut self, name: String, result: Result<(), String>) {
         self.running.remove(&name);
         self.removed.remove(&name);
+        self.status.graphs.remove(&name);
         match result {
             Ok(()) => tracing::info!(pipeline = %name, "pipeline finished"),
             Err(e) => {
@@ -153,15 +156,19 @@ impl Daemon {
             match self.running.get(&pipeline.name) {
                 Some(running) => {
                     let name = pipeline.name.clone();
+                    let graph = Graphs::laid_out(&pipeline);
                     match running.apply(pipeline, &self.host) {
-                        Ok(a) => tracing::info!(
+                        Ok(a) => {
+                            self.status.graphs.set(graph);
+                            tracing::info!(
                             pipeline = %name,
                             "reloaded: {} kept, {} replaced, {} added, {} removed",
                             a.kept,
                             a.replaced,
                             a.added,
                             a.removed
-                        ),
+                            )
+                        }
                         Err(e) => {
                             tracing::error!(pipeline = %name, "not reloaded: {e}; it keeps running unchanged");
                             self.metrics.config_reload("rejected");
@@ -241,7 +248,9 @@ async fn run_with(pipelines: Vec<Pipeline>, options: RunOptions, disks: DiskRegi
     let status = Status::new(metrics.clone());
     if let Some(address) = &options.metrics_address {
         match http::serve(address, status.clone()).await {
-            Ok(bound) => tracing::info!("serving /metrics, /health and /ready on http://{bound}"),
+            Ok(bound) => tracing::info!(
+                "serving /metrics, /health, /ready, /api/pipelines and /ui on http://{bound}"
+            ),
             Err(e) => {
                 return Outcome::Failed(format!(
                     "cannot listen on --metrics-address {address}: {e}"

@@ -22,14 +22,16 @@
 //!   deserialisation that keeps positions
 //! - `graph/`      `RawPipeline` -> validated `Pipeline` (plain data: no
 //!   clients, no programs kept): inputs resolved to ids, every problem
-//!   collected; the diff between two pipelines; dot/mermaid; the JSON Schema
+//!   collected; the diff between two pipelines; dot/mermaid and the laid
+//!   out graph the live views draw; the JSON Schema
 //! - `stage/`      stage drivers: intake, the control stack, workers, order
 //! - `plan/`       `Pipeline` -> `Pieces`: every queue, fan-out and task
 //!   future, built without spawning; `flowgate test` builds and reload
 //!   reuse are callers of it
 //! - `runtime/`    spawns pieces, supervises tasks, applies new
 //!   configurations by difference
-//! - `http`        /metrics, /health, /ready, /tap
+//! - `http/`       /metrics, /health, /ready, /tap; the live views' /ui and
+//!   /api/pipelines
 //! - `daemon`      signals, reload, shutdown deadline
 //! - `pipeline_tests` `flowgate test`
 //! - `cli/`        clap commands (the only place with `anyhow`)

@@ -264,6 +264,12 @@ impl Metrics {
         self.config_reloads.with_label_values(&[result]).inc();
     }
 
+    /// Every family as `render` encodes it, for readers that want the
+    /// figures as numbers (`/api/pipelines`): one registry, so both agree.
+    pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.registry.gather()
+    }
+
     /// The Prometheus text exposition (format 0.0.4).
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
