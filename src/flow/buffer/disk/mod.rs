@@ -46,6 +46,14 @@ use tokio_util::sync::CancellationToken;
 /// producers wait (the disk is slower than they are).
 const PENDING_MAX: u64 = 8 << 20;
 
+/// How long a producer waits for room in the in-memory window (while the
+/// consumer keeps up) before its batch goes to disk only. Short, but
+/// longer than a commit (the receiver may be waiting for the handed mark):
+/// a consumer that keeps up takes a batch within it, and then nothing is
+/// read back from disk or parsed again; one that does not is not waited
+/// for, the backlog goes to the files.
+const SPILL_WAIT: Duration = Duration::from_millis(25);
+
 /// What a disk queue is opened with.
 pub struct DiskConfig {
     /// Events held in memory at most (`buffer.size`).
@@ -262,7 +270,7 @@ pub fn open(
             acked_seq: opened.acked_seq,
             handed_limit: opened.handed_seq,
             handed_asked: opened.handed_seq,
-            handed_ahead: (cfg.size.max(MAX_BATCH) * 2) as u64,
+            handed_ahead: (cfg.size.max(MAX_BATCH) * 16) as u64,
             replayed_through: opened.handed_seq.min(opened.next_seq - 1),
             redo: VecDeque::new(),
             redo_at: None,
@@ -375,10 +383,12 @@ impl Sender {
         }
         let mut encoded = self.encode(&mut batch, &acks);
         let shared = &*self.shared;
+        let mut spill_at = None;
         loop {
             let room = shared.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
+            let mut wait_until = None;
             {
                 let mut state = shared.state.lock_unpoisoned();
                 let used = state.disk_bytes + state.pending_bytes;
@@ -410,11 +420,36 @@ impl Sender {
                         encoded.truncate(keep);
                         return self.push(&mut state, batch, encoded, acks);
                     }
-                    _ if fits => return self.push(&mut state, batch, encoded, acks),
+                    _ if fits => {
+                        // The consumer keeps up but the window is full: give
+                        // it a moment to take a batch rather than spill.
+                        let n = batch.len();
+                        let attached =
+                            state.deliver_seq + state.window_events as u64 == state.next_seq;
+                        let window_full = state.window_events + n > state.capacity;
+                        if attached && window_full && n <= state.capacity {
+                            let at = *spill_at
+                                .get_or_insert_with(|| tokio::time::Instant::now() + SPILL_WAIT);
+                            if tokio::time::Instant::now() < at {
+                                wait_until = Some(at);
+                            }
+                        }
+                        if wait_until.is_none() {
+                            return self.push(&mut state, batch, encoded, acks);
+                        }
+                    }
                     _ => {}
                 }
             }
-            room.await;
+            match wait_until {
+                Some(at) => {
+                    tokio::select! {
+                        _ = room => {}
+                        _ = tokio::time::sleep_until(at) => {}
+                    }
+                }
+                None => room.await,
+            }
         }
     }
 

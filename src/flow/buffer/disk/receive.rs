@@ -54,6 +54,17 @@ impl Drop for Receiver {
             }
         }
         if state.generation == self.generation {
+            // Not handed on: the backlog and the ranges to deliver again
+            // (what is handed on and not yet acknowledged settles soon).
+            let redo: u64 = state.redo.iter().map(|r| r.end - r.start).sum();
+            let left = state.next_seq.saturating_sub(state.deliver_seq) + redo;
+            if left > 0 {
+                tracing::warn!(
+                    buffer = %self.shared.dir.display(),
+                    events = left,
+                    "disk buffer: events not handed on stay on disk for the next start"
+                );
+            }
             state.window.clear();
             state.window_events = 0;
             state.in_flight = 0;
@@ -88,7 +99,10 @@ impl Receiver {
                 self.reading = None;
                 match fetched {
                     Ok(fetched) => match self.take_read(of, fetched) {
-                        Some(out) => return Some(out),
+                        Some(out) => {
+                            self.read_ahead();
+                            return Some(out);
+                        }
                         None => continue,
                     },
                     // The I/O thread is gone: nothing more can be read.
@@ -132,6 +146,32 @@ impl Receiver {
         }
     }
 
+    /// While the stage works on a batch read from the backlog, the next
+    /// one is read: the I/O thread may be in an fsync when it is asked,
+    /// and the stage should not wait for that. At most one read is ahead.
+    fn read_ahead(&mut self) {
+        let mut state = self.shared.state.lock_unpoisoned();
+        let idle = !state.reading && state.window.is_empty() && state.redo_at.is_none();
+        if state.generation != self.generation || !idle || state.deliver_seq >= state.next_seq {
+            return;
+        }
+        let Some((of, max)) = backlog_read(&mut state) else {
+            return;
+        };
+        drop(state);
+        let (tx, rx) = oneshot::channel();
+        let read = Cmd::Read {
+            from: of.from,
+            max,
+            reply: tx,
+        };
+        if self.shared.io.send(read).is_ok() {
+            self.reading = Some((of, rx));
+        } else {
+            self.shared.state.lock_unpoisoned().reading = false;
+        }
+    }
+
     /// Under the lock: what to do next.
     fn next_step(&self) -> Step {
         let shared = &*self.shared;
@@ -170,18 +210,10 @@ impl Receiver {
             state.redo_at = None;
         }
         if state.deliver_seq < state.next_seq {
-            let room = (state.handed_limit + 1).saturating_sub(state.deliver_seq) as usize;
-            let max = state.capacity.min(MAX_BATCH).min(room);
-            if max == 0 {
-                return mark_reached(&mut state);
-            }
-            state.reading = true;
-            let of = ReadOf {
-                from: state.deliver_seq,
-                end: u64::MAX,
-                redo: false,
+            return match backlog_read(&mut state) {
+                Some((of, max)) => Step::Read(of, max),
+                None => mark_reached(&mut state),
             };
-            return Step::Read(of, max);
         }
         if !producers {
             if !state.redo.is_empty() {
@@ -226,6 +258,8 @@ impl Receiver {
         state.window_events -= n;
         state.in_flight += n;
         self.shared.show(state);
+        // A producer may be waiting for window room (`SPILL_WAIT`).
+        self.shared.room.notify_waiters();
         Step::Hand(batches, range)
     }
 
@@ -337,6 +371,23 @@ impl Receiver {
             shared: Arc::downgrade(&self.shared),
         }
     }
+}
+
+/// A read of the backlog from `deliver_seq`, marked under way; `None`
+/// when the handed mark is reached.
+fn backlog_read(state: &mut State) -> Option<(ReadOf, usize)> {
+    let room = (state.handed_limit + 1).saturating_sub(state.deliver_seq) as usize;
+    let max = state.capacity.min(MAX_BATCH).min(room);
+    if max == 0 {
+        return None;
+    }
+    state.reading = true;
+    let of = ReadOf {
+        from: state.deliver_seq,
+        end: u64::MAX,
+        redo: false,
+    };
+    Some((of, max))
 }
 
 /// The receiver caught up with the handed mark: it waits for the ledger,
