@@ -2,9 +2,10 @@
 # - man-db and groff-base: `man -l` renders `flowgate man` (tests/install.rs);
 # - bash, zsh, fish: the completion scripts are loaded in each shell;
 # - cargo-deb (pinned): tests/deb.rs packages the debug binary the tests
-#   already built (cargo deb --no-build --profile dev), so CI pays for no
-#   release build; installing cargo-deb from source takes about 4 minutes
-#   here, once per machine.
+#   already built (deploy/debian/build-deb.sh --no-build), so CI pays for
+#   no release build; installing cargo-deb from source takes 2.5 minutes of
+#   CPU (10 minutes on this 2-core machine under other builds), once per
+#   machine.
 pkg_need=()
 command -v man >/dev/null 2>&1 || pkg_need+=(man-db)
 command -v groff >/dev/null 2>&1 || pkg_need+=(groff-base)
