@@ -216,14 +216,13 @@ fn the_man_pages_render() {
 }
 
 fn run_with_default_dir(dir: &Path, s: &Scratch) -> Output {
-    let out = Command::new(bin())
+    Command::new(bin())
         .args(["run", "--metrics-address", "off", "--data-dir"])
         .arg(s.path("data"))
         .env("FLOWGATE_PIPELINES_DIR", dir)
         .stdin(Stdio::null())
         .output()
-        .unwrap();
-    out
+        .unwrap()
 }
 
 #[test]
