@@ -15,7 +15,7 @@ use std::sync::Arc;
 mod top;
 mod completions;
 mod man;
-pub mod run_paths;
+mod run_paths;
 
 pub const EXIT_CONFIG: u8 = 78;
 
