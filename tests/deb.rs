@@ -251,6 +251,18 @@ fn the_deb_installs_the_binary_unit_user_example_completions_and_man_pages() {
     let bash = std::fs::read_to_string(root.join("usr/share/bash-completion/completions/flowgate"))
         .unwrap();
     assert!(bash.contains("complete -F _flowgate"), "{bash}");
+    if Command::new("man").arg("--version").output().is_ok() {
+        let page = ok(
+            Command::new("man")
+                .arg("-l")
+                .arg(root.join("usr/share/man/man1/flowgate-run.1.gz"))
+                .env("MANPAGER", "cat")
+                .output()
+                .unwrap(),
+            "man -l flowgate-run.1.gz",
+        );
+        assert!(page.contains("--metrics-address"), "{page}");
+    }
 
     // Purge: the files and the service's state go, the user stays.
     let state = root.join("var/lib/flowgate/example");
