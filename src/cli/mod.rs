@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-mod top;
 mod completions;
 mod man;
 mod run_paths;
+mod top;
 
 pub const EXIT_CONFIG: u8 = 78;
 
