@@ -7,11 +7,14 @@ use crate::daemon::{self, Outcome, RunOptions, Watch};
 use crate::graph::{self, Pipeline, render, schema};
 use crate::telemetry::logging::{self, LogFormat};
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+mod completions;
+mod man;
+mod run_paths;
 mod top;
 
 pub const EXIT_CONFIG: u8 = 78;
@@ -31,7 +34,7 @@ struct Cli {
 enum Command {
     /// Run pipelines (files, or directories of *.yaml) until their sources end or a signal stops them.
     Run {
-        #[arg(required = true)]
+        /// Pipeline files or directories; default /etc/flowgate/pipelines when it exists.
         paths: Vec<PathBuf>,
         /// Address for /metrics, /health, /ready, /ui and /api/pipelines; `off` disables the server.
         #[arg(long, default_value = "127.0.0.1:9717")]
@@ -85,6 +88,13 @@ enum Command {
     Test {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+    },
+    /// Print the shell completion script (install it as bash, zsh or fish expects).
+    Completions { shell: completions::Shell },
+    /// Print the flowgate(1) man page; --out-dir writes it and one page per subcommand.
+    Man {
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
     },
     /// Inspect disk buffers.
     Buffer {
@@ -162,6 +172,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Test { paths } => run_tests(&expand(&paths)?),
+        Command::Completions { shell } => completions::print(shell, Cli::command()),
+        Command::Man { out_dir } => man::print(Cli::command(), out_dir.as_deref()),
         Command::Buffer {
             command: BufferCommand::Check { data_dir },
         } => buffer_check(&data_dir),
@@ -209,6 +221,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             data_dir,
             log_format,
         } => {
+            let paths = match run_paths::or_default(paths) {
+                Ok(paths) => paths,
+                Err(code) => return Ok(code),
+            };
             logging::init(log_format);
             // Before reading: an edit made while we start is not missed.
             let watch_loaded = watch.then(|| fingerprint(&paths));
