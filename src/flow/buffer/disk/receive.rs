@@ -151,7 +151,9 @@ impl Receiver {
     /// and the stage should not wait for that. At most one read is ahead.
     fn read_ahead(&mut self) {
         let mut state = self.shared.state.lock_unpoisoned();
-        let idle = !state.reading && state.window.is_empty() && state.redo_at.is_none();
+        let stopping = state.senders == 0 && self.stop.is_cancelled();
+        let idle =
+            !stopping && !state.reading && state.window.is_empty() && state.redo_at.is_none();
         if state.generation != self.generation || !idle || state.deliver_seq >= state.next_seq {
             return;
         }
