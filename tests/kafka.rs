@@ -387,10 +387,11 @@ fn a_second_member_joining_mid_stream_takes_partitions_and_nothing_is_lost() {
     let brokers = kafka_or_skip!();
     let s = Scratch::new();
     let (topic, group) = (unique("join"), unique("g"));
-    let total = 20_000;
+    let total = 30_000;
     produce(&s, &brokers, &topic, total);
+    // 15 s of work at 2000/s: the second member joins within the first few.
     let mut first = Daemon::start(
-        &consumer(&s, 1, &brokers, &topic, &group, 3000),
+        &consumer(&s, 1, &brokers, &topic, &group, 2000),
         &[],
         Stdio::null(),
     );
@@ -400,7 +401,7 @@ fn a_second_member_joining_mid_stream_takes_partitions_and_nothing_is_lost() {
         first.log_text()
     );
     let mut second = Daemon::start(
-        &consumer(&s, 2, &brokers, &topic, &group, 3000),
+        &consumer(&s, 2, &brokers, &topic, &group, 2000),
         &[],
         Stdio::null(),
     );
@@ -419,7 +420,14 @@ fn a_second_member_joining_mid_stream_takes_partitions_and_nothing_is_lost() {
         )
         .unwrap_or(0.0)
     };
-    assert!(took(&second) > 0.0, "the new member takes a share");
+    assert!(
+        took(&second) > 0.0,
+        "the new member takes a share ({} and {} lines written); logs:\n{}\n{}",
+        ids(&s, "out1.ndjson").len(),
+        ids(&s, "out2.ndjson").len(),
+        first.log_text(),
+        second.log_text()
+    );
     for d in [&mut first, &mut second] {
         d.signal("TERM");
         assert_eq!(d.wait(LONG), Some(0));
@@ -427,7 +435,10 @@ fn a_second_member_joining_mid_stream_takes_partitions_and_nothing_is_lost() {
     let seen = union(&s, 2);
     let repeated = seen.values().filter(|n| **n > 1).count();
     assert_eq!(
-        repeated, 0,
-        "the rebalance drained and committed before releasing: nothing read twice"
+        repeated,
+        0,
+        "the rebalance drained and committed before releasing: nothing read twice; logs:\n{}\n{}",
+        first.log_text(),
+        second.log_text()
     );
 }

@@ -305,7 +305,11 @@ pub fn run(
                     // deliver nothing (librdkafka drops what it prefetched
                     // and resumes from the last message handed out).
                     if let Some(Ok(m)) = consumer.poll(POLL) {
-                        tracing::debug!(component = %ctx.settings.name, "message at offset {} while paused: read again on resume", m.offset());
+                        // Prefetched before the pause took effect: read it
+                        // again from here, or the position would move past it.
+                        let p = (Arc::from(m.topic()), m.partition());
+                        tracing::debug!(component = %ctx.settings.name, "message at offset {} while paused: read again", m.offset());
+                        ctx.shared.lock_unpoisoned().rewinds.insert(p, (m.offset(), Instant::now()));
                     }
                     continue;
                 }
