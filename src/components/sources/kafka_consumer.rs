@@ -21,7 +21,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientContext, Offset, Statistics, TopicPartitionList};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -92,6 +92,9 @@ pub struct Context {
     stopping: AtomicBool,
     /// The last error `poll` returned (a repeated one is logged at debug).
     last_poll_error: Mutex<String>,
+    /// Counts rebalances: a batch being filled when one runs inside `poll`
+    /// drops what it read of partitions whose epoch moved on.
+    rebalances: AtomicU64,
 }
 
 impl Context {
@@ -112,6 +115,7 @@ impl Context {
             down: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             last_poll_error: Mutex::new(String::new()),
+            rebalances: AtomicU64::new(0),
         };
         (context, tx)
     }
@@ -137,7 +141,7 @@ impl Context {
                     shared.offsets.settle(segment, delivered)
                     && !self.stopping.load(Ordering::Relaxed)
                 {
-                    tracing::warn!(component = %self.settings.name, "events of {} [{}] from offset {offset} were not written; reading them again", partition.0, partition.1);
+                    tracing::info!(component = %self.settings.name, "events of {} [{}] from offset {offset} were not acknowledged as written; reading them again", partition.0, partition.1);
                     shared
                         .rewinds
                         .insert(partition, (offset, Instant::now() + REWIND_DELAY));
@@ -209,8 +213,14 @@ impl ConsumerContext for Context {
             return;
         };
         let revoked = partitions(list);
+        self.rebalances.fetch_add(1, Ordering::Relaxed);
         // What the full pipeline did not take goes back unread.
         drop(self.shared.lock_unpoisoned().held.take());
+        // librdkafka keeps an application pause across unassign and assign:
+        // a partition paused now would come back paused and never be read.
+        if let Err(e) = consumer.resume(list) {
+            tracing::warn!(component = %self.settings.name, "resuming revoked partitions: {e}");
+        }
         let deadline = Instant::now() + self.settings.drain_timeout;
         loop {
             self.settle(Duration::ZERO);
@@ -238,10 +248,15 @@ impl ConsumerContext for Context {
         tracing::info!(component = %self.settings.name, "released {} partitions", revoked.len());
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(list) => {
                 let assigned = partitions(list);
+                self.rebalances.fetch_add(1, Ordering::Relaxed);
+                // As in `pre_rebalance`: no pause survives into an assignment.
+                if let Err(e) = consumer.resume(list) {
+                    tracing::warn!(component = %self.settings.name, "resuming assigned partitions: {e}");
+                }
                 let mut shared = self.shared.lock_unpoisoned();
                 for p in &assigned {
                     shared.offsets.assign(p.clone());
@@ -309,7 +324,10 @@ pub fn run(
                         // again from here, or the position would move past it.
                         let p = (Arc::from(m.topic()), m.partition());
                         tracing::debug!(component = %ctx.settings.name, "message at offset {} while paused: read again", m.offset());
-                        ctx.shared.lock_unpoisoned().rewinds.insert(p, (m.offset(), Instant::now()));
+                        ctx.shared
+                            .lock_unpoisoned()
+                            .rewinds
+                            .insert(p, (m.offset(), Instant::now()));
                     }
                     continue;
                 }
@@ -393,9 +411,33 @@ fn fill(
     let mut failed = Vec::new();
     // (partition, its epoch when read, first offset, last offset)
     let mut spans: Vec<(Partition, u64, i64, i64)> = Vec::new();
+    // The span of each event and failure, to drop stale ones.
+    let (mut event_span, mut failed_span) = (Vec::new(), Vec::new());
+    let mut rebalances = ctx.rebalances.load(Ordering::Relaxed);
     let mut wait = POLL;
     while events.len() + failed.len() < crate::core::MAX_BATCH {
-        let m = match consumer.poll(wait) {
+        let polled = consumer.poll(wait);
+        let now = ctx.rebalances.load(Ordering::Relaxed);
+        if now != rebalances {
+            rebalances = now;
+            let stale: Vec<bool> = {
+                let shared = ctx.shared.lock_unpoisoned();
+                spans
+                    .iter()
+                    .map(|(p, epoch, ..)| shared.offsets.epoch(p) != Some(*epoch))
+                    .collect()
+            };
+            if stale.contains(&true) {
+                drop_stale(&stale, &mut events, &mut event_span);
+                drop_stale(&stale, &mut failed, &mut failed_span);
+                let mut i = 0;
+                spans.retain(|_| {
+                    i += 1;
+                    !stale[i - 1]
+                });
+            }
+        }
+        let m = match polled {
             None => break,
             Some(Ok(m)) => m,
             Some(Err(e)) => {
@@ -417,8 +459,11 @@ fn fill(
         let at = spans
             .iter()
             .position(|(p, ..)| &*p.0 == m.topic() && p.1 == m.partition());
-        match at {
-            Some(i) => spans[i].3 = m.offset(),
+        let span = match at {
+            Some(i) => {
+                spans[i].3 = m.offset();
+                i
+            }
             None => {
                 let p: Partition = (Arc::from(m.topic()), m.partition());
                 let shared = ctx.shared.lock_unpoisoned();
@@ -429,8 +474,9 @@ fn fill(
                 };
                 drop(shared);
                 spans.push((p, epoch, m.offset(), m.offset()));
+                spans.len() - 1
             }
-        }
+        };
         let payload = m.payload().unwrap_or_default();
         match decode::event_within(payload, s.codec, "message", s.max_line_bytes) {
             Ok(mut event) => {
@@ -438,8 +484,12 @@ fn fill(
                     map.insert(field.as_str().into(), metadata(&m));
                 }
                 events.push(event);
+                event_span.push(span);
             }
-            Err(f) => failed.push(f),
+            Err(f) => {
+                failed.push(f);
+                failed_span.push(span);
+            }
         }
     }
     if spans.is_empty() {
@@ -465,6 +515,28 @@ fn fill(
     })
 }
 
+/// Removes the items whose span is stale and renumbers the owners of the
+/// rest for `stale`'s survivors: a rebalance ran while a batch was filled,
+/// and what it read of released or re-assigned partitions is read again
+/// from their committed offsets (emitted untracked, it would be written twice).
+fn drop_stale<T>(stale: &[bool], items: &mut Vec<T>, owner: &mut Vec<usize>) {
+    let mut renumber = Vec::with_capacity(stale.len());
+    let mut kept = 0;
+    for &s in stale {
+        renumber.push(kept);
+        kept += usize::from(!s);
+    }
+    let mut i = 0;
+    items.retain(|_| {
+        i += 1;
+        !stale[owner[i - 1]]
+    });
+    owner.retain(|o| !stale[*o]);
+    for o in owner.iter_mut() {
+        *o = renumber[*o];
+    }
+}
+
 /// `{topic, partition, offset, key, timestamp, headers}` of a message.
 fn metadata(m: &BorrowedMessage<'_>) -> Value {
     let text = |b: &[u8]| Value::String(String::from_utf8_lossy(b).as_ref().into());
@@ -486,4 +558,19 @@ fn metadata(m: &BorrowedMessage<'_>) -> Value {
     }
     map.insert("headers".into(), Value::Object(headers));
     Value::Object(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_of_stale_spans_are_dropped_and_the_rest_renumbered() {
+        let stale = [false, true, false];
+        let mut items = vec!["a0", "b1", "c2", "d0", "e1"];
+        let mut owner = vec![0, 1, 2, 0, 1];
+        drop_stale(&stale, &mut items, &mut owner);
+        assert_eq!(items, vec!["a0", "c2", "d0"]);
+        assert_eq!(owner, vec![0, 1, 0], "span 2 is now span 1");
+    }
 }
