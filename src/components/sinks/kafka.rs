@@ -167,15 +167,16 @@ impl KafkaSinkConfig {
 
     fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
+        config.set("message.timeout.ms", "30000");
+        for (key, value) in &self.options {
+            config.set(key, value);
+        }
+        // Last: `check` refuses these as options.
         config
             .set("bootstrap.servers", self.brokers.join(","))
             .set("acks", "all")
             .set("enable.idempotence", "true")
-            .set("compression.codec", self.compression.as_str())
-            .set("message.timeout.ms", "30000");
-        for (key, value) in &self.options {
-            config.set(key, value);
-        }
+            .set("compression.codec", self.compression.as_str());
         config
     }
 }

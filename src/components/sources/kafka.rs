@@ -148,18 +148,23 @@ impl KafkaSourceConfig {
         }
     }
 
-    /// The client properties: flowgate's, then the pass-through options.
+    /// The client properties: defaults, the pass-through options, then
+    /// what flowgate manages (which `check` refuses as options).
     pub fn client_config(&self, client_id: &str) -> ClientConfig {
         let mut config = ClientConfig::new();
         config
-            .set("bootstrap.servers", self.brokers.join(","))
-            .set("group.id", &self.group_id)
             .set("client.id", client_id)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
             // The lag gauges are read from the client's statistics.
-            .set("statistics.interval.ms", "1000")
+            .set("statistics.interval.ms", "1000");
+        for (key, value) in &self.options {
+            config.set(key, value);
+        }
+        config
+            .set("bootstrap.servers", self.brokers.join(","))
+            .set("group.id", &self.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
             .set(
                 "auto.offset.reset",
                 match self.auto_offset_reset {
@@ -167,9 +172,6 @@ impl KafkaSourceConfig {
                     OffsetReset::Latest => "latest",
                 },
             );
-        for (key, value) in &self.options {
-            config.set(key, value);
-        }
         config
     }
 }
