@@ -442,3 +442,93 @@ fn a_second_member_joining_mid_stream_takes_partitions_and_nothing_is_lost() {
         second.log_text()
     );
 }
+
+#[test]
+fn every_compression_codec_round_trips() {
+    let brokers = kafka_or_skip!();
+    let s = Scratch::new();
+    let (prefix, group) = (unique("codec"), unique("g"));
+    let codecs = ["none", "gzip", "snappy", "lz4", "zstd"];
+    let sinks: String = codecs
+        .iter()
+        .map(|c| {
+            format!("  to_{c}: {{type: kafka, inputs: [in], brokers: ['{brokers}'], topic: '{prefix}-{c}', compression: {c}}}\n")
+        })
+        .collect();
+    let producer = s.write(
+        "producer.yaml",
+        &format!(
+            "sources:\n  in: {{type: generator, count: 10, events: [{{text: 'the same words again and again and again'}}]}}\nsinks:\n{sinks}"
+        ),
+    );
+    let out = run(
+        &[
+            "run",
+            producer.to_str().unwrap(),
+            "--metrics-address",
+            "off",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let topics: Vec<String> = codecs.iter().map(|c| format!("'{prefix}-{c}'")).collect();
+    let consumer = s.write(
+        "consumer.yaml",
+        &format!(
+            "sources:\n  bus: {{type: kafka, brokers: ['{brokers}'], topics: [{}], group_id: '{group}', metadata_field: m, options: {{session.timeout.ms: '6000'}}}}\nsinks:\n  out: {{type: file, inputs: [bus], path: $DIR/out.ndjson}}\n",
+            topics.join(", ")
+        ),
+    );
+    let mut d = Daemon::start(&consumer, &[], Stdio::null());
+    assert!(
+        eventually(LONG, || s.read_lines("out.ndjson").len() >= 50),
+        "log:\n{}",
+        d.log_text()
+    );
+    d.signal("TERM");
+    assert_eq!(d.wait(LONG), Some(0));
+    let mut per_topic: BTreeMap<String, usize> = BTreeMap::new();
+    for e in s.read_lines("out.ndjson") {
+        assert_eq!(e["text"], "the same words again and again and again");
+        *per_topic
+            .entry(e["m"]["topic"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    let want: BTreeMap<String, usize> = codecs
+        .iter()
+        .map(|c| (format!("{prefix}-{c}"), 10))
+        .collect();
+    assert_eq!(per_topic, want);
+}
+
+#[test]
+fn an_unreachable_broker_is_one_warning_and_sigterm_still_exits_promptly() {
+    // No broker needed: nothing listens on this port.
+    let s = Scratch::new();
+    let port = free_port();
+    let file = s.write(
+        "consumer.yaml",
+        &format!(
+            "sources:\n  bus: {{type: kafka, brokers: ['127.0.0.1:{port}'], topics: [t], group_id: g}}\nsinks:\n  out: {{type: file, inputs: [bus], path: $DIR/out.ndjson}}\n"
+        ),
+    );
+    let mut d = Daemon::start(&file, &[], Stdio::null());
+    assert!(
+        eventually(LONG, || d.log_text().contains("WARN")),
+        "the failure is reported: {}",
+        d.log_text()
+    );
+    // librdkafka retries in the background; say so once, not per attempt.
+    std::thread::sleep(Duration::from_secs(3));
+    let started = std::time::Instant::now();
+    d.signal("TERM");
+    assert_eq!(d.wait(LONG), Some(0));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let log = d.log_text();
+    assert_eq!(log.matches("WARN").count(), 1, "{log}");
+    assert!(log.contains(&format!("127.0.0.1:{port}")), "{log}");
+}

@@ -441,6 +441,12 @@ fn fill(
             None => break,
             Some(Ok(m)) => m,
             Some(Err(e)) => {
+                use rdkafka::error::RDKafkaErrorCode::{AllBrokersDown, BrokerTransportFailure};
+                if let KafkaError::MessageConsumption(AllBrokersDown | BrokerTransportFailure) = e {
+                    // The client's `error` callback reported it once.
+                    ctx.error(e, "retrying");
+                    break;
+                }
                 let e = e.to_string();
                 let mut last = ctx.last_poll_error.lock_unpoisoned();
                 if *last != e {
