@@ -18,8 +18,7 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 fn default_drain_timeout() -> ConfigDuration {
@@ -193,6 +192,7 @@ impl Source for KafkaSource {
             commit_interval: c.commit_interval.0,
             metrics: ctx.metrics.clone(),
         });
+        let stop = context.stop_flag();
         let client_id = format!("flowgate-{}-{}", ctx.pipeline, ctx.name);
         let consumer: BaseConsumer<Context> = c
             .client_config(&client_id)
@@ -205,11 +205,9 @@ impl Source for KafkaSource {
         tracing::info!(component = %ctx.name, "consuming {topics:?} in group '{}'", c.group_id);
         // Two batches in hand: the client pauses rather than queueing more.
         let (tx, mut rx) = tokio::sync::mpsc::channel(2);
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread_stop = stop.clone();
         let thread = std::thread::Builder::new()
             .name(format!("kafka-{}", ctx.name))
-            .spawn(move || kafka_consumer::run(consumer, acks_tx, tx, thread_stop))
+            .spawn(move || kafka_consumer::run(consumer, acks_tx, tx))
             .map_err(|e| ComponentError::Other(format!("starting the Kafka consumer: {e}")))?;
         loop {
             let fetched = tokio::select! {

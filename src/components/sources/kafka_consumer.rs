@@ -11,7 +11,7 @@
 //! served) until the batch is taken. A batch a sink could not write rewinds
 //! its partition: it is read again from its first message a second later.
 
-use super::kafka_offsets::{Offsets, Partition, Segment, Settled};
+use super::kafka_offsets::{Offsets, Outcome, Partition, Segment, Settled};
 use super::{Codec, decode};
 use crate::core::sync::LockExt;
 use crate::core::{Acks, Batch, Delivery, Map, Sampled, Value};
@@ -29,6 +29,8 @@ use std::time::{Duration, Instant};
 /// at a rebalance, a stop, a channel dropped with batches in it) it fails
 /// its acknowledgements: dropping plain `Acks` would count as delivered.
 pub struct Fetched {
+    /// The key of its segments in `Shared::batches`.
+    id: u64,
     events: Batch,
     failed: Vec<Sampled>,
     acks: Acks,
@@ -89,7 +91,10 @@ pub struct Context {
     settled: Mutex<mpsc::Receiver<(u64, Delivery)>>,
     /// Whether the brokers were reported unreachable (warned once).
     down: AtomicBool,
-    stopping: AtomicBool,
+    /// Set by the source task when it stops: from then on nothing is read
+    /// and a failed batch only stops the offset (shared with the task, so
+    /// batches it fails while stopping never start a new epoch).
+    stopping: Arc<AtomicBool>,
     /// The last error `poll` returned (a repeated one is logged at debug).
     last_poll_error: Mutex<String>,
     /// Counts rebalances: a batch being filled when one runs inside `poll`
@@ -98,6 +103,11 @@ pub struct Context {
 }
 
 impl Context {
+    /// The flag that stops the consumer thread.
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stopping.clone()
+    }
+
     pub fn new(settings: Settings) -> (Self, mpsc::Sender<(u64, Delivery)>) {
         let (tx, rx) = mpsc::channel();
         let counters = settings.metrics.acknowledged();
@@ -113,7 +123,7 @@ impl Context {
             }),
             settled: Mutex::new(rx),
             down: AtomicBool::new(false),
-            stopping: AtomicBool::new(false),
+            stopping: Arc::default(),
             last_poll_error: Mutex::new(String::new()),
             rebalances: AtomicU64::new(0),
         };
@@ -136,10 +146,15 @@ impl Context {
             };
             let delivered = delivery == Delivery::Delivered;
             self.counters.count(delivered, messages);
+            // A member that stops reads nothing again: it commits up to
+            // the first failure and leaves the rest to the group.
+            let outcome = match (delivered, self.stopping.load(Ordering::Relaxed)) {
+                (true, _) => Outcome::Delivered,
+                (false, false) => Outcome::Failed,
+                (false, true) => Outcome::Blocked,
+            };
             for segment in &segments {
-                if let Settled::Rewind(partition, offset) =
-                    shared.offsets.settle(segment, delivered)
-                    && !self.stopping.load(Ordering::Relaxed)
+                if let Settled::Rewind(partition, offset) = shared.offsets.settle(segment, outcome)
                 {
                     tracing::info!(component = %self.settings.name, "events of {} [{}] from offset {offset} were not acknowledged as written; reading them again", partition.0, partition.1);
                     shared
@@ -149,6 +164,27 @@ impl Context {
             }
         }
         true
+    }
+
+    /// Forgets the batch the full pipeline did not take: its segments of
+    /// `release` (all if `None`) are blocked, the others read again.
+    fn unhold(&self, release: Option<&[Partition]>) {
+        let mut shared = self.shared.lock_unpoisoned();
+        let Some(held) = shared.held.take() else {
+            return;
+        };
+        let (segments, _) = shared.batches.remove(&held.id).unwrap_or_default();
+        for segment in &segments {
+            let outcome = match release {
+                Some(r) if !r.contains(&segment.partition) => Outcome::Failed,
+                _ => Outcome::Blocked,
+            };
+            if let Settled::Rewind(p, offset) = shared.offsets.settle(segment, outcome) {
+                shared.rewinds.insert(p, (offset, Instant::now()));
+            }
+        }
+        // Dropped here, its acknowledgement names no batch any more.
+        drop(held);
     }
 
     /// Commits what moved, among `only` if given.
@@ -214,8 +250,11 @@ impl ConsumerContext for Context {
         };
         let revoked = partitions(list);
         self.rebalances.fetch_add(1, Ordering::Relaxed);
-        // What the full pipeline did not take goes back unread.
-        drop(self.shared.lock_unpoisoned().held.take());
+        // What the full pipeline did not take goes back unread: for the
+        // revoked partitions it only stops the offset (failing it would
+        // start a new epoch and the drain would not wait for the batches
+        // before it); the others read it again.
+        self.unhold(Some(&revoked));
         // librdkafka keeps an application pause across unassign and assign:
         // a partition paused now would come back paused and never be read.
         if let Err(e) = consumer.resume(list) {
@@ -286,20 +325,19 @@ fn partitions(list: &TopicPartitionList) -> Vec<Partition> {
         .collect()
 }
 
-/// Runs the consumer until `stop` is set or the source task is gone; then
+/// Runs the consumer until its stop flag is set or the source task is gone; then
 /// waits until every batch handed out is settled, commits and leaves the
 /// group.
 pub fn run(
     consumer: BaseConsumer<Context>,
     acks_tx: mpsc::Sender<(u64, Delivery)>,
     out: tokio::sync::mpsc::Sender<Fetched>,
-    stop: Arc<AtomicBool>,
 ) {
     let ctx = consumer.context().clone();
     let mut next_id = 0u64;
     let mut paused = false;
     let mut last_commit = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
+    while !ctx.stopping.load(Ordering::Relaxed) {
         ctx.settle(Duration::ZERO);
         rewind_due(&consumer);
         if last_commit.elapsed() >= ctx.settings.commit_interval {
@@ -343,7 +381,7 @@ pub fn run(
         }
     }
     ctx.stopping.store(true, Ordering::Relaxed);
-    drop(ctx.shared.lock_unpoisoned().held.take());
+    ctx.unhold(None);
     drop(out);
     drop(acks_tx);
     // Every batch handed out settles (the pipeline drains on stop).
@@ -515,6 +553,7 @@ fn fill(
         let _ = tx.send((id, delivery));
     });
     Some(Fetched {
+        id,
         events,
         failed,
         acks,

@@ -29,14 +29,23 @@ pub struct Segment {
     pub last: i64,
 }
 
+/// Where a segment of the current epoch stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stand {
+    Pending,
+    Done,
+    /// Not written and not to be read again here (a stop, a revocation):
+    /// the offset never moves past it.
+    Blocked,
+}
+
 #[derive(Debug, Default)]
 struct State {
     epoch: u64,
     next_seq: u64,
-    /// The next segment whose acknowledgement moves the offset.
-    next_done: u64,
-    /// Acknowledged segments waiting for an earlier one: seq -> last offset.
-    done: BTreeMap<u64, i64>,
+    /// Segments of this epoch past the acknowledged prefix:
+    /// seq -> (first offset, last offset, stand).
+    open: BTreeMap<u64, (i64, i64, Stand)>,
     /// Segments handed out in this epoch and not yet settled.
     outstanding: usize,
     /// The offset after the acknowledged prefix: what a commit stores.
@@ -45,13 +54,27 @@ struct State {
     committed: Option<i64>,
 }
 
+/// The outcome of a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Written (or discarded by a configured rule).
+    Delivered,
+    /// Not written: read it again.
+    Failed,
+    /// Not written, and not to be read again by this member (it stops, or
+    /// the partition is being released): the offset stops before it.
+    Blocked,
+}
+
 /// What became of a settled segment.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Settled {
     /// Counted; the committable offset may have moved.
     Acked,
-    /// Not written: the partition must be read again from this offset
-    /// (its epoch has moved on; the caller seeks there).
+    /// Not written: the partition must be read again from this offset,
+    /// the first after the acknowledged prefix (segments before the failed
+    /// one may still be in flight: they are read again too, and their
+    /// acknowledgements, of the old epoch, are ignored; the caller seeks).
     Rewind(Partition, i64),
     /// From an older epoch or a released partition: ignored.
     Stale,
@@ -103,6 +126,7 @@ impl Offsets {
         let seq = state.next_seq;
         state.next_seq += 1;
         state.outstanding += 1;
+        state.open.insert(seq, (first, last, Stand::Pending));
         Some(Segment {
             partition: partition.clone(),
             epoch: state.epoch,
@@ -113,29 +137,35 @@ impl Offsets {
     }
 
     /// Records the outcome of a segment.
-    pub fn settle(&mut self, segment: &Segment, delivered: bool) -> Settled {
+    pub fn settle(&mut self, segment: &Segment, outcome: Outcome) -> Settled {
         let Some(state) = self.partitions.get_mut(&segment.partition) else {
             return Settled::Stale;
         };
         if state.epoch != segment.epoch {
             return Settled::Stale;
         }
-        if !delivered {
-            // Everything from this segment on is read again; the segments
-            // after it that are still in flight belong to the old epoch.
-            self.epochs += 1;
-            state.epoch = self.epochs;
-            state.next_seq = 0;
-            state.next_done = 0;
-            state.done.clear();
-            state.outstanding = 0;
-            return Settled::Rewind(segment.partition.clone(), segment.first);
+        let Some(entry) = state.open.get_mut(&segment.seq) else {
+            return Settled::Stale;
+        };
+        match outcome {
+            Outcome::Failed => {
+                let from = state.open.values().next().map_or(segment.first, |e| e.0);
+                self.epochs += 1;
+                state.epoch = self.epochs;
+                state.next_seq = 0;
+                state.open.clear();
+                state.outstanding = 0;
+                return Settled::Rewind(segment.partition.clone(), from);
+            }
+            Outcome::Blocked => entry.2 = Stand::Blocked,
+            Outcome::Delivered => entry.2 = Stand::Done,
         }
         state.outstanding -= 1;
-        state.done.insert(segment.seq, segment.last);
-        while let Some(last) = state.done.remove(&state.next_done) {
-            state.acked = Some(last + 1);
-            state.next_done += 1;
+        while let Some(entry) = state.open.first_entry() {
+            if entry.get().2 != Stand::Done {
+                break;
+            }
+            state.acked = Some(entry.remove().1 + 1);
         }
         Settled::Acked
     }
@@ -199,11 +229,11 @@ mod tests {
         let a = seg(&mut o, 0, 0, 9).unwrap();
         let b = seg(&mut o, 0, 10, 19).unwrap();
         let c = seg(&mut o, 1, 5, 5).unwrap();
-        assert_eq!(o.settle(&b, true), Settled::Acked);
+        assert_eq!(o.settle(&b, Outcome::Delivered), Settled::Acked);
         assert_eq!(o.acked(&p(0)), None, "10..19 waits for 0..9");
-        assert_eq!(o.settle(&c, true), Settled::Acked);
+        assert_eq!(o.settle(&c, Outcome::Delivered), Settled::Acked);
         assert_eq!(o.to_commit(None), vec![(p(1), 6)]);
-        assert_eq!(o.settle(&a, true), Settled::Acked);
+        assert_eq!(o.settle(&a, Outcome::Delivered), Settled::Acked);
         assert_eq!(o.acked(&p(0)), Some(20));
         assert_eq!(o.to_commit(None), vec![(p(0), 20)]);
         assert_eq!(o.to_commit(None), vec![], "nothing moved since");
@@ -217,14 +247,45 @@ mod tests {
         let a = seg(&mut o, 0, 0, 9).unwrap();
         let b = seg(&mut o, 0, 10, 19).unwrap();
         let c = seg(&mut o, 0, 20, 29).unwrap();
-        assert_eq!(o.settle(&a, true), Settled::Acked);
-        assert_eq!(o.settle(&b, false), Settled::Rewind(p(0), 10));
-        assert_eq!(o.settle(&c, true), Settled::Stale, "read again anyway");
+        assert_eq!(o.settle(&a, Outcome::Delivered), Settled::Acked);
+        assert_eq!(o.settle(&b, Outcome::Failed), Settled::Rewind(p(0), 10));
+        assert_eq!(
+            o.settle(&c, Outcome::Delivered),
+            Settled::Stale,
+            "read again anyway"
+        );
         assert_eq!(o.acked(&p(0)), Some(10), "never past the failure");
         assert_eq!(o.outstanding(&p(0)), 0);
         let again = seg(&mut o, 0, 10, 29).unwrap();
-        assert_eq!(o.settle(&again, true), Settled::Acked);
+        assert_eq!(o.settle(&again, Outcome::Delivered), Settled::Acked);
         assert_eq!(o.acked(&p(0)), Some(30));
+    }
+
+    #[test]
+    fn a_failure_rewinds_to_the_first_offset_not_yet_acknowledged() {
+        let mut o = Offsets::default();
+        o.assign(p(0));
+        let a = seg(&mut o, 0, 0, 9).unwrap();
+        let b = seg(&mut o, 0, 10, 19).unwrap();
+        // `a` is still in flight when `b` fails: both are read again.
+        assert_eq!(o.settle(&b, Outcome::Failed), Settled::Rewind(p(0), 0));
+        assert_eq!(o.settle(&a, Outcome::Delivered), Settled::Stale);
+        assert_eq!(o.acked(&p(0)), None);
+    }
+
+    #[test]
+    fn a_blocked_segment_stops_the_offset_without_holding_up_a_drain() {
+        let mut o = Offsets::default();
+        o.assign(p(0));
+        let a = seg(&mut o, 0, 0, 9).unwrap();
+        let b = seg(&mut o, 0, 10, 19).unwrap();
+        let c = seg(&mut o, 0, 20, 29).unwrap();
+        assert_eq!(o.settle(&b, Outcome::Blocked), Settled::Acked);
+        assert_eq!(o.settle(&c, Outcome::Delivered), Settled::Acked);
+        assert_eq!(o.outstanding(&p(0)), 1, "only a is awaited");
+        assert_eq!(o.settle(&a, Outcome::Delivered), Settled::Acked);
+        assert_eq!(o.acked(&p(0)), Some(10), "never past the blocked segment");
+        assert_eq!(o.outstanding(&p(0)), 0);
     }
 
     #[test]
@@ -233,7 +294,7 @@ mod tests {
         o.assign(p(0));
         let a = seg(&mut o, 0, 0, 9).unwrap();
         o.release(&p(0));
-        assert_eq!(o.settle(&a, true), Settled::Stale);
+        assert_eq!(o.settle(&a, Outcome::Delivered), Settled::Stale);
         assert_eq!(seg(&mut o, 0, 10, 19), None, "not assigned");
         o.assign(p(0));
         let old_epoch = a.epoch;
@@ -242,7 +303,7 @@ mod tests {
             None,
             "read in the old epoch"
         );
-        assert_eq!(o.settle(&a, false), Settled::Stale);
+        assert_eq!(o.settle(&a, Outcome::Failed), Settled::Stale);
         assert_eq!(o.acked(&p(0)), None);
     }
 
@@ -251,7 +312,7 @@ mod tests {
         let mut o = Offsets::default();
         o.assign(p(0));
         let a = seg(&mut o, 0, 0, 0).unwrap();
-        o.settle(&a, true);
+        o.settle(&a, Outcome::Delivered);
         assert_eq!(o.to_commit(None), vec![(p(0), 1)]);
         o.commit_failed(&p(0), 1);
         assert_eq!(o.to_commit(Some(&[p(1)])), vec![], "only p1 asked for");
