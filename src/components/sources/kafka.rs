@@ -10,7 +10,8 @@
 
 use super::Codec;
 use super::decode::{check_max_line_bytes, default_max_line_bytes};
-use super::kafka_consumer::{self, Context, Settings};
+use super::kafka_consumer;
+use super::kafka_context::{Context, Settings};
 use crate::components::{ComponentError, Source, SourceContext};
 use crate::config::duration::ConfigDuration;
 use indexmap::IndexMap;

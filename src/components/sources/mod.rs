@@ -8,6 +8,7 @@ pub mod http_listener;
 pub mod http_server;
 pub mod kafka;
 pub mod kafka_consumer;
+pub mod kafka_context;
 pub mod kafka_offsets;
 pub mod lines;
 pub mod nats;
