@@ -76,7 +76,7 @@ pub struct KafkaSinkConfig {
     /// `message.timeout.ms` is 30000: a message not delivered by then fails its batch.
     /// The producer queues at most `queue.buffering.max.messages` (librdkafka: 100000).
     #[serde(default)]
-    pub options: IndexMap<String, String>,
+    pub options: crate::components::sources::kafka::ClientOptions,
 }
 
 const MANAGED: &[(&str, &str)] = &[
@@ -168,9 +168,7 @@ impl KafkaSinkConfig {
     fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("message.timeout.ms", "30000");
-        for (key, value) in &self.options {
-            config.set(key, value);
-        }
+        crate::components::sources::kafka::set_options(&mut config, &self.options);
         // Last: `check` refuses these as options.
         config
             .set("bootstrap.servers", self.brokers.join(","))

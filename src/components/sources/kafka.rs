@@ -79,7 +79,39 @@ pub struct KafkaSourceConfig {
     /// The client fetches ahead up to `queued.max.messages.kbytes` (librdkafka's default:
     /// 64 MiB per partition set); the pipeline holds what its buffers hold.
     #[serde(default)]
-    pub options: IndexMap<String, String>,
+    pub options: ClientOptions,
+}
+
+/// A client property's value: text, a number or a boolean (librdkafka
+/// takes every value as text).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum OptionValue {
+    Text(String),
+    Integer(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+impl std::fmt::Display for OptionValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Text(s) => f.write_str(s),
+            Self::Integer(n) => write!(f, "{n}"),
+            Self::Float(n) => write!(f, "{n}"),
+            Self::Bool(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+/// Client properties passed through to librdkafka.
+pub type ClientOptions = IndexMap<String, OptionValue>;
+
+/// Sets `options` on `config`.
+pub fn set_options(config: &mut ClientConfig, options: &ClientOptions) {
+    for (key, value) in options {
+        config.set(key, value.to_string());
+    }
 }
 
 /// Properties flowgate sets itself: a user value would break its guarantees
@@ -100,7 +132,7 @@ const MANAGED: &[(&str, &str)] = &[
 
 /// The problem with options that set what the component manages.
 pub fn managed_option_problems(
-    options: &IndexMap<String, String>,
+    options: &ClientOptions,
     managed: &[(&str, &str)],
 ) -> Vec<(Vec<&'static str>, String)> {
     options
@@ -157,9 +189,7 @@ impl KafkaSourceConfig {
             .set("enable.partition.eof", "false")
             // The lag gauges are read from the client's statistics.
             .set("statistics.interval.ms", "1000");
-        for (key, value) in &self.options {
-            config.set(key, value);
-        }
+        set_options(&mut config, &self.options);
         config
             .set("bootstrap.servers", self.brokers.join(","))
             .set("group.id", &self.group_id)
@@ -247,7 +277,7 @@ mod tests {
     #[test]
     fn options_that_would_break_the_commit_guarantee_are_refused() {
         let config: KafkaSourceConfig = serde_yaml::from_str(
-            "{brokers: [b:9092], topics: [t], group_id: g, options: {enable.auto.commit: 'true', session.timeout.ms: '6000'}}",
+            "{brokers: [b:9092], topics: [t], group_id: g, options: {enable.auto.commit: 'true', session.timeout.ms: 6000}}",
         )
         .unwrap();
         assert_eq!(
