@@ -55,6 +55,7 @@ pub struct Metrics {
     breaker_state: IntGaugeVec,
     breaker_transitions: IntCounterVec,
     acknowledged: IntCounterVec,
+    kafka_lag: IntGaugeVec,
 }
 
 fn with_extra(extra: &str) -> Vec<&str> {
@@ -216,6 +217,11 @@ impl Metrics {
                 "flowgate_workers_limit",
                 "With workers: adaptive, the concurrency the stage allows itself now.",
                 &COMPONENT_LABELS,
+            ),
+            kafka_lag: gauge(
+                "flowgate_kafka_consumer_lag_messages",
+                "Kafka source: messages of a partition after the committed offset (the broker's end offset minus it).",
+                &[&COMPONENT_LABELS[..], &["topic", "partition"]].concat(),
             ),
             config_reloads,
             processing,
@@ -430,6 +436,26 @@ impl ComponentMetrics {
                 .buffer_redelivered
                 .with_label_values(&self.fixed()),
         }
+    }
+
+    /// The lag gauge of a Kafka partition this component consumes (topic
+    /// and partition come from the configuration and the broker).
+    pub fn kafka_lag(&self, topic: &str, partition: i32) -> IntGauge {
+        let p = partition.to_string();
+        let [a, b, c, d] = self.fixed();
+        self.families
+            .kafka_lag
+            .with_label_values(&[a, b, c, d, topic, &p])
+    }
+
+    /// Drops the lag gauge of a partition no longer consumed here.
+    pub fn remove_kafka_lag(&self, topic: &str, partition: i32) {
+        let p = partition.to_string();
+        let [a, b, c, d] = self.fixed();
+        let _ = self
+            .families
+            .kafka_lag
+            .remove_label_values(&[a, b, c, d, topic, &p]);
     }
 
     pub fn rate_limit(&self) -> RateLimitMetrics {

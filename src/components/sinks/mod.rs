@@ -3,6 +3,7 @@
 pub mod blackhole;
 pub mod file;
 pub mod http;
+pub mod kafka;
 pub mod nats;
 pub mod stdout;
 
@@ -26,6 +27,8 @@ catalogue!(
         Http(http::HttpSinkConfig) = "http",
         /// Publishes events to NATS JetStream, waiting for each message's acknowledgement.
         Nats(nats::NatsSinkConfig) = "nats",
+        /// Produces events to Kafka (`acks=all`, idempotent), a batch written once every message is acknowledged.
+        Kafka(kafka::KafkaSinkConfig) = "kafka",
     }
 );
 
@@ -37,6 +40,7 @@ impl SinkKind {
             Self::Blackhole(c) => Box::new(c.build()),
             Self::Http(c) => Box::new(c.build()),
             Self::Nats(c) => Box::new(c.build()),
+            Self::Kafka(c) => Box::new(c.build()),
         }
     }
 
@@ -45,6 +49,7 @@ impl SinkKind {
         match self {
             Self::Http(c) => c.check(),
             Self::Nats(c) => c.check(),
+            Self::Kafka(c) => c.check(),
             _ => Vec::new(),
         }
     }

@@ -6,6 +6,10 @@ pub mod file;
 pub mod generator;
 pub mod http_listener;
 pub mod http_server;
+pub mod kafka;
+pub mod kafka_consumer;
+pub mod kafka_context;
+pub mod kafka_offsets;
 pub mod lines;
 pub mod nats;
 pub mod nats_acks;
@@ -30,6 +34,8 @@ catalogue!(
         HttpServer(http_server::HttpServerConfig) = "http_server",
         /// Consumes a NATS JetStream stream (durable pull consumer, acknowledged after the sinks wrote).
         Nats(nats::NatsSourceConfig) = "nats",
+        /// Consumes Kafka topics in a consumer group (offsets committed after the sinks wrote).
+        Kafka(kafka::KafkaSourceConfig) = "kafka",
     }
 );
 
@@ -52,6 +58,7 @@ impl SourceKind {
             Self::File(c) => Box::new(c.build()),
             Self::HttpServer(c) => Box::new(c.build()),
             Self::Nats(c) => Box::new(c.build()),
+            Self::Kafka(c) => Box::new(c.build()),
         }
     }
 
@@ -63,6 +70,7 @@ impl SourceKind {
             Self::File(c) => c.check(),
             Self::Nats(c) => c.check(),
             Self::Stdin(c) => c.check(),
+            Self::Kafka(c) => c.check(),
         }
     }
 }

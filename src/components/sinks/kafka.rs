@@ -1,0 +1,390 @@
+//! `kafka` sink: produces one message per event to a topic made from a
+//! template (`{{ jq }}` parts, as in the http transform's url), with an
+//! optional key from a jq expression and fixed headers. The producer is
+//! idempotent and waits for every in-sync replica (`acks=all`); a batch is
+//! written once every one of its messages is acknowledged. A failed
+//! delivery fails the batch retryably (retry, breaker, timeout); a retried
+//! batch may store again what was delivered before the failure.
+//!
+//! Topic and key are evaluated in `encode`, on the stage's workers, so an
+//! event whose program fails is routed by `on_error` alone. The encoded
+//! batch keeps three ends per event in `line_ends`: its topic's, its key's
+//! and its payload's (an empty key is no key).
+
+use super::{OutputCodec, encode_lines};
+use crate::components::{ComponentError, Encoded, Sink};
+use crate::core::{Batch, Event, Failed, Value};
+use crate::expr::Program;
+use indexmap::IndexMap;
+use rdkafka::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::time::Duration;
+use tokio::sync::OnceCell;
+
+/// Compression of produced message batches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaCompression {
+    #[default]
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl KafkaCompression {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Gzip => "gzip",
+            Self::Snappy => "snappy",
+            Self::Lz4 => "lz4",
+            Self::Zstd => "zstd",
+        }
+    }
+}
+
+/// Produces events to Kafka.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSinkConfig {
+    /// Bootstrap brokers, e.g. `['127.0.0.1:9092']`.
+    pub brokers: Vec<String>,
+    /// Topic template: `{{ jq }}` parts are replaced per event (strings as is, other values as
+    /// JSON), e.g. `orders-{{ .region }}`.
+    pub topic: String,
+    /// jq expression whose first output is the message key (strings as is, other values as
+    /// JSON; `null` or empty: no key, so the producer spreads messages over partitions).
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Headers every message carries, e.g. `{origin: flowgate}`.
+    #[serde(default)]
+    pub headers: IndexMap<String, String>,
+    /// `none` (default), `gzip`, `snappy`, `lz4` or `zstd`.
+    #[serde(default)]
+    pub compression: KafkaCompression,
+    /// `json` (default): the event as JSON; `text`: its `.message` field.
+    #[serde(default)]
+    pub codec: OutputCodec,
+    /// librdkafka producer properties passed through, e.g. `{linger.ms: '20'}`. Default
+    /// `message.timeout.ms` is 30000: a message not delivered by then fails its batch.
+    /// The producer queues at most `queue.buffering.max.messages` (librdkafka: 100000).
+    #[serde(default)]
+    pub options: crate::components::sources::kafka::ClientOptions,
+}
+
+const MANAGED: &[(&str, &str)] = &[
+    ("bootstrap.servers", "brokers"),
+    ("acks", "nothing: every replica acknowledges"),
+    (
+        "request.required.acks",
+        "nothing: every replica acknowledges",
+    ),
+    ("enable.idempotence", "nothing: the producer is idempotent"),
+    ("compression.type", "compression"),
+    ("compression.codec", "compression"),
+];
+
+enum Piece {
+    Text(String),
+    Expr(Program),
+}
+
+/// The pieces of a `{{ jq }}` template, or the problem with it.
+fn template(text: &str) -> Result<Vec<Piece>, String> {
+    let mut pieces = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        pieces.push(Piece::Text(rest[..start].to_string()));
+        let len = rest[start + 2..]
+            .find("}}")
+            .ok_or("'{{' without a closing '}}'")?;
+        let code = rest[start + 2..start + 2 + len].trim();
+        pieces.push(Piece::Expr(compile(code)?));
+        rest = &rest[start + 2 + len + 2..];
+    }
+    pieces.push(Piece::Text(rest.to_string()));
+    Ok(pieces)
+}
+
+fn compile(code: &str) -> Result<Program, String> {
+    Program::compile(code).map_err(|errors| {
+        let messages: Vec<String> = errors.into_iter().map(|e| e.message).collect();
+        format!("in jq program '{code}': {}", messages.join("; "))
+    })
+}
+
+impl KafkaSinkConfig {
+    pub fn check(&self) -> Vec<(Vec<&'static str>, String)> {
+        let mut problems = Vec::new();
+        if self.brokers.is_empty() {
+            problems.push((vec!["brokers"], "needs at least one broker".into()));
+        }
+        if self.topic.is_empty() {
+            problems.push((vec!["topic"], "must not be empty".into()));
+        }
+        if let Err(e) = template(&self.topic) {
+            problems.push((vec!["topic"], e));
+        }
+        if let Some(Err(e)) = self.key.as_deref().map(compile) {
+            problems.push((vec!["key"], e));
+        }
+        problems.extend(super::super::sources::kafka::managed_option_problems(
+            &self.options,
+            MANAGED,
+        ));
+        problems
+    }
+
+    pub fn build(&self) -> KafkaSink {
+        // Validation compiled both before anything is built.
+        let topic = template(&self.topic).unwrap_or_else(|_| vec![Piece::Text(self.topic.clone())]);
+        let key = self.key.as_deref().and_then(|k| compile(k).ok());
+        let headers = (!self.headers.is_empty()).then(|| {
+            self.headers
+                .iter()
+                .fold(OwnedHeaders::new(), |h, (name, value)| {
+                    h.insert(Header {
+                        key: name,
+                        value: Some(value),
+                    })
+                })
+        });
+        KafkaSink {
+            config: self.clone(),
+            topic,
+            key,
+            headers,
+            producer: OnceCell::new(),
+        }
+    }
+
+    fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("message.timeout.ms", "30000");
+        crate::components::sources::kafka::set_options(&mut config, &self.options);
+        // Last: `check` refuses these as options.
+        config
+            .set("bootstrap.servers", self.brokers.join(","))
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("compression.codec", self.compression.as_str());
+        config
+    }
+}
+
+pub struct KafkaSink {
+    config: KafkaSinkConfig,
+    topic: Vec<Piece>,
+    key: Option<Program>,
+    headers: Option<OwnedHeaders>,
+    /// Made on the first write (building a pipeline does no I/O).
+    producer: OnceCell<FutureProducer>,
+}
+
+fn first_output(p: &Program, event: &Event) -> Result<Value, String> {
+    let mut out = Vec::with_capacity(1);
+    p.outputs(event.clone(), &mut out)
+        .map_err(|(e, _)| e.to_string())?;
+    Ok(out.into_iter().next().unwrap_or(Value::Null))
+}
+
+fn push_text(out: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::String(s) => out.extend_from_slice(s.as_bytes()),
+        Value::Null => {}
+        other => out.extend_from_slice(other.to_string().as_bytes()),
+    }
+}
+
+fn transient(message: String) -> ComponentError {
+    ComponentError::Transient {
+        message,
+        error_type: "kafka",
+    }
+}
+
+impl KafkaSink {
+    /// Appends the topic and key of `event` to `out`, with their ends.
+    fn address(&self, event: &Event, out: &mut Encoded) -> Result<(), String> {
+        for piece in &self.topic {
+            match piece {
+                Piece::Text(t) => out.bytes.extend_from_slice(t.as_bytes()),
+                Piece::Expr(p) => push_text(&mut out.bytes, &first_output(p, event)?),
+            }
+        }
+        out.line_ends.push(out.bytes.len());
+        if let Some(p) = &self.key {
+            push_text(&mut out.bytes, &first_output(p, event)?);
+        }
+        out.line_ends.push(out.bytes.len());
+        Ok(())
+    }
+
+    async fn producer(&self) -> Result<&FutureProducer, ComponentError> {
+        self.producer
+            .get_or_try_init(|| async {
+                self.config
+                    .client_config()
+                    .create()
+                    .map_err(|e| ComponentError::Permanent {
+                        message: format!("configuring the Kafka producer: {e}"),
+                        error_type: "kafka",
+                    })
+            })
+            .await
+    }
+}
+
+async fn delivered(future: DeliveryFuture) -> Result<(), ComponentError> {
+    match future.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((e, _))) => Err(transient(format!("Kafka did not take a message: {e}"))),
+        Err(_) => Err(transient("the Kafka producer stopped".into())),
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for KafkaSink {
+    fn concurrent_writes(&self) -> bool {
+        true
+    }
+
+    fn encode(&self, batch: Batch) -> Encoded {
+        // Payloads as lines first, then each event's record rebuilt as
+        // topic, key, payload in a second buffer.
+        let lines = encode_lines(batch, self.config.codec);
+        let mut out = Encoded {
+            bytes: Vec::with_capacity(lines.bytes.len() + lines.events.len() * 32),
+            events: Vec::with_capacity(lines.events.len()),
+            line_ends: Vec::with_capacity(lines.events.len() * 3),
+            batch_id: 0,
+            failed: lines.failed,
+        };
+        let mut start = 0;
+        for (event, end) in lines.events.into_iter().zip(lines.line_ends) {
+            let payload = &lines.bytes[start..end];
+            start = end + 1;
+            let (bytes, ends) = (out.bytes.len(), out.line_ends.len());
+            match self.address(&event, &mut out) {
+                Ok(()) => {
+                    out.bytes.extend_from_slice(payload);
+                    out.line_ends.push(out.bytes.len());
+                    out.events.push(event);
+                }
+                Err(message) => {
+                    out.bytes.truncate(bytes);
+                    out.line_ends.truncate(ends);
+                    out.failed.push(Failed::new(event, message, "program"));
+                }
+            }
+        }
+        out
+    }
+
+    async fn write(&self, encoded: &Encoded) -> Result<(), ComponentError> {
+        let producer = self.producer().await?;
+        let mut pending = VecDeque::with_capacity(encoded.events.len());
+        let mut start = 0;
+        for ends in encoded.line_ends.chunks_exact(3) {
+            let b = &encoded.bytes;
+            let topic = std::str::from_utf8(&b[start..ends[0]])
+                .map_err(|_| transient("a topic is not UTF-8".into()))?;
+            let key = &b[ends[0]..ends[1]];
+            let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(&b[ends[1]..ends[2]]);
+            start = ends[2];
+            if !key.is_empty() {
+                record = record.key(key);
+            }
+            if let Some(h) = &self.headers {
+                record = record.headers(h.clone());
+            }
+            loop {
+                match producer.send_result(record) {
+                    Ok(future) => {
+                        pending.push_back(future);
+                        break;
+                    }
+                    // The producer's queue is full: wait for the oldest
+                    // message rather than fail the batch.
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                        record = r;
+                        match pending.pop_front() {
+                            Some(oldest) => delivered(oldest).await?,
+                            None => tokio::time::sleep(Duration::from_millis(10)).await,
+                        }
+                    }
+                    Err((e, _)) => {
+                        return Err(transient(format!("producing to '{topic}': {e}")));
+                    }
+                }
+            }
+        }
+        for future in pending {
+            delivered(future).await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&self) -> Result<(), ComponentError> {
+        // Every message of every batch was acknowledged before its write returned.
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_and_key_are_evaluated_per_event_and_failures_routed() {
+        let config: KafkaSinkConfig =
+            serde_yaml::from_str("{brokers: [b:9092], topic: 'orders-{{ .region }}', key: '.id'}")
+                .unwrap();
+        assert!(config.check().is_empty());
+        let sink = config.build();
+        let encoded = sink.encode(vec![
+            crate::ev!({"region": "eu", "id": 7}),
+            crate::ev!({"region": "us"}),
+            crate::ev!({"region": "eu", "id": "a"}),
+        ]);
+        assert_eq!(encoded.events.len(), 3);
+        let parts: Vec<&[u8]> = std::iter::once(0)
+            .chain(encoded.line_ends.iter().copied())
+            .collect::<Vec<_>>()
+            .windows(2)
+            .map(|w| &encoded.bytes[w[0]..w[1]])
+            .collect();
+        let want: Vec<&[u8]> = vec![
+            b"orders-eu",
+            b"7",
+            br#"{"region":"eu","id":7}"#,
+            b"orders-us",
+            b"",
+            br#"{"region":"us"}"#,
+            b"orders-eu",
+            b"a",
+            br#"{"region":"eu","id":"a"}"#,
+        ];
+        assert_eq!(parts, want);
+    }
+
+    #[test]
+    fn bad_templates_and_managed_options_are_reported() {
+        let config: KafkaSinkConfig = serde_yaml::from_str(
+            "{brokers: [], topic: 'x-{{ .a', key: '.[', options: {acks: '1'}}",
+        )
+        .unwrap();
+        let keys: Vec<_> = config.check().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            keys,
+            vec![vec!["brokers"], vec!["topic"], vec!["key"], vec!["options"]]
+        );
+    }
+}
