@@ -1,5 +1,8 @@
 //! Transforms: events in, zero or more events out.
 
+pub mod aggregate;
+mod aggregate_fns;
+mod aggregate_state;
 pub mod filter;
 pub mod http;
 pub mod map;
@@ -20,6 +23,8 @@ catalogue!(
         Route(route::RouteConfig) = "route",
         /// Calls an HTTP service per event and adds the JSON response.
         Http(http::HttpConfig) = "http",
+        /// Aggregates events per group and time window (count, sum, percentiles, ...).
+        Aggregate(aggregate::AggregateConfig) = "aggregate",
     }
 );
 
@@ -62,6 +67,7 @@ impl TransformKind {
                 .map(Some)
                 .chain([Some("unmatched".to_string())])
                 .collect(),
+            Self::Aggregate(_) => vec![None, Some("late".to_string())],
         }
     }
 
@@ -84,6 +90,7 @@ impl TransformKind {
             .into_iter()
             .map(|(key, message)| (vec![key], message))
             .collect(),
+            Self::Aggregate(c) => c.check_settings(),
             _ => Vec::new(),
         }
     }
@@ -96,6 +103,7 @@ impl TransformKind {
             Self::Map(c) => c.build().map(|t| BuiltTransform::Sync(Arc::new(t))),
             Self::Route(c) => c.build().map(|t| BuiltTransform::Sync(Arc::new(t))),
             Self::Http(c) => c.build().map(|t| BuiltTransform::Async(Arc::new(t))),
+            Self::Aggregate(c) => c.build().map(|t| BuiltTransform::Sync(Arc::new(t))),
         }
     }
 
@@ -114,6 +122,16 @@ impl TransformKind {
                     .map(str::trim)
                     .collect();
                 programs.extend(c.body.as_deref());
+                programs
+            }
+            Self::Aggregate(c) => {
+                let mut programs: Vec<&str> = c.group_by.values().map(String::as_str).collect();
+                programs.extend(c.time.as_deref());
+                programs.extend(
+                    c.aggregations
+                        .values()
+                        .filter_map(|a| a.parts().ok().and_then(|(_, code, _)| code)),
+                );
                 programs
             }
         }
