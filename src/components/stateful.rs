@@ -82,7 +82,11 @@ pub fn event_time_ms(v: &Value) -> Result<i64, String> {
             if !f.is_finite() {
                 return Err(format!("time {n} is not a finite number"));
             }
-            let ms = if f.abs() < SECONDS_BELOW { f * 1000.0 } else { f };
+            let ms = if f.abs() < SECONDS_BELOW {
+                f * 1000.0
+            } else {
+                f
+            };
             Ok(ms.floor() as i64)
         }
         Value::Null => Err("time is missing (null)".into()),

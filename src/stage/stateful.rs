@@ -2,8 +2,9 @@
 //! state, so there is no lock; it takes batches from the input queue and
 //! wakes at the state's next processing-time deadline, hands each output
 //! on with the acknowledgements of what it was made from, and flushes the
-//! state when the input ends (a clean stop drains the queues first, and
-//! `flowgate test` closes its input after the test's events).
+//! state when the pipeline stops (SIGTERM: the events still arriving are
+//! flushed batch by batch) and when the input ends (`flowgate test`
+//! closes its input after the test's events).
 //!
 //! Stateful stages run on one worker whatever `workers` says (their state
 //! is ordered); rate limits, timeouts, retries and breakers do not apply.
@@ -91,6 +92,12 @@ pub async fn run_stateful(
     let clock = Clock::new();
     let n_ports = ports.len();
     let unread: Vec<DiscardReason> = (0..n_ports).map(|i| state.unread(i)).collect();
+    // Sources that acknowledge wait for their last acknowledgements before
+    // they end, and the input closes only once they have: held until the
+    // input closed, the state would hold them forever. So a stopping
+    // pipeline flushes the state, and then every batch as it comes.
+    let stopping = errors.control.source_token();
+    let mut stopped = false;
     loop {
         let deadline = state.next_deadline().map(|ms| clock.instant(ms));
         let mut out = StatefulOutput::with_ports(n_ports);
@@ -108,6 +115,9 @@ pub async fn run_stateful(
                     metrics.workers_busy.inc();
                     let started = StdInstant::now();
                     state.process(batch, &acks, clock.now_ms(), &mut out);
+                    if stopped {
+                        state.flush(&mut out);
+                    }
                     metrics.processing.observe(started.elapsed().as_secs_f64());
                     metrics.workers_busy.dec();
                     hand_on(&unread, out, &acks, &ports, &errors, &metrics, &evictions).await;
@@ -117,6 +127,11 @@ pub async fn run_stateful(
                 }
                 None => break,
             },
+            () = stopping.cancelled(), if !stopped => {
+                stopped = true;
+                state.flush(&mut out);
+                hand_on(&unread, out, &Acks::none(), &ports, &errors, &metrics, &evictions).await;
+            }
             () = sleep => {
                 state.advance(clock.now_ms(), &mut out);
                 hand_on(&unread, out, &Acks::none(), &ports, &errors, &metrics, &evictions).await;
@@ -126,7 +141,16 @@ pub async fn run_stateful(
     }
     let mut out = StatefulOutput::with_ports(n_ports);
     state.flush(&mut out);
-    hand_on(&unread, out, &Acks::none(), &ports, &errors, &metrics, &evictions).await;
+    hand_on(
+        &unread,
+        out,
+        &Acks::none(),
+        &ports,
+        &errors,
+        &metrics,
+        &evictions,
+    )
+    .await;
     entries.set(0);
     Ok(())
 }

@@ -98,29 +98,45 @@ impl AggregateConfig {
         let mut problems = Vec::new();
         let positive = |d: &ConfigDuration| d.0 >= Duration::from_millis(1);
         match &self.window {
-            WindowConfig::Tumbling { size } if !positive(size) => {
-                problems.push((vec!["window", "size"], "size must be at least 1ms".to_string()))
+            WindowConfig::Tumbling { size } if !positive(size) => problems.push((
+                vec!["window", "size"],
+                "size must be at least 1ms".to_string(),
+            )),
+            WindowConfig::Hopping { size, every }
+                if !positive(size) || !positive(every) || every.0 > size.0 =>
+            {
+                problems.push((
+                    vec!["window", "every"],
+                    "hopping windows need 1ms <= every <= size".to_string(),
+                ))
             }
-            WindowConfig::Hopping { size, every } if !positive(size) || !positive(every) || every.0 > size.0 => {
-                problems.push((vec!["window", "every"], "hopping windows need 1ms <= every <= size".to_string()))
-            }
-            WindowConfig::Session { gap } if !positive(gap) => {
-                problems.push((vec!["window", "gap"], "gap must be at least 1ms".to_string()))
-            }
+            WindowConfig::Session { gap } if !positive(gap) => problems.push((
+                vec!["window", "gap"],
+                "gap must be at least 1ms".to_string(),
+            )),
             _ => {}
         }
         if self.allowed_lateness.is_some() && self.time.is_none() {
             problems.push((vec!["allowed_lateness"], "allowed_lateness needs `time` (event time): under processing time no event is late".to_string()));
         }
         if self.max_groups == 0 {
-            problems.push((vec!["max_groups"], "max_groups must be at least 1".to_string()));
+            problems.push((
+                vec!["max_groups"],
+                "max_groups must be at least 1".to_string(),
+            ));
         }
         if self.aggregations.is_empty() {
-            problems.push((vec!["aggregations"], "needs at least one aggregation, e.g. `requests: count`".to_string()));
+            problems.push((
+                vec!["aggregations"],
+                "needs at least one aggregation, e.g. `requests: count`".to_string(),
+            ));
         }
         for (field, agg) in &self.aggregations {
             if let Err(message) = agg.parts() {
-                problems.push((vec!["aggregations"], format!("aggregation '{field}' {message}")));
+                problems.push((
+                    vec!["aggregations"],
+                    format!("aggregation '{field}' {message}"),
+                ));
             }
         }
         let fields = self.group_by.keys().chain(self.aggregations.keys());
@@ -138,7 +154,12 @@ impl AggregateConfig {
         let group: Vec<(String, Option<Program>)> = self
             .group_by
             .iter()
-            .map(|(f, code)| (f.clone(), super::compile(code, &["group_by", f], &mut problems)))
+            .map(|(f, code)| {
+                (
+                    f.clone(),
+                    super::compile(code, &["group_by", f], &mut problems),
+                )
+            })
             .collect();
         let time = self
             .time
@@ -147,7 +168,9 @@ impl AggregateConfig {
         let mut fns = Vec::new();
         for (field, agg) in &self.aggregations {
             // Entries that name no single function are reported by `check_settings`.
-            let Ok((kind, code, p)) = agg.parts() else { continue };
+            let Ok((kind, code, p)) = agg.parts() else {
+                continue;
+            };
             let program = code.map(|c| super::compile(c, &["aggregations", field], &mut problems));
             fns.push(AggFn {
                 field: field.clone(),
@@ -161,7 +184,10 @@ impl AggregateConfig {
         }
         Ok(Aggregate {
             spec: Arc::new(Spec {
-                group: group.into_iter().map(|(f, p)| (f, p.expect("compiled"))).collect(),
+                group: group
+                    .into_iter()
+                    .map(|(f, p)| (f, p.expect("compiled")))
+                    .collect(),
                 time: time.map(|p| p.expect("compiled")),
                 fns,
                 windows: self.windows(),
@@ -206,7 +232,11 @@ impl Transform for Aggregate {
     /// wrapper is stateless): the events fail rather than pass unaggregated.
     fn process(&self, batch: Batch, out: &mut TransformOutput) {
         out.failed.extend(batch.into_iter().map(|e| {
-            Failed::new(e, "faults cannot be injected into a stateful transform", "fault")
+            Failed::new(
+                e,
+                "faults cannot be injected into a stateful transform",
+                "fault",
+            )
         }));
     }
 
@@ -261,7 +291,8 @@ impl Aggregating {
             match p.first(&event) {
                 Ok(v) => self.group.push(v.unwrap_or(Value::Null)),
                 Err(e) => {
-                    out.failed.push(Failed::new(event, format!("group_by: {e}"), "program"));
+                    out.failed
+                        .push(Failed::new(event, format!("group_by: {e}"), "program"));
                     return;
                 }
             }
@@ -308,9 +339,11 @@ impl Stateful for Aggregating {
         for event in batch {
             let t = match &spec.time {
                 None => now_ms,
-                Some(p) => match p.first(&event).map_err(|e| e.to_string()).and_then(|v| {
-                    event_time_ms(&v.unwrap_or(Value::Null))
-                }) {
+                Some(p) => match p
+                    .first(&event)
+                    .map_err(|e| e.to_string())
+                    .and_then(|v| event_time_ms(&v.unwrap_or(Value::Null)))
+                {
                     Ok(t) => t,
                     Err(message) => {
                         out.failed.push(Failed::new(event, message, "time"));
@@ -338,7 +371,11 @@ impl Stateful for Aggregating {
 
     fn next_deadline(&self) -> Option<i64> {
         // Under event time only events move the clock.
-        self.spec.time.is_none().then(|| self.state.next_close()).flatten()
+        self.spec
+            .time
+            .is_none()
+            .then(|| self.state.next_close())
+            .flatten()
     }
 
     fn advance(&mut self, now_ms: i64, out: &mut StatefulOutput) {

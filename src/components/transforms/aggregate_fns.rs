@@ -50,7 +50,8 @@ pub struct AggregationOf {
     /// Mean of the numbers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub avg: Option<String>,
-    /// The `p` quantile of the numbers, relative error at most 1 % (DDSketch).
+    /// The `p` quantile of the numbers (nearest rank: the smallest value with at least a
+    /// fraction `p` of the values at or below it), relative error at most 1 % (DDSketch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub percentile: Option<String>,
     /// With `percentile`: the quantile, between 0 and 1 (0.99 is p99).
@@ -98,7 +99,9 @@ impl AggregationConfig {
             (Kind::First, &of.first),
             (Kind::Last, &of.last),
         ];
-        let mut given = named.iter().filter_map(|(k, e)| e.as_deref().map(|e| (*k, e)));
+        let mut given = named
+            .iter()
+            .filter_map(|(k, e)| e.as_deref().map(|e| (*k, e)));
         let Some((kind, expr)) = given.next() else {
             return Err("names no function: give one of sum, min, max, avg, percentile, count_distinct, first, last (or the word count)".into());
         };
@@ -108,7 +111,9 @@ impl AggregationConfig {
         let p = match (kind, of.p) {
             (Kind::Percentile, Some(p)) if p > 0.0 && p <= 1.0 => p,
             (Kind::Percentile, Some(p)) => {
-                return Err(format!("p: {p} is not a quantile: give a number in (0, 1], e.g. 0.99"));
+                return Err(format!(
+                    "p: {p} is not a quantile: give a number in (0, 1], e.g. 0.99"
+                ));
             }
             (Kind::Percentile, None) => {
                 return Err("percentile needs p, the quantile (e.g. p: 0.99)".into());
@@ -151,13 +156,33 @@ impl std::hash::Hasher for Prehashed {
     }
 }
 
+/// The sketch's argument for the nearest-rank `p` quantile of `n` values
+/// (the smallest value with at least a fraction `p` of the values at or
+/// below it: p99 of 100 and 300 is 300): the sketch itself takes rank
+/// floor(q * (n - 1)), the lower one.
+pub(super) fn nearest_rank(p: f64, n: usize) -> f64 {
+    if n <= 1 {
+        return p;
+    }
+    let rank = ((p * n as f64).ceil() as usize).clamp(1, n) - 1;
+    ((rank as f64 + 0.5) / (n - 1) as f64).min(1.0)
+}
+
 /// The running state of one aggregation in one (group, window).
 pub enum Acc {
     Count(u64),
-    Sum { int: i64, float: f64, all_int: bool, any: bool },
+    Sum {
+        int: i64,
+        float: f64,
+        all_int: bool,
+        any: bool,
+    },
     Min(Option<(f64, Number)>),
     Max(Option<(f64, Number)>),
-    Avg { sum: f64, n: u64 },
+    Avg {
+        sum: f64,
+        n: u64,
+    },
     Percentile(Box<DDSketch>),
     CountDistinct(Distinct),
     /// (arrival sequence, value): merging sessions keeps the earliest.
@@ -208,8 +233,18 @@ impl Acc {
             (acc, Some(v)) => (acc, v),
         };
         match v {
-            (Acc::Sum { int, float, all_int, any }, v) => {
-                let Some((f, n)) = number(v) else { return false };
+            (
+                Acc::Sum {
+                    int,
+                    float,
+                    all_int,
+                    any,
+                },
+                v,
+            ) => {
+                let Some((f, n)) = number(v) else {
+                    return false;
+                };
                 *any = true;
                 *float += f;
                 if *all_int {
@@ -220,24 +255,32 @@ impl Acc {
                 }
             }
             (Acc::Min(m), v) => {
-                let Some((f, n)) = number(v) else { return false };
+                let Some((f, n)) = number(v) else {
+                    return false;
+                };
                 if m.as_ref().is_none_or(|(cur, _)| f < *cur) {
                     *m = Some((f, n.clone()));
                 }
             }
             (Acc::Max(m), v) => {
-                let Some((f, n)) = number(v) else { return false };
+                let Some((f, n)) = number(v) else {
+                    return false;
+                };
                 if m.as_ref().is_none_or(|(cur, _)| f > *cur) {
                     *m = Some((f, n.clone()));
                 }
             }
             (Acc::Avg { sum, n }, v) => {
-                let Some((f, _)) = number(v) else { return false };
+                let Some((f, _)) = number(v) else {
+                    return false;
+                };
                 *sum += f;
                 *n += 1;
             }
             (Acc::Percentile(s), v) => {
-                let Some((f, _)) = number(v) else { return false };
+                let Some((f, _)) = number(v) else {
+                    return false;
+                };
                 s.add(f);
             }
             (Acc::CountDistinct(d), v) => {
@@ -262,8 +305,18 @@ impl Acc {
         match (self, other) {
             (Acc::Count(a), Acc::Count(b)) => *a += b,
             (
-                Acc::Sum { int, float, all_int, any },
-                Acc::Sum { int: i2, float: f2, all_int: a2, any: any2 },
+                Acc::Sum {
+                    int,
+                    float,
+                    all_int,
+                    any,
+                },
+                Acc::Sum {
+                    int: i2,
+                    float: f2,
+                    all_int: a2,
+                    any: any2,
+                },
             ) => {
                 *float += f2;
                 *any |= any2;
@@ -315,20 +368,24 @@ impl Acc {
 
     /// The output value; null when no value was aggregated.
     pub fn finish(self, p: f64) -> Value {
-        let float = |f: f64| {
-            Number::from_f64(f).map_or(Value::Null, Value::Number)
-        };
+        let float = |f: f64| Number::from_f64(f).map_or(Value::Null, Value::Number);
         match self {
             Acc::Count(n) => Value::Number(n.into()),
             Acc::Sum { any: false, .. } => Value::Null,
-            Acc::Sum { int, all_int: true, .. } => Value::Number(int.into()),
+            Acc::Sum {
+                int, all_int: true, ..
+            } => Value::Number(int.into()),
             Acc::Sum { float: f, .. } => float(f),
             Acc::Min(m) | Acc::Max(m) => m.map_or(Value::Null, |(_, n)| Value::Number(n)),
             Acc::Avg { n: 0, .. } => Value::Null,
             Acc::Avg { sum, n } => float(sum / n as f64),
             // The sketch answers within 1 %; the true quantile lies within
             // the values seen, so a lone value comes back exactly.
-            Acc::Percentile(s) => match (s.quantile(p).ok().flatten(), s.min(), s.max()) {
+            Acc::Percentile(s) => match (
+                s.quantile(nearest_rank(p, s.count())).ok().flatten(),
+                s.min(),
+                s.max(),
+            ) {
                 (Some(q), Some(lo), Some(hi)) => float(q.clamp(lo, hi)),
                 _ => Value::Null,
             },
@@ -370,11 +427,24 @@ mod tests {
 
     #[test]
     fn merged_accumulators_equal_one_over_all_values() {
-        for kind in [Kind::Count, Kind::Sum, Kind::Min, Kind::Max, Kind::Avg, Kind::First, Kind::Last, Kind::CountDistinct] {
+        for kind in [
+            Kind::Count,
+            Kind::Sum,
+            Kind::Min,
+            Kind::Max,
+            Kind::Avg,
+            Kind::First,
+            Kind::Last,
+            Kind::CountDistinct,
+        ] {
             let (mut a, mut b, mut whole) = (Acc::new(kind), Acc::new(kind), Acc::new(kind));
             for i in 0..10u64 {
                 let v = ev!(i * 7 % 5);
-                if i % 3 == 0 { a.add(Some(&v), i) } else { b.add(Some(&v), i) };
+                if i % 3 == 0 {
+                    a.add(Some(&v), i)
+                } else {
+                    b.add(Some(&v), i)
+                };
                 whole.add(Some(&v), i);
             }
             b.merge(a);
@@ -388,7 +458,12 @@ mod tests {
         assert_eq!(c.parts().unwrap(), (Kind::Percentile, Some(".x"), 0.99));
         let c: AggregationConfig = serde_yaml::from_str("count").unwrap();
         assert_eq!(c.parts().unwrap().0, Kind::Count);
-        for bad in ["{sum: .x, max: .x}", "{percentile: .x}", "{percentile: .x, p: 2}", "{sum: .x, p: 0.5}"] {
+        for bad in [
+            "{sum: .x, max: .x}",
+            "{percentile: .x}",
+            "{percentile: .x, p: 2}",
+            "{sum: .x, p: 0.5}",
+        ] {
             let c: AggregationConfig = serde_yaml::from_str(bad).unwrap();
             assert!(c.parts().is_err(), "{bad}");
         }

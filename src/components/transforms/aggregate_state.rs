@@ -236,7 +236,14 @@ impl WindowState {
         keep
     }
 
-    fn insert(&mut self, hash: u64, group: &[Value], start: i64, end: i64, accs: Vec<Acc>) -> usize {
+    fn insert(
+        &mut self,
+        hash: u64,
+        group: &[Value],
+        start: i64,
+        end: i64,
+        accs: Vec<Acc>,
+    ) -> usize {
         self.seq += 1;
         let entry = Entry {
             hash,
@@ -260,9 +267,8 @@ impl WindowState {
         };
         self.closing.insert((end + self.lateness, self.seq, slot));
         let slots = &self.slots;
-        self.index.insert_unique(hash, slot, |&s| {
-            slots[s].as_ref().map_or(0, |e| e.hash)
-        });
+        self.index
+            .insert_unique(hash, slot, |&s| slots[s].as_ref().map_or(0, |e| e.hash));
         slot
     }
 

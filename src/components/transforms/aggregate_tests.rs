@@ -54,7 +54,10 @@ fn tumbling_in_order_emits_each_window_once_the_clock_passes_it() {
     let (out, _) = feed(&mut a, vec![at(1, "a"), at(2, "a"), at(5, "b")], 0);
     assert_eq!(out, Vec::<Value>::new());
     let (out, _) = feed(&mut a, vec![at(11, "a")], 0);
-    assert_eq!(out, vec![window("a", 0, 10, 2, 3), window("b", 0, 10, 1, 5)]);
+    assert_eq!(
+        out,
+        vec![window("a", 0, 10, 2, 3), window("b", 0, 10, 1, 5)]
+    );
     assert_eq!(a.entries(), 1);
     assert_eq!(flush(&mut a), vec![window("a", 10, 20, 1, 11)]);
     assert_eq!(a.entries(), 0);
@@ -70,7 +73,11 @@ fn tumbling_out_of_order_within_lateness_counts_and_after_it_is_late() {
     assert_eq!((out, late), (vec![], Vec::<Value>::new()));
     let (out, late) = feed(&mut a, vec![at(16, "a"), at(4, "a"), at(9, "b")], 0);
     assert_eq!(out, vec![window("a", 0, 10, 2, 4)]);
-    assert_eq!(late, vec![at(4, "a"), at(9, "b")], "[0,10) was emitted: never reopened");
+    assert_eq!(
+        late,
+        vec![at(4, "a"), at(9, "b")],
+        "[0,10) was emitted: never reopened"
+    );
     assert_eq!(flush(&mut a), vec![window("a", 10, 20, 2, 28)]);
 }
 
@@ -80,7 +87,11 @@ fn hopping_windows_count_an_event_in_each_window_it_falls_in() {
         "{AGGS}window: {{type: hopping, size: 10s, every: 5s}}"
     ));
     let (out, _) = feed(&mut a, vec![at(7, "a"), at(12, "a")], 0);
-    assert_eq!(out, vec![window("a", 0, 10, 1, 7)], "the clock (12) passed 10");
+    assert_eq!(
+        out,
+        vec![window("a", 0, 10, 1, 7)],
+        "the clock (12) passed 10"
+    );
     // 9 falls in [0,10) (emitted) and [5,15) (open): counted in the open one.
     let (out, late) = feed(&mut a, vec![at(9, "a"), at(16, "a")], 0);
     assert_eq!(out, vec![window("a", 5, 15, 3, 28)]);
@@ -118,7 +129,11 @@ fn batching_does_not_change_the_outputs() {
         .iter()
         .map(|&t| at(t, if t % 2 == 0 { "a" } else { "b" }))
         .collect();
-    for window in ["{type: session, gap: 5s}", "{type: hopping, size: 10s, every: 5s}", "{type: tumbling, size: 10s}"] {
+    for window in [
+        "{type: session, gap: 5s}",
+        "{type: hopping, size: 10s, every: 5s}",
+        "{type: tumbling, size: 10s}",
+    ] {
         let yaml = format!("{AGGS}window: {window}\nallowed_lateness: 4s");
         let (mut whole, mut single) = (aggregate(&yaml), aggregate(&yaml));
         let (mut a, late_a) = feed(&mut whole, events.clone(), 0);
@@ -136,7 +151,9 @@ fn batching_does_not_change_the_outputs() {
 
 #[test]
 fn processing_time_windows_close_by_the_clock() {
-    let mut a = aggregate("group_by: {g: .g}\nwindow: {type: tumbling, size: 1s}\naggregations: {n: count}");
+    let mut a = aggregate(
+        "group_by: {g: .g}\nwindow: {type: tumbling, size: 1s}\naggregations: {n: count}",
+    );
     let (out, late) = feed(&mut a, vec![ev!({"g": "x"}), ev!({"g": "x"})], 1_500);
     assert_eq!((out, late), (vec![], Vec::<Value>::new()));
     assert_eq!(a.next_deadline(), Some(2_000));
@@ -146,22 +163,38 @@ fn processing_time_windows_close_by_the_clock() {
     a.advance(2_000, &mut out);
     assert_eq!(
         out.ports[0].0,
-        vec![ev!({"g": "x", "window_start": "1970-01-01T00:00:01Z", "window_end": "1970-01-01T00:00:02Z", "n": 2})]
+        vec![
+            ev!({"g": "x", "window_start": "1970-01-01T00:00:01Z", "window_end": "1970-01-01T00:00:02Z", "n": 2})
+        ]
     );
     assert_eq!(a.next_deadline(), None);
 }
 
 #[test]
 fn events_without_a_valid_time_fail_and_missing_values_are_skipped() {
-    let mut a = aggregate("time: .t\nwindow: {type: tumbling, size: 1m}\naggregations: {n: count, m: {max: .v}}");
+    let mut a = aggregate(
+        "time: .t\nwindow: {type: tumbling, size: 1m}\naggregations: {n: count, m: {max: .v}}",
+    );
     let mut out = StatefulOutput::with_ports(2);
-    a.process(vec![ev!({"t": "soon"}), ev!({"v": 1}), ev!({"t": 1, "v": "x"}), ev!({"t": 2, "v": 4})], &Acks::none(), 0, &mut out);
+    a.process(
+        vec![
+            ev!({"t": "soon"}),
+            ev!({"v": 1}),
+            ev!({"t": 1, "v": "x"}),
+            ev!({"t": 2, "v": 4}),
+        ],
+        &Acks::none(),
+        0,
+        &mut out,
+    );
     assert_eq!(out.failed.len(), 2);
     assert_eq!(out.failed[0].error_type, "time");
     assert_eq!(out.skipped, 1, "the string value of .v");
     assert_eq!(
         flush(&mut a),
-        vec![ev!({"window_start": "1970-01-01T00:00:00Z", "window_end": "1970-01-01T00:01:00Z", "n": 2, "m": 4})]
+        vec![
+            ev!({"window_start": "1970-01-01T00:00:00Z", "window_end": "1970-01-01T00:01:00Z", "n": 2, "m": 4})
+        ]
     );
 }
 
@@ -178,11 +211,18 @@ fn acknowledgements_are_held_until_the_window_is_emitted() {
     drop(out);
     let mut out = StatefulOutput::with_ports(2);
     a.process(vec![at(12, "a")], &acks(2), 0, &mut out);
-    assert!(seen.lock().unwrap().is_empty(), "both batches are in open windows... until the output is handed on");
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "both batches are in open windows... until the output is handed on"
+    );
     let (emitted, emitted_acks) = out.ports.swap_remove(0);
     assert_eq!(emitted.len(), 1);
     drop(emitted_acks);
-    assert_eq!(*seen.lock().unwrap(), vec![(1, Delivery::Delivered)], "batch 2 is in [10,20)");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![(1, Delivery::Delivered)],
+        "batch 2 is in [10,20)"
+    );
     flush(&mut a);
     assert_eq!(seen.lock().unwrap().len(), 2);
 }
@@ -203,7 +243,11 @@ fn max_groups_keeps_state_flat_and_counts_every_event_once() {
         outputs.extend(out.ports.swap_remove(0).0);
         assert!(a.entries() <= MAX, "{} entries", a.entries());
     }
-    assert_eq!(evictions as usize, outputs.len(), "every early output is an eviction");
+    assert_eq!(
+        evictions as usize,
+        outputs.len(),
+        "every early output is an eviction"
+    );
     assert!(evictions >= (50 * MAX - MAX) as u64);
     outputs.extend(flush(&mut a));
     let counted: u64 = outputs.iter().map(|o| o["n"].as_u64().unwrap()).sum();
@@ -223,18 +267,35 @@ fn percentiles_are_within_one_percent_on_a_million_values() {
     sorted.sort_by(f64::total_cmp);
     let mut acc = Acc::new(Kind::Percentile);
     for v in &vals {
-        acc.add(Some(&Value::Number(crate::core::Number::from_f64(*v).unwrap())), 0);
+        acc.add(
+            Some(&Value::Number(crate::core::Number::from_f64(*v).unwrap())),
+            0,
+        );
     }
-    let sketch = match acc {
-        Acc::Percentile(s) => s,
-        _ => unreachable!(),
+    let Acc::Percentile(sketch) = &acc else {
+        unreachable!()
     };
+    let n = sketch.count();
     for p in [0.5, 0.9, 0.99, 0.999] {
-        let exact = sorted[((p * (sorted.len() - 1) as f64).round()) as usize];
-        let got = sketch.quantile(p).unwrap().unwrap();
+        let exact = sorted[(p * sorted.len() as f64).ceil() as usize - 1];
+        let got = sketch
+            .quantile(crate::components::transforms::aggregate_fns::nearest_rank(
+                p, n,
+            ))
+            .unwrap()
+            .unwrap();
         let err = (got - exact).abs() / exact;
         assert!(err <= 0.01, "p{p}: {got} vs {exact}: {err}");
     }
+    let mut small = Acc::new(Kind::Percentile);
+    for v in [100, 300] {
+        small.add(Some(&ev!(v)), 0);
+    }
+    assert_eq!(
+        small.finish(0.99),
+        ev!(300.0),
+        "nearest rank, clamped to what was seen"
+    );
 }
 
 #[test]
@@ -247,11 +308,19 @@ fn distinct_counts_are_within_two_percent_on_a_million_values() {
             let v = rng.u64(0..range);
             exact.insert(v);
             // Half strings, half numbers: both kinds of value hash.
-            let v = if v % 2 == 0 { Value::from(v) } else { Value::String(v.to_string().into()) };
+            let v = if v % 2 == 0 {
+                Value::from(v)
+            } else {
+                Value::String(v.to_string().into())
+            };
             acc.add(Some(&v), 0);
         }
         let got = acc.finish(0.0).as_u64().unwrap() as f64;
         let err = (got - exact.len() as f64).abs() / exact.len() as f64;
-        assert!(err <= 0.02, "{} distinct: estimated {got} ({err})", exact.len());
+        assert!(
+            err <= 0.02,
+            "{} distinct: estimated {got} ({err})",
+            exact.len()
+        );
     }
 }
