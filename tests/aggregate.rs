@@ -256,3 +256,22 @@ fn a_reload_changing_another_component_keeps_the_open_windows() {
         (Some(1000), Some(0), Some(999))
     );
 }
+
+#[test]
+fn validate_reports_every_problem_of_an_aggregate_with_its_position() {
+    let (code, lines) = validate_lines(
+        "sources:\n  g: {type: generator, events: [{a: 1}]}\ntransforms:\n  agg:\n    type: aggregate\n    inputs: [g]\n    workers: 4\n    window: {type: hopping, size: 1m, every: 2m}\n    allowed_lateness: 5s\n    aggregations:\n      a: {sum: .x, max: .y}\n      b: {percentile: .x}\n      window_start: count\n      c: {sum: '.x +'}\nsinks:\n  o: {type: blackhole, inputs: [agg]}\n",
+    );
+    assert_eq!(code, Some(78));
+    let want = [
+        "F:7:14: component 'agg': workers: must be 1: a stateful transform runs on one task that owns its state",
+        "F:8:46: component 'agg': window.every: hopping windows need 1ms <= every <= size",
+        "F:9:23: component 'agg': allowed_lateness: needs `time` (event time): under processing time no event is late",
+        "F:11:8: component 'agg': aggregations: aggregation 'a' names more than one function: use one entry per aggregation",
+        "F:11:8: component 'agg': aggregations: aggregation 'b' percentile needs p, the quantile (e.g. p: 0.99)",
+        "F:11:8: component 'agg': aggregations: output field 'window_start' is the window's own: pick another name",
+        "F:14:14: component 'agg': aggregations.c: invalid jq program: expected term at the end of the program",
+        "F: 7 problem(s)",
+    ];
+    assert_eq!(lines, want);
+}

@@ -117,7 +117,10 @@ impl AggregateConfig {
             _ => {}
         }
         if self.allowed_lateness.is_some() && self.time.is_none() {
-            problems.push((vec!["allowed_lateness"], "allowed_lateness needs `time` (event time): under processing time no event is late".to_string()));
+            problems.push((
+                vec!["allowed_lateness"],
+                "needs `time` (event time): under processing time no event is late".to_string(),
+            ));
         }
         if self.max_groups == 0 {
             problems.push((
@@ -142,8 +145,16 @@ impl AggregateConfig {
         let fields = self.group_by.keys().chain(self.aggregations.keys());
         let mut seen = std::collections::HashSet::new();
         for f in fields {
-            if RESERVED.contains(&f.as_str()) || !seen.insert(f) {
-                problems.push((vec!["aggregations"], format!("output field '{f}' is used twice (window_start and window_end are the window's)")));
+            if RESERVED.contains(&f.as_str()) {
+                problems.push((
+                    vec!["aggregations"],
+                    format!("output field '{f}' is the window's own: pick another name"),
+                ));
+            } else if !seen.insert(f) {
+                problems.push((
+                    vec!["aggregations"],
+                    format!("output field '{f}' is used twice (in group_by and aggregations)"),
+                ));
             }
         }
         problems

@@ -95,6 +95,34 @@ impl TransformKind {
         }
     }
 
+    /// Stage controls a stateful transform cannot honour (it runs on one
+    /// task that owns its state), as (key path, message).
+    pub fn check_controls(
+        &self,
+        common: &crate::config::controls::StageCommon,
+    ) -> Vec<(Vec<&'static str>, String)> {
+        if !matches!(self, Self::Aggregate(_)) {
+            return Vec::new();
+        }
+        let why = "a stateful transform runs on one task that owns its state";
+        let mut problems = Vec::new();
+        if common.workers != crate::config::controls::Workers::Fixed(1) {
+            problems.push((vec!["workers"], format!("must be 1: {why}")));
+        }
+        let unsupported = [
+            ("rate_limit", common.rate_limit.is_some()),
+            ("timeout", common.timeout.is_some()),
+            ("retry", common.retry.is_some()),
+            ("circuit_breaker", common.circuit_breaker.is_some()),
+        ];
+        for (key, set) in unsupported {
+            if set {
+                problems.push((vec![key], format!("does not apply here: {why}")));
+            }
+        }
+        problems
+    }
+
     /// Compiles the transform's programs and makes its clients; every
     /// problem is reported.
     pub fn build(&self) -> Result<BuiltTransform, Vec<ProgramProblem>> {
