@@ -3,10 +3,12 @@
 pub mod aggregate;
 mod aggregate_fns;
 mod aggregate_state;
+pub mod dedupe;
 pub mod filter;
 pub mod http;
 pub mod map;
 pub mod route;
+pub mod sample;
 
 use super::{BuiltTransform, catalogue};
 use crate::expr::{Program, ProgramError};
@@ -25,6 +27,10 @@ catalogue!(
         Http(http::HttpConfig) = "http",
         /// Aggregates events per group and time window (count, sum, percentiles, ...).
         Aggregate(aggregate::AggregateConfig) = "aggregate",
+        /// Drops repeats of a key seen within a ttl.
+        Dedupe(dedupe::DedupeConfig) = "dedupe",
+        /// Keeps one event in N, by arrival or by a hash of a key.
+        Sample(sample::SampleConfig) = "sample",
     }
 );
 
@@ -59,7 +65,9 @@ impl TransformKind {
     /// Named outputs besides `errors`; `None` is the default output.
     pub fn ports(&self) -> Vec<Option<String>> {
         match self {
-            Self::Filter(_) | Self::Map(_) | Self::Http(_) => vec![None],
+            Self::Filter(_) | Self::Map(_) | Self::Http(_) | Self::Dedupe(_) | Self::Sample(_) => {
+                vec![None]
+            }
             Self::Route(c) => c
                 .routes
                 .keys()
@@ -91,6 +99,8 @@ impl TransformKind {
             .map(|(key, message)| (vec![key], message))
             .collect(),
             Self::Aggregate(c) => c.check_settings(),
+            Self::Dedupe(c) => c.check_settings(),
+            Self::Sample(c) => c.check_settings(),
             _ => Vec::new(),
         }
     }
@@ -101,7 +111,7 @@ impl TransformKind {
         &self,
         common: &crate::config::controls::StageCommon,
     ) -> Vec<(Vec<&'static str>, String)> {
-        if !matches!(self, Self::Aggregate(_)) {
+        if !matches!(self, Self::Aggregate(_) | Self::Dedupe(_) | Self::Sample(_)) {
             return Vec::new();
         }
         let why = "a stateful transform runs on one task that owns its state";
@@ -132,6 +142,8 @@ impl TransformKind {
             Self::Route(c) => c.build().map(|t| BuiltTransform::Sync(Arc::new(t))),
             Self::Http(c) => c.build().map(|t| BuiltTransform::Async(Arc::new(t))),
             Self::Aggregate(c) => c.build().map(|t| BuiltTransform::Sync(Arc::new(t))),
+            Self::Dedupe(c) => c.build().map(|t| BuiltTransform::Sync(Arc::new(t))),
+            Self::Sample(c) => c.build().map(|t| BuiltTransform::Sync(Arc::new(t))),
         }
     }
 
@@ -162,6 +174,8 @@ impl TransformKind {
                 );
                 programs
             }
+            Self::Dedupe(c) => vec![c.key.as_str()],
+            Self::Sample(c) => c.key.iter().chain(&c.exclude).map(String::as_str).collect(),
         }
     }
 }
