@@ -7,6 +7,7 @@ pub mod dedupe;
 pub mod filter;
 pub mod http;
 pub mod map;
+pub mod reduce;
 pub mod route;
 pub mod sample;
 
@@ -31,6 +32,8 @@ catalogue!(
         Dedupe(dedupe::DedupeConfig) = "dedupe",
         /// Keeps one event in N, by arrival or by a hash of a key.
         Sample(sample::SampleConfig) = "sample",
+        /// Merges consecutive events of a group into one (e.g. a multi-line stack trace).
+        Reduce(reduce::ReduceConfig) = "reduce",
     }
 );
 
@@ -65,7 +68,12 @@ impl TransformKind {
     /// Named outputs besides `errors`; `None` is the default output.
     pub fn ports(&self) -> Vec<Option<String>> {
         match self {
-            Self::Filter(_) | Self::Map(_) | Self::Http(_) | Self::Dedupe(_) | Self::Sample(_) => {
+            Self::Filter(_)
+            | Self::Map(_)
+            | Self::Http(_)
+            | Self::Dedupe(_)
+            | Self::Sample(_)
+            | Self::Reduce(_) => {
                 vec![None]
             }
             Self::Route(c) => c
@@ -101,6 +109,7 @@ impl TransformKind {
             Self::Aggregate(c) => c.check_settings(),
             Self::Dedupe(c) => c.check_settings(),
             Self::Sample(c) => c.check_settings(),
+            Self::Reduce(c) => c.check_settings(),
             _ => Vec::new(),
         }
     }
@@ -111,7 +120,10 @@ impl TransformKind {
         &self,
         common: &crate::config::controls::StageCommon,
     ) -> Vec<(Vec<&'static str>, String)> {
-        if !matches!(self, Self::Aggregate(_) | Self::Dedupe(_) | Self::Sample(_)) {
+        if !matches!(
+            self,
+            Self::Aggregate(_) | Self::Dedupe(_) | Self::Sample(_) | Self::Reduce(_)
+        ) {
             return Vec::new();
         }
         let why = "a stateful transform runs on one task that owns its state";
@@ -144,6 +156,7 @@ impl TransformKind {
             Self::Aggregate(c) => c.build().map(|t| BuiltTransform::Sync(Arc::new(t))),
             Self::Dedupe(c) => c.build().map(|t| BuiltTransform::Sync(Arc::new(t))),
             Self::Sample(c) => c.build().map(|t| BuiltTransform::Sync(Arc::new(t))),
+            Self::Reduce(c) => c.build().map(|t| BuiltTransform::Sync(Arc::new(t))),
         }
     }
 
@@ -176,6 +189,13 @@ impl TransformKind {
             }
             Self::Dedupe(c) => vec![c.key.as_str()],
             Self::Sample(c) => c.key.iter().chain(&c.exclude).map(String::as_str).collect(),
+            Self::Reduce(c) => c
+                .group_by
+                .values()
+                .chain(&c.ends_when)
+                .chain(&c.starts_when)
+                .map(String::as_str)
+                .collect(),
         }
     }
 }
