@@ -295,8 +295,14 @@ impl Aggregating {
         }
     }
 
-    fn add_event(&mut self, event: Value, t: i64, acks: &Acks, out: &mut StatefulOutput) {
-        let spec = self.spec.clone();
+    fn add_event(
+        &mut self,
+        spec: &Spec,
+        event: Value,
+        t: i64,
+        acks: &Acks,
+        out: &mut StatefulOutput,
+    ) {
         self.group.clear();
         for (_, p) in &spec.group {
             match p.first(&event) {
@@ -367,7 +373,7 @@ impl Stateful for Aggregating {
                 continue;
             }
             // Evicted entries are emitted after this batch with the rest.
-            self.add_event(event, t, acks, out);
+            self.add_event(&spec, event, t, acks, out);
             self.state.observe(t);
         }
         if spec.time.is_none() {
