@@ -25,7 +25,8 @@ pub enum WindowConfig {
         /// Length of each window, e.g. `1m`.
         size: ConfigDuration,
     },
-    /// Windows of `size` starting every `every` (an event falls in size/every windows).
+    /// Windows of `size` starting every `every` (an event falls in size/every windows, at
+    /// most 1000).
     Hopping {
         /// Length of each window, e.g. `5m`.
         size: ConfigDuration,
@@ -78,6 +79,10 @@ fn ms(d: &ConfigDuration) -> i64 {
     i64::try_from(d.0.as_millis()).unwrap_or(i64::MAX / 4)
 }
 
+/// Windows one event may fall in (hopping `size / every`): each costs an
+/// entry and an update per event.
+const MAX_HOPS: u128 = 1000;
+
 /// Names the aggregate's outputs already use.
 const RESERVED: [&str; 2] = ["window_start", "window_end"];
 
@@ -108,6 +113,14 @@ impl AggregateConfig {
                 problems.push((
                     vec!["window", "every"],
                     "hopping windows need 1ms <= every <= size".to_string(),
+                ))
+            }
+            WindowConfig::Hopping { size, every }
+                if size.0.as_millis() / every.0.as_millis() > MAX_HOPS =>
+            {
+                problems.push((
+                    vec!["window", "every"],
+                    format!("an event would fall in more than {MAX_HOPS} windows: make every at least size / {MAX_HOPS}"),
                 ))
             }
             WindowConfig::Session { gap } if !positive(gap) => problems.push((
@@ -328,8 +341,7 @@ impl Aggregating {
         let hash = self.state.group_hash(&self.group);
         let evicted_before = self.closed.len();
         self.state.add(
-            &self.group,
-            hash,
+            (&self.group, hash),
             t,
             acks,
             &mut self.closed,

@@ -28,7 +28,7 @@ pub enum AggregationConfig {
     /// Exactly one of `sum`, `min`, `max`, `avg`, `percentile` (with `p`),
     /// `count_distinct`, `first`, `last`, naming a jq expression, e.g.
     /// `{sum: '.bytes'}`, `{percentile: '.latency_ms', p: 0.99}`.
-    Of(AggregationOf),
+    Of(Box<AggregationOf>),
 }
 
 /// A function of one jq expression. A value that is missing (null) or of
@@ -326,17 +326,17 @@ impl Acc {
                 }
             }
             (Acc::Min(a), Acc::Min(b)) => {
-                if let Some(b) = b {
-                    if a.as_ref().is_none_or(|(x, _)| b.0 < *x) {
-                        *a = Some(b);
-                    }
+                if let Some(b) = b
+                    && a.as_ref().is_none_or(|(x, _)| b.0 < *x)
+                {
+                    *a = Some(b);
                 }
             }
             (Acc::Max(a), Acc::Max(b)) => {
-                if let Some(b) = b {
-                    if a.as_ref().is_none_or(|(x, _)| b.0 > *x) {
-                        *a = Some(b);
-                    }
+                if let Some(b) = b
+                    && a.as_ref().is_none_or(|(x, _)| b.0 > *x)
+                {
+                    *a = Some(b);
                 }
             }
             (Acc::Avg { sum, n }, Acc::Avg { sum: s2, n: n2 }) => {
@@ -349,17 +349,17 @@ impl Acc {
             }
             (Acc::CountDistinct(a), Acc::CountDistinct(b)) => a.merge(&b),
             (Acc::First(a), Acc::First(b)) => {
-                if let Some(b) = b {
-                    if a.as_ref().is_none_or(|(s, _)| b.0 < *s) {
-                        *a = Some(b);
-                    }
+                if let Some(b) = b
+                    && a.as_ref().is_none_or(|(s, _)| b.0 < *s)
+                {
+                    *a = Some(b);
                 }
             }
             (Acc::Last(a), Acc::Last(b)) => {
-                if let Some(b) = b {
-                    if a.as_ref().is_none_or(|(s, _)| b.0 > *s) {
-                        *a = Some(b);
-                    }
+                if let Some(b) = b
+                    && a.as_ref().is_none_or(|(s, _)| b.0 > *s)
+                {
+                    *a = Some(b);
                 }
             }
             _ => unreachable!("accumulators of one aggregation have one kind"),

@@ -105,14 +105,13 @@ impl WindowState {
         self.clock = Some(self.clock.map_or(t, |c| c.max(t)));
     }
 
-    /// Adds an event at `t` (not late) of group `group` to every open
+    /// Adds an event at `t` (not late) of group `group` (with its hash) to every open
     /// window it falls in: `add(accs, first)` updates each window's
     /// accumulators (`first` for the first of them). Entries pushed out by
     /// `max_groups` go to `evicted`.
     pub fn add(
         &mut self,
-        group: &[Value],
-        hash: u64,
+        (group, hash): (&[Value], u64),
         t: i64,
         acks: &Acks,
         evicted: &mut Vec<Entry>,

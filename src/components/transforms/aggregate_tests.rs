@@ -308,7 +308,7 @@ fn distinct_counts_are_within_two_percent_on_a_million_values() {
             let v = rng.u64(0..range);
             exact.insert(v);
             // Half strings, half numbers: both kinds of value hash.
-            let v = if v % 2 == 0 {
+            let v = if v.is_multiple_of(2) {
                 Value::from(v)
             } else {
                 Value::String(v.to_string().into())
@@ -323,4 +323,17 @@ fn distinct_counts_are_within_two_percent_on_a_million_values() {
             exact.len()
         );
     }
+}
+
+#[test]
+fn an_event_falls_in_at_most_a_thousand_hopping_windows() {
+    let check = |every: &str| {
+        let c: AggregateConfig = serde_yaml::from_str(&format!(
+            "window: {{type: hopping, size: 1h, every: {every}}}\naggregations: {{n: count}}"
+        ))
+        .unwrap();
+        c.check_settings()
+    };
+    assert_eq!(check("3600ms"), vec![]);
+    assert_eq!(check("3599ms").len(), 1);
 }

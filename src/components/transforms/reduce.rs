@@ -327,11 +327,11 @@ impl Reducing {
             self.end(out);
         }
         if !self.groups.contains(&self.scratch) {
-            if self.groups.len() >= spec.max_groups {
-                if let Some((k, g)) = self.groups.pop_lru() {
-                    out.evictions += 1;
-                    Self::emit(&spec, out, &k, g);
-                }
+            if self.groups.len() >= spec.max_groups
+                && let Some((k, g)) = self.groups.pop_lru()
+            {
+                out.evictions += 1;
+                Self::emit(&spec, out, &k, g);
             }
             let group = Group {
                 fields: Vec::new(),

@@ -98,10 +98,10 @@ pub struct Sampling {
 impl Sampling {
     /// Whether `event` is kept; `Err` for a program that failed on it.
     fn keep(&mut self, event: &crate::core::Event) -> Result<bool, String> {
-        if let Some(exclude) = &self.exclude {
-            if exclude.test(event).map_err(|e| format!("exclude: {e}"))? {
-                return Ok(true);
-            }
+        if let Some(exclude) = &self.exclude
+            && exclude.test(event).map_err(|e| format!("exclude: {e}"))?
+        {
+            return Ok(true);
         }
         match &self.key {
             Some(key) => {
@@ -109,11 +109,11 @@ impl Sampling {
                 // SipHash with fixed keys: the same choice in every process.
                 let mut h = std::hash::DefaultHasher::new();
                 hash_value(&v.unwrap_or_default(), &mut h);
-                Ok(h.finish() % self.rate == 0)
+                Ok(h.finish().is_multiple_of(self.rate))
             }
             None => {
                 self.counter += 1;
-                Ok((self.counter - 1) % self.rate == 0)
+                Ok((self.counter - 1).is_multiple_of(self.rate))
             }
         }
     }
