@@ -25,8 +25,7 @@ pub enum WindowConfig {
         /// Length of each window, e.g. `1m`.
         size: ConfigDuration,
     },
-    /// Windows of `size` starting every `every` (an event falls in size/every windows, at
-    /// most 1000).
+    /// Windows of `size` starting every `every` (an event falls in size/every windows, at most 1000).
     Hopping {
         /// Length of each window, e.g. `5m`.
         size: ConfigDuration,
