@@ -115,7 +115,7 @@ impl AggregateConfig {
                 ))
             }
             WindowConfig::Hopping { size, every }
-                if size.0.as_millis() / every.0.as_millis() > MAX_HOPS =>
+                if size.0.as_millis().div_ceil(every.0.as_millis()) > MAX_HOPS =>
             {
                 problems.push((
                     vec!["window", "every"],
