@@ -15,14 +15,16 @@
 //! - `flow/`       the pipes between stages, handed to components in their
 //!   contexts: bounded queues, fan-out, taps, `on_error`, pipeline control
 //! - `components/` the catalogue: sources/, transforms/, sinks/ (one file
-//!   each, config struct first); buffers/, disk buffers' storage (files,
-//!   no tokio) and `flowgate buffer check`'s scan
+//!   each, config struct first; a stateful transform's state beside it,
+//!   `stateful` the interface they share); buffers/, disk buffers' storage
+//!   (files, no tokio) and `flowgate buffer check`'s scan
 //! - `load/`       YAML text -> `RawPipeline`: per-component
 //!   deserialisation that keeps positions
 //! - `graph/`      `RawPipeline` -> validated `Pipeline` (plain data: no
 //!   clients, no programs kept): inputs resolved to ids, every problem
 //!   collected; the diff between two pipelines; dot/mermaid; the JSON Schema
-//! - `stage/`      stage drivers: intake, the control stack, workers, order
+//! - `stage/`      stage drivers: intake, the control stack, workers, order;
+//!   stateful transforms on one task with their timers
 //! - `plan/`       `Pipeline` -> `Pieces`: every queue, fan-out and task
 //!   future, built without spawning; `flowgate test` builds and reload
 //!   reuse are callers of it
