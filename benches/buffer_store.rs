@@ -1,4 +1,4 @@
-//! The disk buffer's storage alone (`components::buffers::Store`):
+//! The disk buffer's storage alone (`flow::buffer::storage::Store`):
 //! append + sync, then a reopen and a full read, then acknowledgement.
 //!
 //! `cargo bench --bench buffer_store` — 1,000,000 records of ~200 bytes in
@@ -8,7 +8,7 @@
 //! does (one when 10 ms have passed since the last). Encoding the payloads
 //! is timed apart. The read follows a reopen, but from the page cache.
 
-use flowgate::components::buffers::{EncodedBatch, Store};
+use flowgate::flow::buffer::storage::{EncodedBatch, Store};
 use std::time::{Duration, Instant};
 
 fn env(name: &str, default: u64) -> u64 {

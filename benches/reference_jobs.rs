@@ -114,15 +114,20 @@ fn main() {
         }
         let file = match job {
             "agg" => aggregate_job(&out_dir),
+            "a-disk" | "a-disk-all" => disk_a(&root, job == "a-disk-all"),
             _ => root.join(format!("../shared/bench/jobs/job_{job}.yaml")),
         };
         let out = out_dir.join(format!("out_{job}.ndjson"));
+        let state = out_dir.join(format!("state_{job}"));
         let results = (0..runs)
             .map(|_| {
                 let _ = std::fs::remove_file(&out);
+                let _ = std::fs::remove_dir_all(&state);
                 measure(
                     Command::new(env!("CARGO_BIN_EXE_flowgate"))
                         .args(["run", file.to_str().unwrap(), "--metrics-address", "off"])
+                        .arg("--data-dir")
+                        .arg(&state)
                         .env("BENCH_DATA", &data)
                         .env("BENCH_OUT", &out)
                         .env("RUST_LOG", "warn"),
@@ -182,6 +187,33 @@ fn compare_outputs(limit: &Path, ours: &Path) {
         a == b,
         b.len()
     );
+}
+
+/// Job A with `buffer: {type: disk, max_bytes: 1GiB}` on its sink (the
+/// ~10 % of events that pass the filter) or, `all`, on the filter too
+/// (every event goes through a disk buffer).
+fn disk_a(root: &Path, all: bool) -> PathBuf {
+    let disk = "buffer: {type: disk, max_bytes: 1GiB}";
+    let mut job = std::fs::read_to_string(root.join("../shared/bench/jobs/job_a.yaml"))
+        .unwrap()
+        .replace(
+            "path: \"${BENCH_OUT}\"}",
+            &format!("path: \"${{BENCH_OUT}}\", {disk}}}"),
+        );
+    if all {
+        job = job.replace("inputs: [logs],", &format!("inputs: [logs], {disk},"));
+    }
+    assert_eq!(
+        job.matches(disk).count(),
+        1 + usize::from(all),
+        "job A changed"
+    );
+    let file = root.join(format!(
+        "target/bench/job_a_disk{}.yaml",
+        if all { "_all" } else { "" }
+    ));
+    std::fs::write(&file, job).unwrap();
+    file
 }
 
 /// Job A with `follow: true` (acknowledgements and checkpoints on): runs

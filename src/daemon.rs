@@ -12,7 +12,9 @@
 //! sources, once that instance has finished (its sources are stopped for
 //! good, and a second instance would contend for its ports and checkpoints).
 
+use crate::flow::buffer::DiskRegistry;
 use crate::graph::Pipeline;
+use crate::http::api::Graphs;
 use crate::http::{self, Status};
 use crate::plan::Host;
 use crate::runtime::RunningPipeline;
@@ -98,6 +100,7 @@ struct Daemon {
 
 impl Daemon {
     fn start(&mut self, pipeline: Pipeline) {
+        self.status.graphs.set(Graphs::laid_out(&pipeline));
         let running = Arc::new(RunningPipeline::start(pipeline, &self.host));
         let name = running.name.clone();
         let waiter = running.clone();
@@ -109,6 +112,7 @@ impl Daemon {
     fn finished(&mut self, name: String, result: Result<(), String>) {
         self.running.remove(&name);
         self.removed.remove(&name);
+        self.status.graphs.remove(&name);
         match result {
             Ok(()) => tracing::info!(pipeline = %name, "pipeline finished"),
             Err(e) => {
@@ -152,15 +156,19 @@ impl Daemon {
             match self.running.get(&pipeline.name) {
                 Some(running) => {
                     let name = pipeline.name.clone();
+                    let graph = Graphs::laid_out(&pipeline);
                     match running.apply(pipeline, &self.host) {
-                        Ok(a) => tracing::info!(
+                        Ok(a) => {
+                            self.status.graphs.set(graph);
+                            tracing::info!(
                             pipeline = %name,
                             "reloaded: {} kept, {} replaced, {} added, {} removed",
                             a.kept,
                             a.replaced,
                             a.added,
                             a.removed
-                        ),
+                            )
+                        }
                         Err(e) => {
                             tracing::error!(pipeline = %name, "not reloaded: {e}; it keeps running unchanged");
                             self.metrics.config_reload("rejected");
@@ -206,6 +214,27 @@ impl Daemon {
 }
 
 pub async fn run(pipelines: Vec<Pipeline>, options: RunOptions) -> Outcome {
+    let disks = DiskRegistry::default();
+    let outcome = run_with(pipelines, options, disks.clone()).await;
+    // Every task is done: each disk buffer's thread writes its last sync
+    // and ledger once the acknowledgements still in flight are gone. After
+    // a deadline or a second signal, tasks may still hold some: what the
+    // 10 ms commits recorded by then stands (the rest is redelivered).
+    let wait = match outcome {
+        Outcome::Interrupted | Outcome::TimedOut { .. } => Duration::from_millis(100),
+        _ => DISK_CLOSE_TIMEOUT,
+    };
+    let late = off_runtime(move || disks.close(wait)).await;
+    for dir in late {
+        tracing::warn!(buffer = %dir.display(), "disk buffer still busy at exit: its newest acknowledgements will be delivered again");
+    }
+    outcome
+}
+
+/// How long a clean exit waits for disk buffers to write their ledgers.
+const DISK_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn run_with(pipelines: Vec<Pipeline>, options: RunOptions, disks: DiskRegistry) -> Outcome {
     // Signal handlers first: a SIGHUP or SIGTERM that arrives while the
     // daemon starts must not kill it with the default action.
     let (Ok(mut sigint), Ok(mut sigterm), Ok(mut sighup)) = (
@@ -219,7 +248,9 @@ pub async fn run(pipelines: Vec<Pipeline>, options: RunOptions) -> Outcome {
     let status = Status::new(metrics.clone());
     if let Some(address) = &options.metrics_address {
         match http::serve(address, status.clone()).await {
-            Ok(bound) => tracing::info!("serving /metrics, /health and /ready on http://{bound}"),
+            Ok(bound) => tracing::info!(
+                "serving /metrics, /health, /ready, /api/pipelines and /ui on http://{bound}"
+            ),
             Err(e) => {
                 return Outcome::Failed(format!(
                     "cannot listen on --metrics-address {address}: {e}"
@@ -232,6 +263,7 @@ pub async fn run(pipelines: Vec<Pipeline>, options: RunOptions) -> Outcome {
         metrics: metrics.clone(),
         taps: status.taps.clone(),
         data_dir: options.data_dir.clone(),
+        disks,
     };
     let mut d = Daemon {
         metrics,

@@ -13,16 +13,18 @@
 //! - `controls/`   stage controls as layers around a unit of work: circuit
 //!   breaker, rate limiter, timeout, retry, adaptive concurrency
 //! - `flow/`       the pipes between stages, handed to components in their
-//!   contexts: bounded queues, fan-out, taps, `on_error`, pipeline control
+//!   contexts: bounded queues in memory or on disk (`buffer/storage/`: the
+//!   disk buffer's files, no tokio, and `flowgate buffer check`'s scan),
+//!   fan-out, taps, `on_error`, pipeline control
 //! - `components/` the catalogue: sources/, transforms/, sinks/ (one file
 //!   each, config struct first; a stateful transform's state beside it,
-//!   `stateful` the interface they share); buffers/, disk buffers' storage
-//!   (files, no tokio) and `flowgate buffer check`'s scan
+//!   `stateful` the interface they share)
 //! - `load/`       YAML text -> `RawPipeline`: per-component
 //!   deserialisation that keeps positions
 //! - `graph/`      `RawPipeline` -> validated `Pipeline` (plain data: no
 //!   clients, no programs kept): inputs resolved to ids, every problem
-//!   collected; the diff between two pipelines; dot/mermaid; the JSON Schema
+//!   collected; the diff between two pipelines; dot/mermaid and the laid
+//!   out graph the live views draw; the JSON Schema
 //! - `stage/`      stage drivers: intake, the control stack, workers, order;
 //!   stateful transforms on one task with their timers
 //! - `plan/`       `Pipeline` -> `Pieces`: every queue, fan-out and task
@@ -30,7 +32,8 @@
 //!   reuse are callers of it
 //! - `runtime/`    spawns pieces, supervises tasks, applies new
 //!   configurations by difference
-//! - `http`        /metrics, /health, /ready, /tap
+//! - `http/`       /metrics, /health, /ready, /tap; the live views' /ui and
+//!   /api/pipelines
 //! - `daemon`      signals, reload, shutdown deadline
 //! - `pipeline_tests` `flowgate test`
 //! - `cli/`        clap commands (the only place with `anyhow`)

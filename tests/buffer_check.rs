@@ -4,7 +4,7 @@
 
 mod common;
 use common::*;
-use flowgate::components::buffers::{EncodedBatch, Store};
+use flowgate::flow::buffer::storage::{EncodedBatch, Store};
 use std::path::Path;
 
 fn payload(n: u64) -> Vec<u8> {

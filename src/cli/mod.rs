@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+mod top;
+
 pub const EXIT_CONFIG: u8 = 78;
 
 #[derive(Parser)]
@@ -31,7 +33,7 @@ enum Command {
     Run {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
-        /// Address for /metrics, /health and /ready; `off` disables the server.
+        /// Address for /metrics, /health, /ready, /ui and /api/pipelines; `off` disables the server.
         #[arg(long, default_value = "127.0.0.1:9717")]
         metrics_address: String,
         /// How long SIGINT/SIGTERM may take to drain and flush (e.g. 30s).
@@ -70,6 +72,12 @@ enum Command {
         /// Stop after this many events (default: until interrupted).
         #[arg(long)]
         count: Option<u64>,
+    },
+    /// Show each component's rates, buffer, workers and breaker of a running daemon, every second (q quits); one table when stdout is not a terminal.
+    Top {
+        /// The daemon's --metrics-address.
+        #[arg(long, default_value = "127.0.0.1:9717")]
+        metrics_address: String,
     },
     /// Show what a reload from OLD to NEW would keep, replace, add and remove.
     Plan { old: PathBuf, new: PathBuf },
@@ -162,6 +170,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             metrics_address,
             count,
         } => tap(&output, &metrics_address, count),
+        Command::Top { metrics_address } => top::top(&metrics_address),
         Command::Plan { old, new } => {
             // Loaded one by one: OLD and NEW usually share a pipeline name.
             let (Some(old), Some(new)) = (load_one(&old), load_one(&new)) else {
@@ -281,7 +290,7 @@ fn run_tests(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
 /// and a total; exit 1 when any buffer has corrupt records or cannot be
 /// read.
 fn buffer_check(data_dir: &Path) -> anyhow::Result<ExitCode> {
-    use crate::components::buffers::check;
+    use crate::flow::buffer::storage::check;
     let reports = check::check_all(data_dir)
         .with_context(|| format!("cannot read the data directory {}", data_dir.display()))?;
     if reports.is_empty() {

@@ -1,12 +1,10 @@
 //! The catalogue: every source, transform and sink, one file each, and the
-//! interfaces the runtime drives them through; beside them `buffers/`, the
-//! storage of disk buffers.
+//! interfaces the runtime drives them through.
 //!
 //! Each catalogue enum is closed and dispatched with `match`. Pipeline files
 //! are deserialised per component (see `load::component`), so serde's tagged
 //! enums never see a component mapping and positions are kept.
 
-pub mod buffers;
 pub mod http_common;
 pub mod sinks;
 pub mod sources;

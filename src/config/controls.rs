@@ -33,22 +33,46 @@ pub enum WhenFull {
     DropOldest,
 }
 
+/// Where a stage's input queue is kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BufferType {
+    /// In memory: lost on a crash; upstream hears "delivered" once the
+    /// sinks wrote the events.
+    #[default]
+    Memory,
+    /// In checksummed files under `<data-dir>/<pipeline>/<component>/`:
+    /// upstream hears "delivered" once the events are fsynced (grouped
+    /// every 10 ms); they are removed once acknowledged downstream, and
+    /// survive `kill -9`, restarts and reloads.
+    Disk,
+}
+
 /// The stage's bounded input queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BufferConfig {
-    /// Events the input queue holds (at least 1).
+    /// `memory` (default) or `disk` (durable; needs `max_bytes`).
+    #[serde(rename = "type", default)]
+    pub kind: BufferType,
+    /// Events the input queue holds (at least 1). With `type: disk`, how
+    /// many of its events are in memory at once: the buffer itself holds
+    /// up to `max_bytes` on disk, and replaying a backlog of any size keeps
+    /// memory bounded by `size`.
     #[serde(default = "default_buffer_size")]
     #[schemars(range(min = 1))]
     pub size: usize,
-    /// Bytes the input queue holds at most, counted as the events' encoded
-    /// JSON size (`64MiB`, `512KiB` or plain bytes); `when_full` applies to
-    /// whichever of `size` and `max_bytes` is reached first. Unset: only
-    /// `size` bounds the queue. An event larger than `max_bytes` still
-    /// passes, alone.
+    /// Memory: bytes the input queue holds at most, counted as the events'
+    /// encoded JSON size (`64MiB`, `512KiB` or plain bytes); `when_full`
+    /// applies to whichever of `size` and `max_bytes` is reached first.
+    /// Unset: only `size` bounds the queue. An event larger than
+    /// `max_bytes` still passes, alone. Disk (required, at least 1MiB): the
+    /// bytes of the buffer's files, which are freed a segment (1/16 of
+    /// `max_bytes`, 256KiB to 64MiB) at a time as events are acknowledged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_bytes: Option<super::size::ByteSize>,
-    /// Policy when the queue is full: `block` (backpressure), `drop_newest`, `drop_oldest`.
+    /// Policy when the queue is full: `block` (backpressure), `drop_newest`,
+    /// `drop_oldest` (memory only).
     #[serde(default)]
     pub when_full: WhenFull,
 }
@@ -60,6 +84,7 @@ fn default_buffer_size() -> usize {
 impl Default for BufferConfig {
     fn default() -> Self {
         Self {
+            kind: BufferType::Memory,
             size: default_buffer_size(),
             max_bytes: None,
             when_full: WhenFull::Block,

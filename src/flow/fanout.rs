@@ -130,7 +130,7 @@ impl Drop for CloseOnDrop {
 mod tests {
     use super::*;
     use crate::config::controls::WhenFull;
-    use crate::flow::buffer::tests::{events, make as consumer};
+    use crate::flow::buffer::memory::tests::{events, make as consumer};
     use crate::telemetry::{DiscardReason, Metrics};
 
     #[tokio::test]

@@ -143,6 +143,56 @@ pub(super) fn check_stage(
             "buffer.max_bytes must be at least 1 (leave it out for no byte limit)",
         ));
     }
+    errors.extend(disk_buffer_errors(raw, section, name, &common.buffer));
+    errors
+}
+
+/// The smallest `max_bytes` of a disk buffer: 16 segments of the smallest size.
+const DISK_MIN_BYTES: u64 = 1 << 20;
+
+/// `buffer.type: disk` needs a byte limit (it is what bounds the files)
+/// and cannot drop its oldest events (they may be on disk, in a segment
+/// that is freed only whole).
+fn disk_buffer_errors(
+    raw: &RawPipeline,
+    section: Section,
+    name: &str,
+    buffer: &crate::config::controls::BufferConfig,
+) -> Vec<ConfigError> {
+    use crate::config::controls::{BufferType, WhenFull};
+    let mut errors = Vec::new();
+    if buffer.kind != BufferType::Disk {
+        return errors;
+    }
+    match buffer.max_bytes {
+        None => errors.push(raw.component_error(
+            section,
+            name,
+            &["buffer", "type"],
+            Target::Value,
+            "buffer.type: disk needs buffer.max_bytes, the most its files may hold (e.g. max_bytes: 1GiB)",
+        )),
+        Some(b) if b.bytes() < DISK_MIN_BYTES as usize => errors.push(raw.component_error(
+            section,
+            name,
+            &["buffer", "max_bytes"],
+            Target::Value,
+            format!(
+                "a disk buffer's max_bytes must be at least 1MiB (its files are freed a segment at a time), not {} bytes",
+                b.bytes()
+            ),
+        )),
+        Some(_) => {}
+    }
+    if buffer.when_full == WhenFull::DropOldest {
+        errors.push(raw.component_error(
+            section,
+            name,
+            &["buffer", "when_full"],
+            Target::Value,
+            "when_full: drop_oldest is for memory buffers; a disk buffer can block or drop_newest",
+        ));
+    }
     errors
 }
 

@@ -11,6 +11,7 @@ mod compile;
 mod components;
 pub mod diff;
 mod inputs;
+pub mod layout;
 mod pipeline;
 pub mod render;
 pub mod schema;

@@ -77,7 +77,7 @@ impl Component {
 
     /// Its outputs as an input names them (`name`, `name.port`), for
     /// messages that list what can be read.
-    pub(super) fn output_names(&self) -> Vec<String> {
+    pub fn output_names(&self) -> Vec<String> {
         self.ports
             .iter()
             .map(|p| match p {

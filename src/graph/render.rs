@@ -2,7 +2,7 @@
 //! controls (workers, buffer) and named outputs on the picture.
 
 use super::{Pipeline, Role};
-use crate::config::controls::{WhenFull, Workers};
+use crate::config::controls::{BufferType, WhenFull, Workers};
 
 fn label(p: &Pipeline, id: usize) -> String {
     let c = &p.components[id];
@@ -13,9 +13,12 @@ fn label(p: &Pipeline, id: usize) -> String {
             WhenFull::DropNewest => "drop_newest",
             WhenFull::DropOldest => "drop_oldest",
         };
-        let mut controls = match s.buffer.max_bytes {
-            Some(bytes) => format!("buffer {} / {bytes} {policy}", s.buffer.size),
-            None => format!("buffer {} {policy}", s.buffer.size),
+        let mut controls = match (s.buffer.kind, s.buffer.max_bytes) {
+            (BufferType::Disk, Some(bytes)) => {
+                format!("disk buffer {bytes} ({} in memory) {policy}", s.buffer.size)
+            }
+            (_, Some(bytes)) => format!("buffer {} / {bytes} {policy}", s.buffer.size),
+            (_, None) => format!("buffer {} {policy}", s.buffer.size),
         };
         if s.workers != Workers::Fixed(1) {
             controls.push_str(&format!(

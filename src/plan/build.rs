@@ -155,7 +155,7 @@ fn assemble(
     scope: &Scope,
     control: PipelineControl,
 ) -> (Pieces, Ends) {
-    let mut topology = Topology::new(pipeline, &host.metrics, scope);
+    let mut topology = Topology::new(pipeline, host, scope, &control);
     let receivers = std::mem::take(&mut topology.receivers);
     let faults = match scope {
         Scope::Test(t) => t.faults,

@@ -6,6 +6,7 @@ pub mod faults;
 mod tasks;
 mod topology;
 
+use crate::flow::buffer::DiskRegistry;
 use crate::flow::tap::Taps;
 use crate::telemetry::Metrics;
 use std::path::PathBuf;
@@ -15,13 +16,17 @@ use std::sync::Arc;
 pub const DEFAULT_DATA_DIR: &str = "./.flowgate";
 
 /// What every pipeline of a process shares, handed to each build: the
-/// metrics registry, the tap points and the state directory.
+/// metrics registry, the tap points, the state directory and the disk
+/// buffers open in it.
 #[derive(Clone)]
 pub struct Host {
     pub metrics: Arc<Metrics>,
     pub taps: Taps,
     /// `--data-dir`: each pipeline keeps its state in `<data_dir>/<name>/`.
     pub data_dir: PathBuf,
+    /// Open disk buffers, so a reload reuses them; closed (last sync and
+    /// ledger written) before the process exits.
+    pub disks: DiskRegistry,
 }
 
 impl Host {
@@ -30,6 +35,7 @@ impl Host {
             metrics,
             taps: Taps::default(),
             data_dir: data_dir.into(),
+            disks: DiskRegistry::default(),
         }
     }
 }

@@ -85,6 +85,15 @@ impl Instantiate<'_> {
     ) -> Task {
         let pipeline = self.topology.pipeline;
         let c = &pipeline.components[id];
+        if let Some(message) = self.topology.open_failures.get(&id) {
+            // Its queue is a stand-in: take it, so nothing waits on it.
+            let _ = self.receivers.remove(&id);
+            let message = message.clone();
+            return self.guarded(
+                id,
+                Box::pin(async move { Err(ComponentError::Other(message)) }),
+            );
+        }
         let future = match &c.role {
             Role::Source { kind, common } => {
                 let shutdown = source_stop.expect("a source task gets its stop signal");

@@ -2,13 +2,15 @@
 //! queue of each stage, and who sends to whom. Pure wiring: no task
 //! futures here (see `tasks`).
 
+use super::Host;
 use super::build::{Reuse, TestSetup};
-use crate::config::controls::WhenFull;
+use crate::config::controls::{BufferConfig, BufferType, WhenFull};
+use crate::flow::buffer::disk::{self, DiskConfig, DiskPlace};
 use crate::flow::buffer::{self, BufferGauge, BufferReceiver, BufferSender};
+use crate::flow::control::PipelineControl;
 use crate::graph::{InputRef, Pipeline, Role};
-use crate::telemetry::{ComponentMetrics, Metrics};
+use crate::telemetry::ComponentMetrics;
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 /// Events a capture holds: a test's whole output must fit.
 const CAPTURE_CAPACITY: usize = 1 << 20;
@@ -41,10 +43,19 @@ pub struct Topology<'p> {
     /// `flowgate test`: a queue per output, read by the test.
     pub captures: Vec<(InputRef, BufferReceiver)>,
     capture_senders: HashMap<InputRef, BufferSender>,
+    /// Stages whose disk buffer could not be opened: their task fails
+    /// with this message.
+    pub open_failures: HashMap<usize, String>,
 }
 
 impl<'p> Topology<'p> {
-    pub fn new(pipeline: &'p Pipeline, metrics: &Arc<Metrics>, scope: &Scope) -> Self {
+    pub fn new(
+        pipeline: &'p Pipeline,
+        host: &Host,
+        scope: &Scope,
+        control: &PipelineControl,
+    ) -> Self {
+        let metrics = &host.metrics;
         let n = pipeline.components.len();
         let active = match scope {
             Scope::Test(t) => Some(downstream_transforms(pipeline, t.inject)),
@@ -70,6 +81,7 @@ impl<'p> Topology<'p> {
             queues: Vec::new(),
             captures: Vec::new(),
             capture_senders: HashMap::new(),
+            open_failures: HashMap::new(),
         };
         for (id, c) in pipeline.components.iter().enumerate() {
             if let Scope::Reuse(r) = scope
@@ -87,18 +99,54 @@ impl<'p> Topology<'p> {
                 topology.capture(id);
             }
             if let Some(stage) = c.stage() {
-                let (tx, rx) = buffer::channel(
-                    stage.buffer.size,
-                    stage.buffer.max_bytes.map(|b| b.bytes()),
-                    stage.buffer.when_full,
-                    topology.metrics[id].clone(),
-                );
+                // `flowgate test` never touches the data directory.
+                let on_disk = !matches!(scope, Scope::Test(_));
+                let (tx, rx) =
+                    topology.queue(id, &stage.buffer, on_disk.then_some((host, control)));
                 topology.queues.push(rx.gauge());
                 topology.senders.insert(id, tx);
                 topology.receivers.insert(id, rx);
             }
         }
         topology
+    }
+
+    /// The input queue of stage `id`: on disk when configured so (and a
+    /// host to keep it is given), else in memory. A disk buffer that cannot
+    /// be opened is recorded in `open_failures` (the stage's task fails
+    /// with it) and replaced by a memory queue so the build stays whole.
+    fn queue(
+        &mut self,
+        id: usize,
+        cfg: &BufferConfig,
+        host: Option<(&Host, &PipelineControl)>,
+    ) -> (BufferSender, BufferReceiver) {
+        let metrics = self.metrics[id].clone();
+        if let (BufferType::Disk, Some((host, control))) = (cfg.kind, host) {
+            let name = &self.pipeline.components[id].name;
+            let place = DiskPlace {
+                dir: host.data_dir.join(&self.pipeline.name).join(name),
+                registry: &host.disks,
+                stop: control.source_token(),
+            };
+            let disk_cfg = DiskConfig {
+                size: cfg.size,
+                max_bytes: cfg.max_bytes.map_or(u64::MAX, |b| b.0),
+                policy: cfg.when_full,
+            };
+            match disk::open(place, disk_cfg, metrics.clone()) {
+                Ok((tx, rx)) => return (BufferSender::Disk(tx), BufferReceiver::Disk(rx)),
+                Err(e) => {
+                    self.open_failures.insert(id, e.to_string());
+                }
+            }
+        }
+        buffer::channel(
+            cfg.size,
+            cfg.max_bytes.map(|b| b.bytes()),
+            cfg.when_full,
+            metrics,
+        )
     }
 
     /// A capture queue for each output of `id`.

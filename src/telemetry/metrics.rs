@@ -64,6 +64,8 @@ pub struct Metrics {
     buffer_capacity: IntGaugeVec,
     buffer_bytes: IntGaugeVec,
     buffer_capacity_bytes: IntGaugeVec,
+    buffer_corrupt: IntCounterVec,
+    buffer_redelivered: IntCounterVec,
     workers_busy: IntGaugeVec,
     workers_limit: IntGaugeVec,
     processing: HistogramVec,
@@ -158,6 +160,16 @@ impl Metrics {
                 &COMPONENT_LABELS,
             ),
             rate_limit_delay,
+            buffer_corrupt: counter(
+                "flowgate_buffer_corrupt_records_total",
+                "Disk buffer records found damaged (torn, failed checksum, not JSON) and skipped.",
+                &COMPONENT_LABELS,
+            ),
+            buffer_redelivered: counter(
+                "flowgate_buffer_redelivered_events_total",
+                "Disk buffer events handed on again: after a sink gave up on them, or after a crash before they were acknowledged.",
+                &COMPONENT_LABELS,
+            ),
             rate_limit_evictions: counter(
                 "flowgate_rate_limit_key_evictions_total",
                 "Per-key rate-limit buckets evicted (least recently used) beyond max_keys.",
@@ -210,7 +222,7 @@ impl Metrics {
             ),
             buffer_bytes: gauge(
                 "flowgate_buffer_bytes",
-                "Encoded JSON bytes of the events in the stage's input queue (queues with a byte limit).",
+                "Bytes the stage's input queue holds: encoded JSON of the queued events (memory, with max_bytes), or segment file bytes (disk).",
                 &COMPONENT_LABELS,
             ),
             buffer_capacity_bytes: gauge(
@@ -278,6 +290,12 @@ impl Metrics {
         self.config_reloads.with_label_values(&[result]).inc();
     }
 
+    /// Every family as `render` encodes it, for readers that want the
+    /// figures as numbers (`/api/pipelines`): one registry, so both agree.
+    pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.registry.gather()
+    }
+
     /// The Prometheus text exposition (format 0.0.4).
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
@@ -298,6 +316,12 @@ pub struct BreakerMetrics {
 pub struct RateLimitMetrics {
     pub delay_seconds: prometheus::Counter,
     pub evictions: IntCounter,
+}
+
+/// A disk buffer's counters.
+pub struct DiskBufferMetrics {
+    pub corrupt: IntCounter,
+    pub redelivered: IntCounter,
 }
 
 /// What acknowledging sources count, per outcome.
@@ -421,6 +445,20 @@ impl ComponentMetrics {
             f.state_entries.with_label_values(&self.fixed()),
             f.state_evictions.with_label_values(&self.fixed()),
         )
+    }
+
+    /// Made only for disk buffers, so memory queues export no zero series.
+    pub fn disk_buffer(&self) -> DiskBufferMetrics {
+        DiskBufferMetrics {
+            corrupt: self
+                .families
+                .buffer_corrupt
+                .with_label_values(&self.fixed()),
+            redelivered: self
+                .families
+                .buffer_redelivered
+                .with_label_values(&self.fixed()),
+        }
     }
 
     pub fn rate_limit(&self) -> RateLimitMetrics {

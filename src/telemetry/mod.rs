@@ -4,5 +4,6 @@ pub mod logging;
 pub mod metrics;
 
 pub use metrics::{
-    AckCounters, BreakerMetrics, ComponentMetrics, DiscardReason, Metrics, RateLimitMetrics,
+    AckCounters, BreakerMetrics, ComponentMetrics, DiscardReason, DiskBufferMetrics, Metrics,
+    RateLimitMetrics,
 };

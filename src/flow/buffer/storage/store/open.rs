@@ -2,11 +2,11 @@
 //! segments, recovery of the newest one.
 
 use super::{Opened, Store};
-use crate::components::buffers::StoreError;
-use crate::components::buffers::ledger::{DirLock, Ledger};
-use crate::components::buffers::scan::{Scanner, Step};
-use crate::components::buffers::segment::{self, SEGMENT_HEADER_LEN, SegmentFile, Writer};
-use crate::components::buffers::seqs::SeqSet;
+use crate::flow::buffer::storage::StoreError;
+use crate::flow::buffer::storage::ledger::{DirLock, Ledger};
+use crate::flow::buffer::storage::scan::{Scanner, Step};
+use crate::flow::buffer::storage::segment::{self, SEGMENT_HEADER_LEN, SegmentFile, Writer};
+use crate::flow::buffer::storage::seqs::SeqSet;
 use std::collections::VecDeque;
 use std::path::Path;
 
@@ -71,6 +71,7 @@ impl Store {
             segments: store.segments.len(),
             corrupt: store.corrupt,
             torn_tail,
+            handed_seq: store.ledger.handed_seq().max(store.acked),
         };
         Ok((store, opened))
     }

@@ -2,8 +2,8 @@
 //! sequential reader keeps between calls.
 
 use super::{READ_MAX_BYTES, ReadOutcome, Store};
-use crate::components::buffers::scan::{Scanner, Step};
-use crate::components::buffers::segment::SegmentFile;
+use crate::flow::buffer::storage::scan::{Scanner, Step};
+use crate::flow::buffer::storage::segment::SegmentFile;
 use std::ops::Range;
 
 impl Store {

@@ -174,6 +174,20 @@ impl EncodedBatch {
         self.bytes.len() + HEADER_LEN * self.lens.len()
     }
 
+    /// Keeps the first `n` records.
+    pub fn truncate(&mut self, n: usize) {
+        if n < self.lens.len() {
+            let keep: usize = self.lens[..n].iter().map(|&l| l as usize).sum();
+            self.lens.truncate(n);
+            self.bytes.truncate(keep);
+        }
+    }
+
+    /// Bytes on disk of each record, in order (payload and header).
+    pub fn disk_lens(&self) -> impl Iterator<Item = usize> + '_ {
+        self.lens.iter().map(|&l| l as usize + HEADER_LEN)
+    }
+
     pub fn clear(&mut self) {
         self.bytes.clear();
         self.lens.clear();

@@ -1,6 +1,6 @@
 use super::*;
-use crate::components::buffers::ledger::LEDGER_FILE;
-use crate::components::buffers::record::frame_len;
+use crate::flow::buffer::storage::ledger::LEDGER_FILE;
+use crate::flow::buffer::storage::record::frame_len;
 
 const SMALL: u64 = 1 << 20; // 256 KiB segments
 

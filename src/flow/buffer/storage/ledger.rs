@@ -2,13 +2,14 @@
 //! (`buffer.lock`: one process per buffer directory).
 //!
 //! The ledger holds two 32-byte slots, each `magic u32 | acked_seq u64 |
-//! generation u64 | 8 zero bytes | crc32c u32` (little-endian, the crc over
-//! the 28 bytes before it). Writes alternate between the slots (`pwrite`,
+//! generation u64 | handed_seq u64 | crc32c u32` (little-endian, the crc
+//! over the 28 bytes before it). Writes alternate between the slots (`pwrite`,
 //! then `fdatasync`) and the valid slot with the higher generation wins, so
 //! a write torn by a crash costs the acknowledgements of one write, never
 //! the ledger. A write that fails is retried in the same slot, so the
 //! other one stays intact. The segment files are the only record of what
-//! was written; the ledger records only what was acknowledged.
+//! was written; the ledger records only what was acknowledged (and how
+//! far the front may have handed events on, to count redeliveries).
 
 use super::StoreError;
 use std::fs::File;
@@ -27,6 +28,11 @@ const SLOT_MAGIC: u32 = u32::from_le_bytes(*b"FGLD");
 pub struct Slot {
     pub acked_seq: u64,
     pub generation: u64,
+    /// Every seq at or below it may have been handed downstream (the front
+    /// raises it before it hands events on): after a crash, the events in
+    /// `acked_seq + 1 ..= handed_seq` are redeliveries. 0 in ledgers
+    /// written before it existed, whose old pad was zero.
+    pub handed_seq: u64,
 }
 
 pub fn encode_slot(slot: Slot) -> [u8; SLOT_LEN] {
@@ -34,6 +40,7 @@ pub fn encode_slot(slot: Slot) -> [u8; SLOT_LEN] {
     b[0..4].copy_from_slice(&SLOT_MAGIC.to_le_bytes());
     b[4..12].copy_from_slice(&slot.acked_seq.to_le_bytes());
     b[12..20].copy_from_slice(&slot.generation.to_le_bytes());
+    b[20..28].copy_from_slice(&slot.handed_seq.to_le_bytes());
     let crc = crc32c::crc32c(&b[..28]);
     b[28..32].copy_from_slice(&crc.to_le_bytes());
     b
@@ -48,6 +55,7 @@ pub fn decode_slot(b: &[u8]) -> Option<Slot> {
     (magic == SLOT_MAGIC && crc == crc32c::crc32c(&b[..28])).then(|| Slot {
         acked_seq: word(4..12),
         generation: word(12..20),
+        handed_seq: word(20..28),
     })
 }
 
@@ -102,6 +110,7 @@ impl Ledger {
                 Slot {
                     acked_seq: 0,
                     generation: 0,
+                    handed_seq: 0,
                 },
                 0,
             ),
@@ -122,11 +131,22 @@ impl Ledger {
         self.current.generation
     }
 
-    /// Records `acked_seq` durably (pwrite + fdatasync of one slot).
+    pub fn handed_seq(&self) -> u64 {
+        self.current.handed_seq
+    }
+
+    /// Records `acked_seq` durably (pwrite + fdatasync of one slot),
+    /// keeping the handed mark.
     pub fn write(&mut self, acked_seq: u64) -> Result<(), StoreError> {
+        self.write_marks(acked_seq, self.current.handed_seq)
+    }
+
+    /// Records both marks durably.
+    pub fn write_marks(&mut self, acked_seq: u64, handed_seq: u64) -> Result<(), StoreError> {
         let slot = Slot {
             acked_seq,
             generation: self.current.generation + 1,
+            handed_seq,
         };
         let at = (self.next_slot * SLOT_LEN) as u64;
         self.file
@@ -287,7 +307,8 @@ mod tests {
             decode_slot(&bytes[..SLOT_LEN]),
             Some(Slot {
                 acked_seq: 10,
-                generation: 1
+                generation: 1,
+                handed_seq: 0,
             })
         );
         assert_eq!(read_acked(dir.path()).unwrap(), 15);

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::ev as json;
+use crate::flow::buffer::{BufferReceiver, BufferSender, channel};
 use crate::telemetry::Metrics;
 
 /// `n` events `{"i": start..}`.

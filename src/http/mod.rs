@@ -1,4 +1,8 @@
-//! `/metrics`, `/health` and `/ready` on `--metrics-address`.
+//! `/metrics`, `/health`, `/ready` and `/tap` on `--metrics-address`;
+//! the live views' `/api/pipelines` (`api.rs`) and `/ui` (`ui.rs`).
+
+pub mod api;
+mod ui;
 
 use crate::flow::tap::Taps;
 use crate::telemetry::Metrics;
@@ -17,6 +21,8 @@ pub struct Status {
     pub ready: Arc<AtomicBool>,
     pub failed: Arc<AtomicBool>,
     pub taps: Taps,
+    /// The running pipelines' graphs, for `/api/pipelines`.
+    pub graphs: api::Graphs,
 }
 
 impl Status {
@@ -26,6 +32,7 @@ impl Status {
             ready: Arc::default(),
             failed: Arc::default(),
             taps: Taps::default(),
+            graphs: api::Graphs::default(),
         }
     }
 }
@@ -70,6 +77,12 @@ async fn metrics(State(s): State<Status>) -> impl IntoResponse {
     )
 }
 
+async fn api_pipelines(State(s): State<Status>) -> impl IntoResponse {
+    let body = serde_json::to_string(&api::pipelines(&s.graphs, &s.metrics))
+        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    ([(header::CONTENT_TYPE, "application/json")], body)
+}
+
 async fn health(State(s): State<Status>) -> impl IntoResponse {
     if s.failed.load(Ordering::Relaxed) {
         (StatusCode::SERVICE_UNAVAILABLE, "a pipeline has failed\n")
@@ -96,6 +109,8 @@ pub async fn serve(address: &str, status: Status) -> std::io::Result<std::net::S
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/tap/{*output}", get(tap))
+        .route("/api/pipelines", get(api_pipelines))
+        .merge(ui::routes())
         .with_state(status);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {

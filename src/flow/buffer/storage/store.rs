@@ -58,6 +58,9 @@ pub struct Opened {
     pub corrupt: u64,
     /// The newest segment ended in a partial record, which was cut off.
     pub torn_tail: bool,
+    /// The ledger's handed mark: events up to it may have been handed on
+    /// before a crash (their replay is a redelivery).
+    pub handed_seq: u64,
 }
 
 /// What one `read` did.
@@ -233,10 +236,19 @@ impl Store {
     /// again at the next call. `through_seq` may pass `next_seq`: the
     /// front may deliver from memory before the append reaches the store.
     pub fn acknowledge(&mut self, through_seq: u64) -> Result<u64, StoreError> {
+        self.record(through_seq, self.ledger.handed_seq())
+    }
+
+    /// As `acknowledge`, also setting the handed mark (`Slot::handed_seq`)
+    /// in the same ledger write. Writes nothing when neither mark moves.
+    pub fn record(&mut self, through_seq: u64, handed_seq: u64) -> Result<u64, StoreError> {
         if through_seq <= self.acked {
+            if handed_seq != self.ledger.handed_seq() {
+                self.ledger.write_marks(self.acked, handed_seq)?;
+            }
             return Ok(0);
         }
-        self.ledger.write(through_seq)?;
+        self.ledger.write_marks(through_seq, handed_seq)?;
         self.acked = through_seq;
         self.missing.remove_through(through_seq);
         let mut freed = 0;
@@ -296,6 +308,11 @@ impl Store {
 
     pub fn acked_seq(&self) -> u64 {
         self.acked
+    }
+
+    /// The handed mark in the ledger (`Slot::handed_seq`).
+    pub fn handed_seq(&self) -> u64 {
+        self.ledger.handed_seq()
     }
 
     pub fn durable_through(&self) -> u64 {

@@ -156,7 +156,7 @@ fn scan_segment(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::components::buffers::{EncodedBatch, Store};
+    use crate::flow::buffer::storage::{EncodedBatch, Store};
 
     fn batch(n: usize) -> EncodedBatch {
         let mut b = EncodedBatch::default();
@@ -217,7 +217,7 @@ mod tests {
             (48, 2, true)
         );
         // Acknowledged damage is not counted.
-        crate::components::buffers::ledger::Ledger::open(&dir)
+        crate::flow::buffer::storage::ledger::Ledger::open(&dir)
             .unwrap()
             .write(20)
             .unwrap();
