@@ -8,6 +8,9 @@
 //! Job `a-acked` is job A with `follow: true`: the same work with
 //! end-to-end acknowledgements and checkpoints (timed until its output is
 //! complete, then stopped), to compare with job A, which acknowledges nothing.
+//! Job `agg` is job A's data through an `aggregate` (per host and status,
+//! 1-minute tumbling windows on `.ts`, count + p99 + avg) into a blackhole,
+//! to compare with job B (issue 13: target >= 0.7x job B's events/s).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -110,6 +113,7 @@ fn main() {
             continue;
         }
         let file = match job {
+            "agg" => aggregate_job(&out_dir),
             "a-disk" | "a-disk-all" => disk_a(&root, job == "a-disk-all"),
             _ => root.join(format!("../shared/bench/jobs/job_{job}.yaml")),
         };
@@ -254,4 +258,15 @@ fn acked_a(root: &Path, data: &Path) -> Measure {
         seconds,
         peak_rss_kib: 0,
     }
+}
+
+/// The `agg` job's pipeline (shared/ is read-only, so it is written here).
+fn aggregate_job(out_dir: &Path) -> PathBuf {
+    let file = out_dir.join("job_agg.yaml");
+    std::fs::write(
+        &file,
+        "sources:\n  logs: {type: file, path: \"${BENCH_DATA}\", codec: json}\ntransforms:\n  per_minute:\n    type: aggregate\n    inputs: [logs]\n    group_by: {host: .host, status: .status}\n    window: {type: tumbling, size: 1m}\n    time: .ts\n    aggregations: {requests: count, p99_latency_ms: {percentile: .latency_ms, p: 0.99}, mean_latency_ms: {avg: .latency_ms}}\nsinks:\n  out: {type: blackhole, inputs: [per_minute]}\n",
+    )
+    .unwrap();
+    file
 }

@@ -17,14 +17,16 @@
 //!   disk buffer's files, no tokio, and `flowgate buffer check`'s scan),
 //!   fan-out, taps, `on_error`, pipeline control
 //! - `components/` the catalogue: sources/, transforms/, sinks/ (one file
-//!   each, config struct first)
+//!   each, config struct first; a stateful transform's state beside it,
+//!   `stateful` the interface they share)
 //! - `load/`       YAML text -> `RawPipeline`: per-component
 //!   deserialisation that keeps positions
 //! - `graph/`      `RawPipeline` -> validated `Pipeline` (plain data: no
 //!   clients, no programs kept): inputs resolved to ids, every problem
 //!   collected; the diff between two pipelines; dot/mermaid and the laid
 //!   out graph the live views draw; the JSON Schema
-//! - `stage/`      stage drivers: intake, the control stack, workers, order
+//! - `stage/`      stage drivers: intake, the control stack, workers, order;
+//!   stateful transforms on one task with their timers
 //! - `plan/`       `Pipeline` -> `Pieces`: every queue, fan-out and task
 //!   future, built without spawning; `flowgate test` builds and reload
 //!   reuse are callers of it

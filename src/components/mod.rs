@@ -8,6 +8,7 @@
 pub mod http_common;
 pub mod sinks;
 pub mod sources;
+pub mod stateful;
 pub mod transforms;
 
 use crate::core::Failed;
@@ -139,6 +140,13 @@ impl TransformOutput {
 /// A CPU-bound transform; `process` runs on the stage's workers in parallel.
 pub trait Transform: Send + Sync + 'static {
     fn process(&self, batch: Batch, out: &mut TransformOutput);
+
+    /// For a transform that keeps state across batches, a fresh state
+    /// machine; the stage then drives it on one task (`stateful`), not
+    /// through `process`.
+    fn stateful(&self) -> Option<Box<dyn stateful::Stateful>> {
+        None
+    }
 }
 
 /// An I/O-bound transform called once per event; the stage runs up to

@@ -126,6 +126,23 @@ impl Program {
         }
     }
 
+    /// The first output of the program on `event`, if any (a key or a
+    /// value read from an event without taking it).
+    pub fn first(&self, event: &Event) -> Result<Option<Value>, EvalError> {
+        match &self.exec {
+            Exec::Value(f) => Ok(Some(f(event)?.into_owned())),
+            Exec::Step(f) => Ok(f(event.clone()).map_err(|(e, _)| e)?.into_iter().next()),
+            Exec::Interp(i) => {
+                let mut first = None;
+                i.run(event, |v| {
+                    first = Some(v);
+                    Ok(false)
+                })?;
+                Ok(first)
+            }
+        }
+    }
+
     /// Every output of the program on `event`, in order. On error the
     /// event comes back with it (as it was when the failing step began).
     pub fn outputs(&self, event: Event, out: &mut Vec<Value>) -> Result<(), (EvalError, Event)> {

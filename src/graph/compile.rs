@@ -212,7 +212,8 @@ fn check_unread_outputs(
                 Some("errors") => errors.push(err(&["on_error"], Target::Value, format!(
                     "on_error: route sends failed events to '{}.errors', but no component reads it: add it to a sink's inputs (e.g. a dead-letter file)", c.name
                 ))),
-                Some("unmatched") => {}
+                // An unread `late` port counts its events as discarded (`late`).
+                Some("unmatched" | "late") => {}
                 Some(p) => warnings.push(err(&[], Target::Key, format!("output '{}.{p}' is not read by any component; its events are dropped", c.name))),
                 None => warnings.push(err(&[], Target::Key, format!("output of '{}' is not read by any component; its events are dropped", c.name))),
             }

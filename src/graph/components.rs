@@ -59,7 +59,12 @@ pub(super) fn build_transform(
     if let TransformKind::Route(r) = &t.kind {
         errors.extend(check_routes(raw, &t.name, r));
     }
-    let settings = raw.check_errors(Section::Transforms, &t.name, t.kind.check_settings());
+    let mut settings = raw.check_errors(Section::Transforms, &t.name, t.kind.check_settings());
+    settings.extend(raw.check_errors(
+        Section::Transforms,
+        &t.name,
+        t.kind.check_controls(&t.common),
+    ));
     let invalid_settings = !settings.is_empty();
     errors.extend(settings);
     let problems = t.kind.check();

@@ -8,6 +8,7 @@ mod async_transform;
 mod drive;
 mod intake;
 mod sink;
+mod stateful;
 mod transform;
 
 pub use async_transform::run_async_transform;

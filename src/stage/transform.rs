@@ -137,6 +137,9 @@ pub async fn run_transform(
     transform: Arc<dyn Transform>,
     parts: StageParts,
 ) -> Result<(), ComponentError> {
+    if let Some(state) = transform.stateful() {
+        return super::stateful::run_stateful(state, parts).await;
+    }
     let StageParts {
         input,
         conc,

@@ -18,7 +18,25 @@ pub enum DiscardReason {
     Error,
     Unmatched,
     RateLimited,
+    /// An `aggregate`'s events for windows already emitted, `.late` unread.
+    Late,
+    /// A `dedupe` repeat within its ttl.
+    Duplicate,
+    /// Not chosen by a `sample`.
+    Sampled,
 }
+
+/// Every discard reason, in the order of `ComponentMetrics::discarded`.
+const REASONS: [DiscardReason; 8] = [
+    DiscardReason::Filtered,
+    DiscardReason::BufferFull,
+    DiscardReason::Error,
+    DiscardReason::Unmatched,
+    DiscardReason::RateLimited,
+    DiscardReason::Late,
+    DiscardReason::Duplicate,
+    DiscardReason::Sampled,
+];
 
 impl DiscardReason {
     pub fn as_str(self) -> &'static str {
@@ -28,6 +46,9 @@ impl DiscardReason {
             DiscardReason::Error => "error",
             DiscardReason::Unmatched => "unmatched",
             DiscardReason::RateLimited => "rate_limited",
+            DiscardReason::Late => "late",
+            DiscardReason::Duplicate => "duplicate",
+            DiscardReason::Sampled => "sampled",
         }
     }
 }
@@ -56,6 +77,8 @@ pub struct Metrics {
     breaker_transitions: IntCounterVec,
     acknowledged: IntCounterVec,
     kafka_lag: IntGaugeVec,
+    state_entries: IntGaugeVec,
+    state_evictions: IntCounterVec,
 }
 
 fn with_extra(extra: &str) -> Vec<&str> {
@@ -223,6 +246,16 @@ impl Metrics {
                 "Kafka source: messages of a partition after the committed offset (the broker's end offset minus it).",
                 &[&COMPONENT_LABELS[..], &["topic", "partition"]].concat(),
             ),
+            state_entries: gauge(
+                "flowgate_state_entries",
+                "Entries a stateful transform holds: open (group, window) pairs, remembered keys, open groups.",
+                &COMPONENT_LABELS,
+            ),
+            state_evictions: counter(
+                "flowgate_state_evictions_total",
+                "Entries a stateful transform emitted early or forgot to stay within its bound (max_groups, max_keys).",
+                &COMPONENT_LABELS,
+            ),
             config_reloads,
             processing,
             registry,
@@ -250,14 +283,7 @@ impl Metrics {
             buffer_capacity: self.buffer_capacity.with_label_values(&l),
             workers_busy: self.workers_busy.with_label_values(&l),
             processing: self.processing.with_label_values(&l),
-            discarded: [
-                DiscardReason::Filtered,
-                DiscardReason::BufferFull,
-                DiscardReason::Error,
-                DiscardReason::Unmatched,
-                DiscardReason::RateLimited,
-            ]
-            .map(|r| {
+            discarded: REASONS.map(|r| {
                 self.discarded
                     .with_label_values(&[l[0], l[1], l[2], l[3], r.as_str()])
             }),
@@ -331,7 +357,7 @@ pub struct ComponentMetrics {
     pub buffer_capacity: IntGauge,
     pub workers_busy: IntGauge,
     pub processing: prometheus::Histogram,
-    discarded: [IntCounter; 5],
+    discarded: [IntCounter; 8],
 }
 
 impl ComponentMetrics {
@@ -363,13 +389,7 @@ impl ComponentMetrics {
 
     pub fn discard(&self, reason: DiscardReason, n: usize) {
         if n > 0 {
-            let i = match reason {
-                DiscardReason::Filtered => 0,
-                DiscardReason::BufferFull => 1,
-                DiscardReason::Error => 2,
-                DiscardReason::Unmatched => 3,
-                DiscardReason::RateLimited => 4,
-            };
+            let i = REASONS.iter().position(|r| *r == reason).unwrap_or(0);
             self.discarded[i].inc_by(n as u64);
         }
     }
@@ -422,6 +442,15 @@ impl ComponentMetrics {
             delivered: f.with_label_values(&self.with("delivered")),
             failed: f.with_label_values(&self.with("failed")),
         }
+    }
+
+    /// `(flowgate_state_entries, flowgate_state_evictions_total)` of a stateful transform.
+    pub fn state(&self) -> (IntGauge, IntCounter) {
+        let f = &self.families;
+        (
+            f.state_entries.with_label_values(&self.fixed()),
+            f.state_evictions.with_label_values(&self.fixed()),
+        )
     }
 
     /// Made only for disk buffers, so memory queues export no zero series.
@@ -478,13 +507,7 @@ impl ComponentMetrics {
     pub fn families_discarded(&self, reason: DiscardReason) -> u64 {
         self.discarded
             .iter()
-            .zip([
-                DiscardReason::Filtered,
-                DiscardReason::BufferFull,
-                DiscardReason::Error,
-                DiscardReason::Unmatched,
-                DiscardReason::RateLimited,
-            ])
+            .zip(REASONS)
             .find(|(_, r)| *r == reason)
             .map_or(0, |(c, _)| c.get())
     }
