@@ -13,6 +13,19 @@ use crate::telemetry::DiscardReason;
 use std::hash::{Hash, Hasher};
 
 /// A transform that keeps state across batches.
+/// What a stateful transform's `Transform::process` does: it is reached
+/// only when a `flowgate test` fault wraps the stage, which cannot drive
+/// state, so every event fails with a message that says so.
+pub fn refuse_faults(batch: Batch, out: &mut super::TransformOutput) {
+    out.failed.extend(batch.into_iter().map(|e| {
+        Failed::new(
+            e,
+            "faults cannot be injected into a stateful transform",
+            "fault",
+        )
+    }));
+}
+
 pub trait Stateful: Send + 'static {
     /// Takes one batch at processing time `now_ms` (milliseconds since the
     /// Unix epoch). `acks` are the batch's: keep a clone for what stays in

@@ -254,13 +254,7 @@ impl Transform for Aggregate {
     /// Only reached when a `flowgate test` fault wraps the stage (the
     /// wrapper is stateless): the events fail rather than pass unaggregated.
     fn process(&self, batch: Batch, out: &mut TransformOutput) {
-        out.failed.extend(batch.into_iter().map(|e| {
-            Failed::new(
-                e,
-                "faults cannot be injected into a stateful transform",
-                "fault",
-            )
-        }));
+        crate::components::stateful::refuse_faults(batch, out);
     }
 
     fn stateful(&self) -> Option<Box<dyn Stateful>> {

@@ -164,13 +164,7 @@ pub struct Reduce {
 impl Transform for Reduce {
     /// Only reached when a `flowgate test` fault wraps the stage.
     fn process(&self, batch: Batch, out: &mut TransformOutput) {
-        out.failed.extend(batch.into_iter().map(|e| {
-            Failed::new(
-                e,
-                "faults cannot be injected into a stateful transform",
-                "fault",
-            )
-        }));
+        crate::components::stateful::refuse_faults(batch, out);
     }
 
     fn stateful(&self) -> Option<Box<dyn Stateful>> {

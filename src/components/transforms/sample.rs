@@ -68,13 +68,7 @@ pub struct Sample {
 impl Transform for Sample {
     /// Only reached when a `flowgate test` fault wraps the stage.
     fn process(&self, batch: Batch, out: &mut TransformOutput) {
-        out.failed.extend(batch.into_iter().map(|e| {
-            Failed::new(
-                e,
-                "faults cannot be injected into a stateful transform",
-                "fault",
-            )
-        }));
+        crate::components::stateful::refuse_faults(batch, out);
     }
 
     fn stateful(&self) -> Option<Box<dyn Stateful>> {
