@@ -3,6 +3,7 @@
 use super::*;
 use crate::core::Delivery;
 use crate::ev as json;
+use crate::telemetry::DiscardReason;
 use crate::telemetry::Metrics;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
