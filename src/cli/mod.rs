@@ -12,9 +12,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+mod buffer_check;
 mod completions;
 mod man;
 mod run_paths;
+mod tap;
 mod top;
 
 pub const EXIT_CONFIG: u8 = 78;
@@ -176,12 +178,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Man { out_dir } => man::print(Cli::command(), out_dir.as_deref()),
         Command::Buffer {
             command: BufferCommand::Check { data_dir },
-        } => buffer_check(&data_dir),
+        } => buffer_check::buffer_check(&data_dir),
         Command::Tap {
             output,
             metrics_address,
             count,
-        } => tap(&output, &metrics_address, count),
+        } => tap::tap(&output, &metrics_address, count),
         Command::Top { metrics_address } => top::top(&metrics_address),
         Command::Plan { old, new } => {
             // Loaded one by one: OLD and NEW usually share a pipeline name.
@@ -299,116 +301,6 @@ fn run_tests(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
-    })
-}
-
-/// `flowgate buffer check`: a table of every disk buffer under `data_dir`
-/// and a total; exit 1 when any buffer has corrupt records or cannot be
-/// read.
-fn buffer_check(data_dir: &Path) -> anyhow::Result<ExitCode> {
-    use crate::flow::buffer::storage::check;
-    let reports = check::check_all(data_dir)
-        .with_context(|| format!("cannot read the data directory {}", data_dir.display()))?;
-    if reports.is_empty() {
-        println!("no disk buffers under {}", data_dir.display());
-        return Ok(ExitCode::SUCCESS);
-    }
-    let mut rows = vec![["pipeline/component", "events", "bytes", "corrupt", ""].map(String::from)];
-    let mut total = check::BufferCheck::default();
-    let mut bad = false;
-    for r in &reports {
-        let in_use = if r.in_use { "(in use)" } else { "" };
-        match &r.result {
-            Ok(c) => {
-                total.events += c.events;
-                total.bytes += c.bytes;
-                total.corrupt += c.corrupt;
-                bad |= c.corrupt > 0;
-                let torn = if c.torn_tail { "torn tail" } else { "" };
-                rows.push([
-                    r.name.clone(),
-                    c.events.to_string(),
-                    c.bytes.to_string(),
-                    c.corrupt.to_string(),
-                    format!("{torn}  {in_use}").trim().to_string(),
-                ]);
-            }
-            Err(e) => {
-                bad = true;
-                eprintln!("error: {}: {e}", r.dir.display());
-                let dash = || "-".to_string();
-                let notes = format!("unreadable  {in_use}").trim().to_string();
-                rows.push([r.name.clone(), dash(), dash(), dash(), notes]);
-            }
-        }
-    }
-    rows.push([
-        "total".to_string(),
-        total.events.to_string(),
-        total.bytes.to_string(),
-        total.corrupt.to_string(),
-        String::new(),
-    ]);
-    let width = |col: usize| rows.iter().map(|r| r[col].len()).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..4).map(width).collect();
-    for row in &rows {
-        let line = format!(
-            "{:<w0$}  {:>w1$}  {:>w2$}  {:>w3$}  {}",
-            row[0],
-            row[1],
-            row[2],
-            row[3],
-            row[4],
-            w0 = widths[0],
-            w1 = widths[1],
-            w2 = widths[2],
-            w3 = widths[3]
-        );
-        println!("{}", line.trim_end());
-    }
-    Ok(if bad {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
-}
-
-/// `flowgate tap`: streams `/tap/OUTPUT` of a running daemon to stdout.
-fn tap(output: &str, address: &str, count: Option<u64>) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(async {
-        crate::components::http_common::install_tls();
-        let url = format!("http://{address}/tap/{output}");
-        let mut response = reqwest::Client::new()
-            .get(&url)
-            .send()
-            .await
-            .with_context(|| {
-                format!("cannot reach a flowgate daemon at {address} (is --metrics-address right?)")
-            })?;
-        if !response.status().is_success() {
-            let status = response.status();
-            let why = response.text().await.unwrap_or_default();
-            anyhow::bail!("{} ({status} from {url})", why.trim());
-        }
-        let mut pending = Vec::new();
-        let mut printed = 0u64;
-        let mut stdout = std::io::stdout().lock();
-        while let Some(chunk) = response.chunk().await.context("reading the tap")? {
-            pending.extend_from_slice(&chunk);
-            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = pending.drain(..=end).collect();
-                std::io::Write::write_all(&mut stdout, &line)?;
-                printed += 1;
-                if count.is_some_and(|c| printed >= c) {
-                    return Ok(ExitCode::SUCCESS);
-                }
-            }
-        }
-        Ok(ExitCode::SUCCESS)
     })
 }
 
