@@ -21,7 +21,7 @@ pub use ack::{AckedChunks, Acks, Delivery};
 pub use compact_str::CompactString as Str;
 pub use error::{CallError, ComponentError};
 pub use failed::{Failed, Sampled};
-pub use map::Map;
+pub use map::{Map, Slot};
 pub use serde_impl::{MAX_NESTING, encoded_len, from_json};
 pub use serde_json::Number;
 pub use value::Value;

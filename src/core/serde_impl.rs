@@ -56,6 +56,55 @@ pub const MAX_NESTING: u32 = 128;
 /// refuses 128 levels already) is off here, so the depth counted by
 /// [`ValueVisitor`] is the one rule; the stack holds 128 levels easily.
 pub fn from_json(bytes: &[u8]) -> Result<Value, serde_json::Error> {
+    if let Some(v) = from_json_fast(bytes) {
+        return Ok(v);
+    }
+    from_json_exact(bytes)
+}
+
+/// sonic-rs through the same visitor: what it accepts is what serde_json
+/// accepts, to the same value (`tests` holds the inputs where parsers
+/// commonly differ); anything it refuses goes to serde_json, whose error
+/// message (with line and column) is the one users see.
+#[inline]
+fn from_json_fast(bytes: &[u8]) -> Option<Value> {
+    if may_hold_negative_zero(bytes) {
+        return None;
+    }
+    let mut de = sonic_rs::Deserializer::from_slice(bytes);
+    let v = de.deserialize_any(ValueVisitor { depth: 0 }).ok()?;
+    de.end().ok()?;
+    Some(v)
+}
+
+/// sonic-rs reads `-0` and `-0.0` as `0.0`; jq (and serde_json) keep the
+/// sign. A number token starts after a structural character or
+/// whitespace; one that is `-` and only zeros (and a dot) before its end or
+/// its exponent is a negative zero. Dates (`2026-01-05`) and negative
+/// fractions pass; the rare false positive (inside a string) only takes the
+/// exact path.
+fn may_hold_negative_zero(bytes: &[u8]) -> bool {
+    let mut at = 0;
+    while let Some(i) = memchr::memmem::find(&bytes[at..], b"-0") {
+        let i = at + i;
+        let token_start = i == 0
+            || matches!(
+                bytes[i - 1],
+                b':' | b'[' | b',' | b' ' | b'\t' | b'\n' | b'\r'
+            );
+        if token_start {
+            let rest = &bytes[i + 2..];
+            let zeros = rest.iter().take_while(|b| matches!(b, b'0' | b'.')).count();
+            if !rest.get(zeros).is_some_and(|b| matches!(b, b'1'..=b'9')) {
+                return true;
+            }
+        }
+        at = i + 2;
+    }
+    false
+}
+
+fn from_json_exact(bytes: &[u8]) -> Result<Value, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     de.disable_recursion_limit();
     let v = de.deserialize_any(ValueVisitor { depth: 0 })?;
@@ -193,6 +242,134 @@ mod tests {
         assert_eq!(
             from_json(b" [1, {\"a\": null}] ").unwrap().to_string(),
             r#"[1,{"a":null}]"#
+        );
+    }
+
+    /// Inputs where JSON parsers commonly disagree: the fast path must
+    /// give serde_json's value or leave the input to it.
+    #[test]
+    fn the_fast_path_agrees_with_serde_json() {
+        let mut inputs: Vec<Vec<u8>> = [
+            r#"{"a":1}"#,
+            r#"{"a":-0}"#,
+            "-0.0",
+            "0",
+            "01",
+            "+1",
+            ".5",
+            "1.",
+            "1e400",
+            "-1e400",
+            "1e-400",
+            "18446744073709551615",
+            "18446744073709551616",
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "123456789012345678901234567890",
+            "1.7976931348623157e308",
+            "2.2250738585072014e-308",
+            "5e-324",
+            "0.1",
+            "13.4",
+            "1E2",
+            "1e+2",
+            "NaN",
+            "Infinity",
+            "-",
+            "[1,]",
+            r#"{"a":1,}"#,
+            "[1 2]",
+            r#"{"a" 1}"#,
+            "//c\n1",
+            "/*c*/1",
+            "\u{feff}{}",
+            " \t\r\n{} \n",
+            "\u{b}{}",
+            "\u{c}{}",
+            "{}x",
+            "{} {}",
+            r#""\ud800""#,
+            r#""\udc00""#,
+            r#""\ud83d\ude00""#,
+            r#""\u0000""#,
+            "\"\u{1}\"",
+            "\"\t\"",
+            r#""\x""#,
+            r#""\/""#,
+            r#""\u00e9""#,
+            "\"é\"",
+            r#"{"a":1,"a":2}"#,
+            r#"{"":""}"#,
+            "[]",
+            "{}",
+            "null",
+            "true",
+            "tru",
+            "nul",
+            "[[[[]]]]",
+            r#"{"k":{"k":{"k":[1,{"x":null}]}}}"#,
+            "\"",
+            "",
+            r#"{"a":"b""#,
+            r#""abc"#,
+            "[1e5, 1E-5, 0.0000001, 1234567.890123]",
+        ]
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
+        inputs.push(b"\"\xff\"".to_vec());
+        inputs.push(b"{\"\xc3\x28\":1}".to_vec());
+        inputs.push(b"\"\xed\xa0\x80\"".to_vec());
+        inputs.push(b"\"\xf4\x90\x80\x80\"".to_vec());
+        inputs.push(nested(128).into_bytes());
+        inputs.push(nested(129).into_bytes());
+        inputs.push(format!("{}1{}", r#"{"a":"#.repeat(129), "}".repeat(129)).into_bytes());
+        // Floats printed every way they are written.
+        let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..20_000 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let f = f64::from_bits(rng);
+            if f.is_finite() {
+                inputs.push(format!("{f}").into_bytes());
+                inputs.push(format!("{f:e}").into_bytes());
+                inputs.push(format!("{:.3}", f / 1e300).into_bytes());
+            }
+            inputs.push(format!("{}", rng as i64).into_bytes());
+            inputs.push(format!("{}.{}", rng % 100_000, rng % 1000).into_bytes());
+        }
+        let mut fast_accepted = 0;
+        let mut differ = Vec::new();
+        for input in &inputs {
+            let exact = from_json_exact(input).ok();
+            if let Some(fast) = from_json_fast(input) {
+                fast_accepted += 1;
+                let exact = exact.map(|e| e.to_string());
+                if exact.as_deref() != Some(fast.to_string().as_str()) {
+                    differ.push((
+                        String::from_utf8_lossy(input).into_owned(),
+                        fast.to_string(),
+                        exact,
+                    ));
+                }
+            }
+        }
+        assert!(
+            differ.is_empty(),
+            "{} differ (input, fast, exact): {:?}",
+            differ.len(),
+            &differ[..differ.len().min(10)]
+        );
+        assert!(!may_hold_negative_zero(
+            br#"{"ts":"2026-01-05","x":-0.5,"y":[-0.01]}"#
+        ));
+        for zero in ["-0", "[1,-0]", r#"{"a": -0.00e5}"#, "-0.", "\n-0"] {
+            assert!(may_hold_negative_zero(zero.as_bytes()), "{zero}");
+        }
+        assert!(
+            fast_accepted > inputs.len() / 2,
+            "the fast path takes most inputs"
         );
     }
 

@@ -111,10 +111,10 @@ impl Program {
     pub fn test(&self, event: &Event) -> Result<bool, EvalError> {
         match &self.exec {
             Exec::Value(f) => Ok(value::truthy(&*f(event)?)),
-            Exec::Step(f) => Ok(f(event.clone())
-                .map_err(|(e, _)| e)?
-                .as_ref()
-                .is_some_and(value::truthy)),
+            Exec::Step(f) => {
+                let mut v = event.clone();
+                Ok(f(&mut v)? && value::truthy(&v))
+            }
             Exec::Interp(i) => {
                 let mut result = false;
                 i.run(event, |v| {
@@ -131,7 +131,10 @@ impl Program {
     pub fn first(&self, event: &Event) -> Result<Option<Value>, EvalError> {
         match &self.exec {
             Exec::Value(f) => Ok(Some(f(event)?.into_owned())),
-            Exec::Step(f) => Ok(f(event.clone()).map_err(|(e, _)| e)?.into_iter().next()),
+            Exec::Step(f) => {
+                let mut v = event.clone();
+                Ok(f(&mut v)?.then_some(v))
+            }
             Exec::Interp(i) => {
                 let mut first = None;
                 i.run(event, |v| {
@@ -154,7 +157,14 @@ impl Program {
                 Err(e) => return Err((e, event)),
             },
             // The common case `.a = x | del(.b)` moves the event through without a copy.
-            Exec::Step(f) => out.extend(f(event)?),
+            Exec::Step(f) => {
+                let mut event = event;
+                match f(&mut event) {
+                    Ok(true) => out.push(event),
+                    Ok(false) => {}
+                    Err(e) => return Err((e, event)),
+                }
+            }
             Exec::Interp(i) => {
                 let start = out.len();
                 if let Err(e) = i.run(&event, |v| {

@@ -8,7 +8,7 @@
 //! (`StepFn`); multi-output programs (`,`, `.[]`, `?`) are interpreter-only,
 //! which keeps this file small and its semantics easy to check against jq.
 
-use super::value::{self, EvalError, EvalResult, MathOp, PathKey};
+use super::value::{self, EvalResult, MathOp, PathKey};
 use crate::core::{Map, Str, Value};
 use jaq_core::load::lex::StrPart;
 use jaq_core::load::parse::{BinaryOp, Term};
@@ -17,10 +17,12 @@ use jaq_core::path::{Opt, Part};
 use std::borrow::Cow;
 
 pub type ValueFn = Box<dyn for<'a> Fn(&'a Value) -> EvalResult<Cow<'a, Value>> + Send + Sync>;
-/// A step consumes the event and gives it back on error, so a failed event
-/// can still be routed (as it was when the failing step started).
-pub type StepFn = Box<dyn Fn(Value) -> StepResult + Send + Sync>;
-pub type StepResult = Result<Option<Value>, (EvalError, Value)>;
+/// A step changes the event in place and says whether it is kept (`true`)
+/// or dropped (`empty`, a failed `select`). In place, so a chain of steps
+/// moves nothing; a failing step leaves the event as it was when it began
+/// (each primitive step changes the event only once it has succeeded), so
+/// a failed event can still be routed.
+pub type StepFn = Box<dyn Fn(&mut Value) -> EvalResult<bool> + Send + Sync>;
 
 type T<'s> = Term<&'s str>;
 
@@ -29,10 +31,7 @@ pub fn compile_step(term: &T) -> Option<StepFn> {
     match term {
         Term::BinOp(l, BinaryOp::Pipe(None), r) => {
             let (l, r) = (compile_step(l)?, compile_step(r)?);
-            Some(Box::new(move |v| match l(v)? {
-                Some(v) => r(v),
-                None => Ok(None),
-            }))
+            Some(Box::new(move |v| Ok(l(v)? && r(v)?)))
         }
         Term::BinOp(
             lhs,
@@ -45,52 +44,37 @@ pub fn compile_step(term: &T) -> Option<StepFn> {
             let path = static_path(lhs)?;
             let rhs = compile_value(rhs)?;
             Some(match op {
-                BinaryOp::Assign => Box::new(move |mut v| {
-                    let new = match rhs(&v) {
-                        Ok(x) => x.into_owned(),
-                        Err(e) => return Err((e, v)),
-                    };
-                    match value::set_path(&mut v, &path, new) {
-                        Ok(()) => Ok(Some(v)),
-                        Err(e) => Err((e, v)),
-                    }
+                BinaryOp::Assign => Box::new(move |v| {
+                    let new = rhs(v)?.into_owned();
+                    value::set_path(v, &path, new)?;
+                    Ok(true)
                 }),
                 // `.a |= f`: f runs on the old value at the path.
-                BinaryOp::Update => Box::new(move |mut v| {
-                    let new = value::get_path(&v, &path)
-                        .and_then(|old| rhs(old.unwrap_or(&Value::Null)).map(Cow::into_owned));
-                    match new.and_then(|new| value::set_path(&mut v, &path, new)) {
-                        Ok(()) => Ok(Some(v)),
-                        Err(e) => Err((e, v)),
-                    }
+                BinaryOp::Update => Box::new(move |v| {
+                    let old = value::get_path(v, &path)?;
+                    let new = rhs(old.unwrap_or(&Value::Null))?.into_owned();
+                    value::set_path(v, &path, new)?;
+                    Ok(true)
                 }),
                 // `.a op= f` is `f as $x | .a |= . op $x`: f runs on the whole input.
                 BinaryOp::UpdateMath(m) => {
                     let m = math_op(*m);
-                    Box::new(move |mut v| {
-                        let new = rhs(&v).map(Cow::into_owned).and_then(|x| {
-                            let old = value::get_path(&v, &path)?.cloned().unwrap_or(Value::Null);
-                            value::math(m, old, x)
-                        });
-                        match new.and_then(|new| value::set_path(&mut v, &path, new)) {
-                            Ok(()) => Ok(Some(v)),
-                            Err(e) => Err((e, v)),
-                        }
+                    Box::new(move |v| {
+                        let x = rhs(v)?;
+                        let old = value::get_path(v, &path)?;
+                        let new = value::math_ref(m, old.unwrap_or(&Value::Null), &x)?;
+                        drop(x);
+                        value::set_path(v, &path, new)?;
+                        Ok(true)
                     })
                 }
-                _ => Box::new(move |mut v| {
-                    let new = value::get_path(&v, &path).and_then(|old| match old {
-                        Some(x) if value::truthy(x) => Ok(None),
-                        _ => rhs(&v).map(|x| Some(x.into_owned())),
-                    });
-                    match new {
-                        Ok(None) => Ok(Some(v)),
-                        Ok(Some(x)) => match value::set_path(&mut v, &path, x) {
-                            Ok(()) => Ok(Some(v)),
-                            Err(e) => Err((e, v)),
-                        },
-                        Err(e) => Err((e, v)),
+                _ => Box::new(move |v| {
+                    if value::get_path(v, &path)?.is_some_and(value::truthy) {
+                        return Ok(true);
                     }
+                    let x = rhs(v)?.into_owned();
+                    value::set_path(v, &path, x)?;
+                    Ok(true)
                 }),
             })
         }
@@ -98,24 +82,18 @@ pub fn compile_step(term: &T) -> Option<StepFn> {
             let mut paths = Vec::new();
             collect_comma(&args[0], &mut |t| paths.push(static_path(t)))?;
             let paths: Vec<Vec<PathKey>> = paths.into_iter().collect::<Option<_>>()?;
-            Some(Box::new(move |mut v| {
+            Some(Box::new(move |v| {
                 for p in &paths {
-                    if let Err(e) = value::delete_path(&mut v, p) {
-                        return Err((e, v));
-                    }
+                    value::delete_path(v, p)?;
                 }
-                Ok(Some(v))
+                Ok(true)
             }))
         }
         Term::Call("select", args) if args.len() == 1 => {
             let cond = compile_value(&args[0])?;
-            Some(Box::new(move |v| match cond(&v) {
-                Ok(c) if value::truthy(&c) => Ok(Some(v)),
-                Ok(_) => Ok(None),
-                Err(e) => Err((e, v)),
-            }))
+            Some(Box::new(move |v| Ok(value::truthy(&*cond(v)?))))
         }
-        Term::Call("empty", args) if args.is_empty() => Some(Box::new(|_| Ok(None))),
+        Term::Call("empty", args) if args.is_empty() => Some(Box::new(|_| Ok(false))),
         Term::IfThenElse(branches, otherwise) => {
             let mut arms = Vec::with_capacity(branches.len());
             for (cond, then) in branches {
@@ -124,14 +102,12 @@ pub fn compile_step(term: &T) -> Option<StepFn> {
             // `if c then a end` is `if c then a else . end`.
             let otherwise: StepFn = match otherwise {
                 Some(t) => compile_step(t)?,
-                None => Box::new(|v| Ok(Some(v))),
+                None => Box::new(|_| Ok(true)),
             };
             Some(Box::new(move |v| {
                 for (cond, then) in &arms {
-                    match cond(&v) {
-                        Ok(c) if value::truthy(&c) => return then(v),
-                        Ok(_) => {}
-                        Err(e) => return Err((e, v)),
+                    if value::truthy(&*cond(v)?) {
+                        return then(v);
                     }
                 }
                 otherwise(v)
@@ -139,9 +115,16 @@ pub fn compile_step(term: &T) -> Option<StepFn> {
         }
         other => {
             let f = compile_value(other)?;
-            Some(Box::new(move |v| match f(&v) {
-                Ok(x) => Ok(Some(x.into_owned())),
-                Err(e) => Err((e, v)),
+            Some(Box::new(move |v| {
+                // `.` gives the event itself back: nothing to replace.
+                let new = match f(v)? {
+                    Cow::Borrowed(same) if std::ptr::eq(same, &*v) => None,
+                    x => Some(x.into_owned()),
+                };
+                if let Some(x) = new {
+                    *v = x;
+                }
+                Ok(true)
             }))
         }
     }
@@ -180,7 +163,7 @@ fn static_key(part: &Part<T>, opt: &Opt) -> Option<PathKey> {
     match part {
         Part::Index(t) => match t {
             Term::Num(n) => n.parse::<i64>().ok().map(PathKey::Index),
-            t => literal_str(t).map(|s| PathKey::Field(s.into())),
+            t => literal_str(t).map(PathKey::field),
         },
         Part::Range(..) => None,
     }
@@ -284,7 +267,7 @@ pub fn compile_value(term: &T) -> Option<ValueFn> {
                     Some(t) => compile_value(t)?,
                     // `{a}` is `{a: .a}`
                     None => {
-                        let path = [PathKey::Field(key.as_str().into())];
+                        let path = [PathKey::field(key.as_str())];
                         let f: ValueFn = Box::new(move |v| {
                             Ok(value::get_path(v, &path)?
                                 .map_or(Cow::Owned(Value::Null), Cow::Borrowed))
@@ -353,8 +336,57 @@ fn compile_interpolation(parts: &[StrPart<&str, T>]) -> Option<ValueFn> {
     }))
 }
 
+/// The value of a number or plain string literal.
+fn literal(term: &T) -> Option<Value> {
+    match term {
+        Term::Num(n) => serde_json::from_str(n).ok(),
+        Term::Str(None, _) => literal_str(term).map(|s| Value::String(s.into())),
+        _ => None,
+    }
+}
+
+/// `a op LITERAL` with the literal held in the closure: no call to evaluate
+/// it and no copy of it (`.status >= 500`, `(.n // 0) + 1` run per event).
+fn compile_with_literal(lf: ValueFn, op: &BinaryOp<&str>, lit: Value) -> Option<ValueFn> {
+    Some(match op {
+        BinaryOp::Alt => Box::new(move |v| match lf(v) {
+            Ok(x) if value::truthy(&x) => Ok(x),
+            _ => owned(lit.clone()),
+        }),
+        BinaryOp::Cmp(c) => {
+            let c = *c;
+            Box::new(move |v| owned(Value::Bool(compare_is(c, &*lf(v)?, &lit))))
+        }
+        BinaryOp::Math(m) => {
+            let m = math_op(*m);
+            Box::new(move |v| owned(value::math_ref(m, &*lf(v)?, &lit)?))
+        }
+        _ => return None,
+    })
+}
+
+fn compare_is(c: Cmp, l: &Value, r: &Value) -> bool {
+    let o = value::compare(l, r);
+    match c {
+        Cmp::Eq => o.is_eq(),
+        Cmp::Ne => o.is_ne(),
+        Cmp::Lt => o.is_lt(),
+        Cmp::Le => o.is_le(),
+        Cmp::Gt => o.is_gt(),
+        Cmp::Ge => o.is_ge(),
+    }
+}
+
 fn compile_binop(l: &T, op: &BinaryOp<&str>, r: &T) -> Option<ValueFn> {
-    let (lf, rf) = (compile_value(l)?, compile_value(r)?);
+    let lf = compile_value(l)?;
+    let lf = match literal(r) {
+        Some(lit) => match compile_with_literal(lf, op, lit) {
+            Some(f) => return Some(f),
+            None => compile_value(l)?,
+        },
+        None => lf,
+    };
+    let rf = compile_value(r)?;
     Some(match op {
         BinaryOp::Pipe(None) => Box::new(move |v| {
             let mid = lf(v)?;
@@ -377,24 +409,14 @@ fn compile_binop(l: &T, op: &BinaryOp<&str>, r: &T) -> Option<ValueFn> {
         }),
         BinaryOp::Cmp(c) => {
             let c = *c;
-            Box::new(move |v| {
-                let o = value::compare(&*lf(v)?, &*rf(v)?);
-                owned(Value::Bool(match c {
-                    Cmp::Eq => o.is_eq(),
-                    Cmp::Ne => o.is_ne(),
-                    Cmp::Lt => o.is_lt(),
-                    Cmp::Le => o.is_le(),
-                    Cmp::Gt => o.is_gt(),
-                    Cmp::Ge => o.is_ge(),
-                }))
-            })
+            Box::new(move |v| owned(Value::Bool(compare_is(c, &*lf(v)?, &*rf(v)?))))
         }
         BinaryOp::Math(m) => {
             let m = math_op(*m);
             Box::new(move |v| {
                 // jq evaluates the right operand first; keep its error precedence.
-                let rv = rf(v)?.into_owned();
-                owned(value::math(m, lf(v)?.into_owned(), rv)?)
+                let rv = rf(v)?;
+                owned(value::math_ref(m, &*lf(v)?, &rv)?)
             })
         }
         _ => return None,

@@ -3,7 +3,7 @@
 //! evaluator uses these; the jaq fallback has its own, and tests check both
 //! agree with `jq -c`.
 
-use crate::core::{Map, Number, Str, Value};
+use crate::core::{Map, Number, Slot, Str, Value};
 use std::cmp::Ordering;
 
 /// A runtime error of a program, e.g. `Cannot index number with "a"`.
@@ -181,6 +181,15 @@ pub fn math(op: MathOp, l: Value, r: Value) -> EvalResult<Value> {
     }
 }
 
+/// `math` on borrowed operands: numbers (the common case) are combined
+/// without copying either side; other types take copies.
+pub fn math_ref(op: MathOp, l: &Value, r: &Value) -> EvalResult<Value> {
+    match (l, r) {
+        (Value::Number(a), Value::Number(b)) => number_math(op, a, b),
+        _ => math(op, l.clone(), r.clone()),
+    }
+}
+
 fn number_math(op: MathOp, a: &Number, b: &Number) -> EvalResult<Value> {
     if let (Some(x), Some(y)) = (a.as_i64(), b.as_i64()) {
         let exact = match op {
@@ -246,13 +255,43 @@ pub fn negate(v: Value) -> EvalResult<Value> {
 /// One step of a path: `.key` or `.[index]`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PathKey {
-    Field(Str),
+    Field(Field),
     Index(i64),
+}
+
+/// A field name of a program, with the slot it was last found at.
+#[derive(Debug, Clone)]
+pub struct Field {
+    pub name: Str,
+    slot: Slot,
+}
+
+impl Field {
+    pub fn new(name: impl Into<Str>) -> Self {
+        Self {
+            name: name.into(),
+            slot: Slot::default(),
+        }
+    }
+}
+
+impl PartialEq for Field {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl PathKey {
+    pub fn field(name: impl Into<Str>) -> Self {
+        PathKey::Field(Field::new(name))
+    }
 }
 
 fn index_error(v: &Value, key: &PathKey) -> EvalError {
     match key {
-        PathKey::Field(k) => EvalError(format!("Cannot index {} with \"{k}\"", type_name(v))),
+        PathKey::Field(k) => {
+            EvalError(format!("Cannot index {} with \"{}\"", type_name(v), k.name))
+        }
         PathKey::Index(_) => EvalError(format!("Cannot index {} with number", type_name(v))),
     }
 }
@@ -266,7 +305,7 @@ fn array_slot(len: usize, i: i64) -> Option<usize> {
 pub fn index<'a>(v: &'a Value, key: &PathKey) -> EvalResult<Option<&'a Value>> {
     match (v, key) {
         (Value::Null, _) => Ok(None),
-        (Value::Object(m), PathKey::Field(k)) => Ok(m.get(k)),
+        (Value::Object(m), PathKey::Field(k)) => Ok(m.get_hinted(&k.name, &k.slot)),
         (Value::Array(a), PathKey::Index(i)) => Ok(array_slot(a.len(), *i).and_then(|i| a.get(i))),
         _ => Err(index_error(v, key)),
     }
@@ -287,10 +326,11 @@ pub fn set_path(target: &mut Value, path: &[PathKey], value: Value) -> EvalResul
     match (&mut *target, key) {
         (Value::Object(m), PathKey::Field(k)) => {
             if rest.is_empty() {
-                m.insert(k.clone(), value);
+                m.insert_hinted(&k.name, value, &k.slot);
                 Ok(())
             } else {
-                set_path(m.entry_or_insert_with(k, || Value::Null), rest, value)
+                let child = m.entry_or_insert_with_hinted(&k.name, &k.slot, || Value::Null);
+                set_path(child, rest, value)
             }
         }
         (Value::Array(a), PathKey::Index(i)) => {
@@ -327,9 +367,9 @@ pub fn delete_path(target: &mut Value, path: &[PathKey]) -> EvalResult<()> {
         (Value::Null, _) => Ok(()),
         (Value::Object(m), PathKey::Field(k)) => {
             if rest.is_empty() {
-                m.remove(k);
+                m.remove_hinted(&k.name, &k.slot);
                 Ok(())
-            } else if let Some(child) = m.get_mut(k) {
+            } else if let Some(child) = m.get_mut_hinted(&k.name, &k.slot) {
                 delete_path(child, rest)
             } else {
                 Ok(())
@@ -347,8 +387,9 @@ pub fn delete_path(target: &mut Value, path: &[PathKey]) -> EvalResult<()> {
             }
         }
         (other, PathKey::Field(k)) => Err(EvalError(format!(
-            "Cannot delete field at object index of {} (\"{k}\")",
-            type_name(other)
+            "Cannot delete field at object index of {} (\"{}\")",
+            type_name(other),
+            k.name
         ))),
         (other, PathKey::Index(_)) => Err(EvalError(format!(
             "Cannot delete field at index of {}",
@@ -423,17 +464,14 @@ mod tests {
         let mut v = json!({"a": 1, "b": {"c": 2}, "d": 3});
         set_path(
             &mut v,
-            &[PathKey::Field("x".into()), PathKey::Field("y".into())],
+            &[PathKey::field("x"), PathKey::field("y")],
             json!(true),
         )
         .unwrap();
         assert_eq!(v, json!({"a": 1, "b": {"c": 2}, "d": 3, "x": {"y": true}}));
-        delete_path(&mut v, &[PathKey::Field("b".into())]).unwrap();
+        delete_path(&mut v, &[PathKey::field("b")]).unwrap();
         assert_eq!(v.to_string(), r#"{"a":1,"d":3,"x":{"y":true}}"#);
-        assert!(index(&json!(5), &PathKey::Field("a".into())).is_err());
-        assert_eq!(
-            get_path(&v, &[PathKey::Field("nope".into())]).unwrap(),
-            None
-        );
+        assert!(index(&json!(5), &PathKey::field("a")).is_err());
+        assert_eq!(get_path(&v, &[PathKey::field("nope")]).unwrap(), None);
     }
 }
