@@ -44,10 +44,15 @@ wait_for() { # DESCRIPTION COMMAND...: until COMMAND prints at least EVENTS, for
   done
 }
 stop() { kill "$1"; wait "$1" 2>/dev/null || true; }
+# CPU seconds (user + system) a process has used so far: on a busy
+# machine, CPU per event says more than events/s.
+cpu() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"; }
+per_event() { python3 -c "import sys; print(f'{(float(sys.argv[1]) - float(sys.argv[2])) * 1e6 / int(sys.argv[3]):.1f}')" "$1" "$2" "$EVENTS"; }
 
 nats_port=$(free_port)
 nats-server -js -a 127.0.0.1 -p "$nats_port" -sd "$work/js" >"$work/nats.log" 2>&1 &
-pids+=($!)
+nats_pid=$!
+pids+=($nats_pid)
 wait_port "$nats_port"
 export NATS_URL="nats://127.0.0.1:$nats_port" ACK_WAIT=5s
 
@@ -60,16 +65,19 @@ PY
 echo "$EVENTS events ($(($(stat -c %s "$work/input.ndjson") / EVENTS)) bytes each), $(nats-server --version)"
 
 port=$(free_port)
+server_cpu=$(cpu "$nats_pid")
 start=$(now)
 INPUT="$work/input.ndjson" "$BIN" run pipelines/scaleout/ingest.yaml \
   --metrics-address "127.0.0.1:$port" --data-dir "$work/ingest" 2>"$work/ingest.log" &
 ingest=$!
 pids+=($ingest)
 wait_for "publisher" acknowledged "$port"
-echo "publisher alone (file -> nats):            $(rate "$(now)" "$start")"
+end=$(now)
+echo "publisher alone (file -> nats):            $(rate "$end" "$start")  CPU per event: flowgate $(per_event "$(cpu "$ingest")" 0) us, nats-server $(per_event "$(cpu "$nats_pid")" "$server_cpu") us"
 stop "$ingest"
 
 port=$(free_port)
+server_cpu=$(cpu "$nats_pid")
 start=$(now)
 WORKER=1 OUTPUT="$work/out.ndjson" "$BIN" run pipelines/scaleout/worker.yaml \
   --metrics-address "127.0.0.1:$port" --data-dir "$work/worker" 2>"$work/worker.log" &
@@ -77,7 +85,8 @@ worker=$!
 pids+=($worker)
 lines() { cat "$work/out.ndjson" 2>/dev/null | wc -l; }
 wait_for "consumer" lines
-echo "one consumer alone (nats -> map -> file):  $(rate "$(now)" "$start")"
+end=$(now)
+echo "one consumer alone (nats -> map -> file):  $(rate "$end" "$start")  CPU per event: flowgate $(per_event "$(cpu "$worker")" 0) us, nats-server $(per_event "$(cpu "$nats_pid")" "$server_cpu") us"
 stop "$worker"
 
 printf 'the demo (file -> nats -> 3 workers):      '
