@@ -1,8 +1,9 @@
 //! The nats sink's window of outstanding JetStream acknowledgements
-//! (`max_in_flight`) against a server that is restarted while publishes
-//! are outstanding: their acknowledgements never come, the writes fail,
-//! the stage retries them with the same `Nats-Msg-Id`s, and once the
-//! server is back every event is stored — none lost, none twice.
+//! (`max_in_flight`) against a server that goes away while publishes are
+//! outstanding and stays away until writes have failed for want of their
+//! acknowledgements: the stage retries them with the same `Nats-Msg-Id`s,
+//! and once the server is back every event is stored — none lost, none
+//! twice (the client also sends what it buffered while disconnected).
 //!
 //! This test restarts its server, so it starts its own `nats-server`
 //! (Debian's, on PATH; `.ci/run` installs it) on a free port rather than
@@ -53,7 +54,11 @@ impl Drop for Server {
 
 #[test]
 fn a_server_restart_with_publishes_outstanding_loses_nothing() {
-    if Command::new("nats-server").arg("--version").output().is_err() {
+    if Command::new("nats-server")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         assert!(
             std::env::var_os("CI").is_none(),
             "CI must provide nats-server on PATH (.ci/run installs it)"
@@ -98,6 +103,20 @@ fn a_server_restart_with_publishes_outstanding_loses_nothing() {
         stopped_at < total,
         "the server stopped mid-run ({stopped_at} of {total} published)"
     );
+    // The server stays away until a write has failed for want of its
+    // acknowledgements (5 s) and been retried.
+    let retried = |d: &Daemon| {
+        metric(
+            &d.metrics(),
+            "flowgate_retries_total",
+            &[("component", "bus")],
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(
+        eventually(LONG, || retried(&d) > 0.0),
+        "writes fail while the server is away and are retried"
+    );
     let _server = Server::start(port, &store);
     assert!(
         eventually(LONG, || acknowledged(&d, "delivered") >= total),
@@ -105,9 +124,7 @@ fn a_server_restart_with_publishes_outstanding_loses_nothing() {
         acknowledged(&d, "delivered")
     );
     assert_eq!(acknowledged(&d, "failed"), 0, "no batch gave up");
-    let m = d.metrics();
-    let retried = metric(&m, "flowgate_retries_total", &[("component", "bus")]).unwrap_or(0.0);
-    assert!(retried > 0.0, "writes failed while the server was away");
+    let retried = retried(&d);
     d.signal("TERM");
     assert_eq!(d.wait(LONG), Some(0));
 
