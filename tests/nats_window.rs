@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-const LONG: Duration = Duration::from_secs(120);
+const LONG: Duration = Duration::from_secs(180);
 
 /// A nats-server with JetStream storing in `dir`, stopped on drop.
 struct Server(Child);
@@ -71,7 +71,7 @@ fn a_server_restart_with_publishes_outstanding_loses_nothing() {
     let store = s.path("js");
     let server = Server::start(port, &store);
     let url = format!("nats://127.0.0.1:{port}");
-    let total: u64 = 200_000;
+    let total: u64 = 100_000;
     let input: String = (0..total).map(|i| format!("{{\"i\":{i}}}\n")).collect();
     std::fs::write(s.path("input.ndjson"), input).unwrap();
     // Two writers share a window of 300: publishes are outstanding at
