@@ -174,3 +174,17 @@ fn a_server_restart_with_publishes_outstanding_loses_nothing() {
         "server stopped after {stopped_at} of {total} events; {retried} writes retried; stream holds each event once"
     );
 }
+
+#[test]
+fn an_empty_window_is_refused_with_its_position() {
+    let (code, lines) = validate_lines(
+        "sources:\n  g: {type: generator, count: 1, events: [{a: 1}]}\nsinks:\n  bus:\n    type: nats\n    inputs: [g]\n    url: 'nats://127.0.0.1:4222'\n    subject: events\n    max_in_flight: 0\n",
+    );
+    assert_eq!(code, Some(78), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains("component 'bus'")
+            && l.contains("max_in_flight")
+            && l.contains("must be at least 1")),
+        "{lines:?}"
+    );
+}
