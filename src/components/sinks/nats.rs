@@ -1,22 +1,35 @@
 //! `nats` sink: publishes each event as one JetStream message on `subject`
-//! and waits for JetStream's acknowledgement of every message of the batch
-//! (published back to back, then awaited together). A failed publish or a
-//! missing acknowledgement fails the batch for the stage controls (retry,
-//! breaker, timeout); a batch that finally fails follows `on_error`.
+//! and acknowledges a batch once JetStream acknowledged every message of
+//! it. Messages go out back to back with up to `max_in_flight` of them
+//! awaiting their JetStream acknowledgement (one window for the stage:
+//! with `workers: N`, N batches' writes share it), so the rate is set by
+//! the server's throughput, not by a round trip per message or per batch.
+//! A failed publish or a missing acknowledgement fails the batch for the
+//! stage controls (retry, breaker, timeout); a batch that finally fails
+//! follows `on_error`. With `workers: 1` (the default) messages are stored
+//! in the order of the events; with more, batches may interleave.
 //!
 //! Every message carries a `Nats-Msg-Id` made of a random id per encoded
 //! batch and the event's index in it: a retried batch sends the same ids,
 //! so JetStream drops the copies it already has (within the stream's
-//! duplicate window, 2 minutes by default).
+//! duplicate window, 2 minutes by default) — which also covers a server
+//! restart that lost the acknowledgements of messages it had stored.
 
 use super::{OutputCodec, encode_lines};
 use crate::components::sources::nats as nats_source;
 use crate::components::{ComponentError, Encoded, Sink};
 use crate::core::Batch;
-use async_nats::jetstream;
+use async_nats::jetstream::{self, context::PublishAckFuture, context::PublishError};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use std::future::IntoFuture;
 use tokio::sync::OnceCell;
+
+fn default_max_in_flight() -> usize {
+    4096
+}
 
 /// Publishes events to a NATS JetStream subject.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
@@ -33,6 +46,14 @@ pub struct NatsSinkConfig {
     /// `json` (default): the event as JSON; `text`: its `.message` field.
     #[serde(default)]
     pub codec: OutputCodec,
+    /// Messages published and not yet acknowledged by JetStream, at most
+    /// (default 4096; at least 1), over all the stage's workers. A full
+    /// window waits for acknowledgements. Bounds the client's memory for
+    /// outstanding publishes; a batch is acknowledged upstream only once
+    /// every message of it is acknowledged.
+    #[serde(default = "default_max_in_flight")]
+    #[schemars(range(min = 1))]
+    pub max_in_flight: usize,
 }
 
 impl NatsSinkConfig {
@@ -54,11 +75,15 @@ impl NatsSinkConfig {
         {
             problems.push((vec!["stream"], problem));
         }
+        if self.max_in_flight == 0 {
+            problems.push((vec!["max_in_flight"], "must be at least 1".to_string()));
+        }
         problems
     }
 
     pub fn build(&self) -> NatsSink {
         NatsSink {
+            subject: async_nats::Subject::from(self.subject.as_str()),
             config: self.clone(),
             js: OnceCell::new(),
         }
@@ -67,6 +92,8 @@ impl NatsSinkConfig {
 
 pub struct NatsSink {
     config: NatsSinkConfig,
+    /// Shared by every message (a clone is a reference count).
+    subject: async_nats::Subject,
     /// Connected on the first write (building a pipeline does no I/O).
     js: OnceCell<jetstream::Context>,
 }
@@ -76,7 +103,15 @@ impl NatsSink {
         self.js
             .get_or_try_init(|| async {
                 let client = nats_source::connect(&self.config.url, "nats sink").await?;
-                let js = jetstream::new(client);
+                // The window: publishing waits while `max_in_flight`
+                // acknowledgements are outstanding, on every worker's write.
+                // Places of a failed write's messages are freed when their
+                // acknowledgement comes or after 5 s (the wait for one).
+                let js = jetstream::context::ContextBuilder::new()
+                    .ack_timeout(std::time::Duration::from_secs(5))
+                    .max_ack_inflight(self.config.max_in_flight)
+                    .backpressure_on_inflight(true)
+                    .build(client);
                 if let Some(stream) = &self.config.stream {
                     js.get_or_create_stream(jetstream::stream::Config {
                         name: stream.clone(),
@@ -89,6 +124,13 @@ impl NatsSink {
                 Ok(js)
             })
             .await
+    }
+
+    fn not_acknowledged(&self, e: PublishError) -> ComponentError {
+        transient(format!(
+            "JetStream did not acknowledge a message on '{}': {e}",
+            self.config.subject
+        ))
     }
 }
 
@@ -114,7 +156,8 @@ impl Sink for NatsSink {
     async fn write(&self, encoded: &Encoded) -> Result<(), ComponentError> {
         let js = self.context().await?;
         let body = bytes::Bytes::copy_from_slice(&encoded.bytes);
-        let mut pending = Vec::with_capacity(encoded.events.len());
+        let mut acks: FuturesUnordered<<PublishAckFuture as IntoFuture>::IntoFuture> =
+            FuturesUnordered::new();
         let mut start = 0;
         // One message per event (a `text` message may hold newlines);
         // slices share the batch's buffer.
@@ -123,22 +166,29 @@ impl Sink for NatsSink {
             start = end + 1;
             let mut headers = async_nats::HeaderMap::new();
             headers.insert(
-                "Nats-Msg-Id",
+                async_nats::header::NATS_MESSAGE_ID,
                 format!("{:016x}-{i}", encoded.batch_id).as_str(),
             );
-            let ack = js
-                .publish_with_headers(self.config.subject.clone(), headers, payload)
-                .await
-                .map_err(|e| transient(format!("publishing to '{}': {e}", self.config.subject)))?;
-            pending.push(ack);
+            let publish = js.publish_with_headers(self.subject.clone(), headers, payload);
+            let mut publish = std::pin::pin!(publish);
+            // While the window is full, take this batch's acknowledgements
+            // as they come: they free places (a write that held places
+            // without polling them could wait for its own).
+            let ack = loop {
+                tokio::select! {
+                    biased;
+                    sent = &mut publish => break sent.map_err(|e| {
+                        transient(format!("publishing to '{}': {e}", self.config.subject))
+                    })?,
+                    Some(done) = acks.next(), if !acks.is_empty() => {
+                        done.map_err(|e| self.not_acknowledged(e))?;
+                    }
+                }
+            };
+            acks.push(ack.into_future());
         }
-        for ack in pending {
-            ack.await.map_err(|e| {
-                transient(format!(
-                    "JetStream did not acknowledge a message on '{}': {e}",
-                    self.config.subject
-                ))
-            })?;
+        while let Some(done) = acks.next().await {
+            done.map_err(|e| self.not_acknowledged(e))?;
         }
         Ok(())
     }
