@@ -69,7 +69,7 @@ fn a_held_sink_blocks_tcp_senders_through_the_kernel_and_loses_nothing() {
     let file = s.write(
         "p.yaml",
         &format!(
-            "sources:\n  tcp: {{type: socket, mode: tcp, address: '127.0.0.1:{port}'}}\nsinks:\n  out: {{type: http, inputs: [tcp], url: 'http://{sink_address}/', request_timeout: 10m}}\n"
+            "sources:\n  tcp: {{type: socket, mode: tcp, address: '127.0.0.1:{port}', receive_buffer_bytes: 65536}}\nsinks:\n  out: {{type: http, inputs: [tcp], url: 'http://{sink_address}/', request_timeout: 10m}}\n"
         ),
     );
     let d = Daemon::start(&file, &[], Stdio::null());
@@ -85,7 +85,18 @@ fn a_held_sink_blocks_tcp_senders_through_the_kernel_and_loses_nothing() {
                 .map(|i| format!("{{\"c\":{c},\"i\":{i},\"pad\":\"{pad}\"}}\n"))
                 .collect();
             std::thread::spawn(move || {
-                let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                let conn = socket2::Socket::new(
+                    socket2::Domain::IPV4,
+                    socket2::Type::STREAM,
+                    None,
+                )
+                .unwrap();
+                // Fixed kernel buffers on both ends (no autotuning): what
+                // the kernel can hold is far below what is sent.
+                conn.set_send_buffer_size(65536).unwrap();
+                conn.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+                    .unwrap();
+                let mut conn: TcpStream = conn.into();
                 conn.set_nonblocking(true).unwrap();
                 let mut at = 0;
                 let bytes = data.as_bytes();

@@ -9,6 +9,7 @@ use super::decode::{check_max_line_bytes, default_max_line_bytes};
 use super::framing::Framing;
 use super::stream_server::{
     Decoded, FrameDecoder, StreamLimits, StreamListener, serve_datagrams, serve_streams,
+    set_receive_buffer,
 };
 use crate::components::{ComponentError, Source, SourceContext};
 use crate::config::duration::ConfigDuration;
@@ -90,6 +91,24 @@ pub struct SocketSourceConfig {
     /// 5m; longer than 0s). Time the pipeline pushes back is not counted.
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout: ConfigDuration,
+    /// The kernel's receive buffer for each connection (or the UDP
+    /// socket), in bytes (`SO_RCVBUF`; Linux doubles it). Bounds what a
+    /// sender can have in flight while the pipeline pushes back. Default:
+    /// the kernel's (autotuned up to `net.ipv4.tcp_rmem`, `net.core.rmem_max`).
+    #[serde(default)]
+    #[schemars(range(min = 1024))]
+    pub receive_buffer_bytes: Option<usize>,
+}
+
+/// The problem with a configured `receive_buffer_bytes` (shared by `syslog`).
+pub fn check_receive_buffer(bytes: Option<usize>) -> Vec<(Vec<&'static str>, String)> {
+    match bytes {
+        Some(n) if n < 1024 => vec![(
+            vec!["receive_buffer_bytes"],
+            format!("{n} is too small: at least 1024"),
+        )],
+        _ => Vec::new(),
+    }
 }
 
 /// Problems with a `mode`, `address` and `path` combination (shared by `syslog`).
@@ -128,6 +147,7 @@ pub fn check_endpoint(
 impl SocketSourceConfig {
     pub fn check(&self) -> Vec<(Vec<&'static str>, String)> {
         let mut problems = check_max_line_bytes(self.max_line_bytes);
+        problems.extend(check_receive_buffer(self.receive_buffer_bytes));
         problems.extend(check_endpoint(
             self.mode == SocketMode::Unix,
             self.address.as_deref(),
@@ -191,12 +211,14 @@ pub async fn serve_address(
         let socket = tokio::net::UdpSocket::bind(address)
             .await
             .map_err(bind_error)?;
+        set_receive_buffer(&socket, limits.receive_buffer_bytes).map_err(bind_error)?;
         tracing::info!(component = %ctx.name, "listening for UDP datagrams at {address}");
         serve_datagrams(socket, limits.max_line_bytes, decoder, ctx).await;
     } else {
         let listener = tokio::net::TcpListener::bind(address)
             .await
             .map_err(bind_error)?;
+        set_receive_buffer(&listener, limits.receive_buffer_bytes).map_err(bind_error)?;
         tracing::info!(component = %ctx.name, "listening for TCP connections at {address}");
         serve_streams(StreamListener::Tcp(listener), limits, decoder, ctx).await;
     }
@@ -216,6 +238,7 @@ impl Source for SocketSource {
             max_line_bytes: c.max_line_bytes,
             max_connections: c.max_connections,
             idle_timeout: c.idle_timeout.0,
+            receive_buffer_bytes: c.receive_buffer_bytes,
         };
         let decoder: Arc<dyn FrameDecoder> = Arc::new(CodecDecoder(c.codec));
         let (Some(path), SocketMode::Unix) = (&c.path, c.mode) else {

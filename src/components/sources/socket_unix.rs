@@ -2,7 +2,9 @@
 //! at start (replacing a stale one a previous run left behind, never a
 //! file that is not a socket) and removed when the source stops.
 
-use super::stream_server::{FrameDecoder, StreamLimits, StreamListener, serve_streams};
+use super::stream_server::{
+    FrameDecoder, StreamLimits, StreamListener, serve_streams, set_receive_buffer,
+};
 use crate::components::{ComponentError, SourceContext};
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
@@ -26,6 +28,8 @@ pub async fn serve(
     }
     let listener = tokio::net::UnixListener::bind(path)
         .map_err(|e| ComponentError::io(format!("listening on unix socket {shown}"), e))?;
+    set_receive_buffer(&listener, limits.receive_buffer_bytes)
+        .map_err(|e| ComponentError::io(format!("setting receive_buffer_bytes on {shown}"), e))?;
     tracing::info!(component = %ctx.name, "listening for unix connections at {shown}");
     serve_streams(StreamListener::Unix(listener), limits, decoder, Arc::new(ctx)).await;
     let _ = std::fs::remove_file(path);

@@ -68,6 +68,20 @@ pub struct StreamLimits {
     pub max_line_bytes: usize,
     pub max_connections: usize,
     pub idle_timeout: Duration,
+    /// SO_RCVBUF for each connection or the UDP socket; `None`: the kernel's.
+    pub receive_buffer_bytes: Option<usize>,
+}
+
+/// Sets the kernel's receive buffer of `socket` (for a listener: of the
+/// connections it accepts, which inherit it).
+pub fn set_receive_buffer(
+    socket: &impl std::os::fd::AsFd,
+    bytes: Option<usize>,
+) -> std::io::Result<()> {
+    match bytes {
+        Some(n) => socket2::SockRef::from(socket).set_recv_buffer_size(n),
+        None => Ok(()),
+    }
 }
 
 /// A bound stream listener.

@@ -15,7 +15,9 @@
 
 use super::decode::{check_max_line_bytes, default_max_line_bytes};
 use super::framing::Framing;
-use super::socket::{check_endpoint, default_idle_timeout, default_max_connections};
+use super::socket::{
+    check_endpoint, check_receive_buffer, default_idle_timeout, default_max_connections,
+};
 use super::stream_server::{Decoded, FrameDecoder, StreamLimits};
 use crate::components::{ComponentError, Source, SourceContext};
 use crate::config::duration::ConfigDuration;
@@ -61,11 +63,18 @@ pub struct SyslogConfig {
     /// and counted as an error of type `timeout` (default 5m; longer than 0s).
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout: ConfigDuration,
+    /// The kernel's receive buffer for each connection or the UDP socket,
+    /// in bytes (`SO_RCVBUF`); for UDP, what a burst can queue before the
+    /// kernel drops datagrams. Default: the kernel's.
+    #[serde(default)]
+    #[schemars(range(min = 1024))]
+    pub receive_buffer_bytes: Option<usize>,
 }
 
 impl SyslogConfig {
     pub fn check(&self) -> Vec<(Vec<&'static str>, String)> {
         let mut problems = check_max_line_bytes(self.max_line_bytes);
+        problems.extend(check_receive_buffer(self.receive_buffer_bytes));
         problems.extend(check_endpoint(false, Some(&self.address), None));
         if self.max_connections == 0 {
             problems.push((vec!["max_connections"], "must be at least 1".into()));
@@ -211,6 +220,7 @@ impl Source for SyslogSource {
             max_line_bytes: c.max_line_bytes,
             max_connections: c.max_connections,
             idle_timeout: c.idle_timeout.0,
+            receive_buffer_bytes: c.receive_buffer_bytes,
         };
         let udp = c.mode == SyslogMode::Udp;
         super::socket::serve_address(udp, &c.address, limits, Arc::new(SyslogDecoder), ctx).await
