@@ -74,6 +74,7 @@ fn a_held_sink_blocks_tcp_senders_through_the_kernel_and_loses_nothing() {
     );
     let d = Daemon::start(&file, &[], Stdio::null());
     wait_listening(port);
+    let idle_rss = status_kib(d.child.id(), "VmRSS:");
     let pad = "x".repeat(180);
     let clients: Vec<Arc<Client>> = (0..CLIENTS).map(|_| Arc::default()).collect();
     let threads: Vec<_> = clients
@@ -159,18 +160,19 @@ fn a_held_sink_blocks_tcp_senders_through_the_kernel_and_loses_nothing() {
         .collect();
     assert_ids(&ids, &want, "lines the sink got");
     let hwm = status_kib(d.child.id(), "VmHWM:");
-    // The data is 40 MB; the pipeline holds 1000 events and a request,
-    // each connection one read.
+    // The data is 41 MB; the pipeline holds 1000 events and a request,
+    // each connection one read (measured: 8 MiB over idle while held,
+    // 17 MiB at the peak).
     assert!(
-        hwm < 64 * 1024,
-        "peak RSS {hwm} KiB (while held: {held_rss} KiB)"
+        hwm < idle_rss + 32 * 1024,
+        "peak RSS {hwm} KiB, {idle_rss} KiB idle, {held_rss} KiB while held"
     );
     let m = d.metrics();
     assert_eq!(
         metric(&m, "flowgate_events_in_total", &[("component", "tcp")]),
         Some(total as f64)
     );
-    eprintln!("peak RSS {hwm} KiB, {held_rss} KiB while held; clients had sent {sent} of {data_bytes} bytes when all were blocked");
+    eprintln!("peak RSS {hwm} KiB, {idle_rss} KiB idle, {held_rss} KiB while held; clients had sent {sent} of {data_bytes} bytes when all were blocked");
 }
 
 /// Starts `socket` source `src` with `options` -> file `out.ndjson`.

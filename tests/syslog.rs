@@ -97,7 +97,8 @@ fn the_corpus_over_tcp_with_newline_then_octet_counted_framing() {
             "hostname": "host", "appname": "app", "message": "first line\nsecond line"})
     );
     // Neither format: a decode error, routed with the line.
-    c.write_all(b"20 this is not syslog").unwrap();
+    let bad = "this is not syslog";
+    c.write_all(format!("{} {bad}", bad.len()).as_bytes()).unwrap();
     assert!(eventually(Duration::from_secs(30), || s.read_lines("bad.ndjson").len() == 1));
     let bad = &s.read_lines("bad.ndjson")[0];
     assert_eq!(bad["message"], "this is not syslog");
