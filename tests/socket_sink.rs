@@ -68,7 +68,12 @@ fn a_tcp_server_closed_and_reopened_mid_run_gets_every_event_once_over_a_new_con
         ),
     );
     let mut d = Daemon::start(&file, &[], Stdio::null());
-    assert_eq!(d.wait(Duration::from_secs(120)), Some(0), "{}", d.log_text());
+    assert_eq!(
+        d.wait(Duration::from_secs(120)),
+        Some(0),
+        "{}",
+        d.log_text()
+    );
     server.join().unwrap();
     let ids = ids.lock().unwrap().clone();
     let want: Vec<u64> = (0..N).collect();

@@ -86,12 +86,8 @@ fn a_held_sink_blocks_tcp_senders_through_the_kernel_and_loses_nothing() {
                 .map(|i| format!("{{\"c\":{c},\"i\":{i},\"pad\":\"{pad}\"}}\n"))
                 .collect();
             std::thread::spawn(move || {
-                let conn = socket2::Socket::new(
-                    socket2::Domain::IPV4,
-                    socket2::Type::STREAM,
-                    None,
-                )
-                .unwrap();
+                let conn = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                    .unwrap();
                 // Fixed kernel buffers on both ends (no autotuning): what
                 // the kernel can hold is far below what is sent.
                 conn.set_send_buffer_size(65536).unwrap();
@@ -125,7 +121,11 @@ fn a_held_sink_blocks_tcp_senders_through_the_kernel_and_loses_nothing() {
         .collect();
     let total = CLIENTS * LINES;
     let data_bytes: u64 = (0..CLIENTS)
-        .map(|c| (0..LINES).map(|i| format!("{{\"c\":{c},\"i\":{i},\"pad\":\"{pad}\"}}\n").len() as u64).sum::<u64>())
+        .map(|c| {
+            (0..LINES)
+                .map(|i| format!("{{\"c\":{c},\"i\":{i},\"pad\":\"{pad}\"}}\n").len() as u64)
+                .sum::<u64>()
+        })
         .sum();
     // While the sink is held, every sender's socket fills: its writes
     // would block. None gets all its data through.
@@ -172,7 +172,9 @@ fn a_held_sink_blocks_tcp_senders_through_the_kernel_and_loses_nothing() {
         metric(&m, "flowgate_events_in_total", &[("component", "tcp")]),
         Some(total as f64)
     );
-    eprintln!("peak RSS {hwm} KiB, {idle_rss} KiB idle, {held_rss} KiB while held; clients had sent {sent} of {data_bytes} bytes when all were blocked");
+    eprintln!(
+        "peak RSS {hwm} KiB, {idle_rss} KiB idle, {held_rss} KiB while held; clients had sent {sent} of {data_bytes} bytes when all were blocked"
+    );
 }
 
 /// Starts `socket` source `src` with `options` -> file `out.ndjson`.
@@ -201,13 +203,13 @@ fn long_lines_and_silent_clients_are_counted_and_the_source_keeps_serving() {
     let port = free_port();
     let d = start(
         &s,
-        &format!(
-            "mode: tcp, address: '127.0.0.1:{port}', max_line_bytes: 1000, idle_timeout: 1s"
-        ),
+        &format!("mode: tcp, address: '127.0.0.1:{port}', max_line_bytes: 1000, idle_timeout: 1s"),
     );
     wait_listening(port);
     let mut silent = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    silent.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
     let long = format!("{{\"long\":\"{}\"}}\n", "y".repeat(200_000));
     c.write_all(format!("{{\"n\":1}}\n{long}{{\"n\":2}}\r\n").as_bytes())
@@ -223,7 +225,9 @@ fn long_lines_and_silent_clients_are_counted_and_the_source_keeps_serving() {
     // The silent client is closed by the server: its read ends.
     let got = silent.read(&mut [0u8; 16]);
     assert!(matches!(got, Ok(0) | Err(_)), "{got:?}");
-    assert!(eventually(Duration::from_secs(10), || errors(&d, "timeout") >= 1.0));
+    assert!(eventually(Duration::from_secs(10), || errors(
+        &d, "timeout"
+    ) >= 1.0));
     // A client after all that gets through.
     let mut after = TcpStream::connect(("127.0.0.1", port)).unwrap();
     after.write_all(b"{\"n\":3}\n").unwrap();
@@ -246,7 +250,8 @@ fn connections_over_max_connections_are_closed_and_counted_and_later_clients_ser
     let mut held = Vec::new();
     for i in 0..100 {
         let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        c.write_all(format!("{{\"held\":{i}}}\n").as_bytes()).unwrap();
+        c.write_all(format!("{{\"held\":{i}}}\n").as_bytes())
+            .unwrap();
         held.push(c);
     }
     // Every held connection is being served once its line arrived.
@@ -266,7 +271,10 @@ fn connections_over_max_connections_are_closed_and_counted_and_later_clients_ser
     for mut c in over {
         c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         let got = c.read(&mut [0u8; 1]);
-        assert!(matches!(got, Ok(0) | Err(_)), "closed by the server: {got:?}");
+        assert!(
+            matches!(got, Ok(0) | Err(_)),
+            "closed by the server: {got:?}"
+        );
     }
     drop(held);
     // Once the held connections are gone, a new client is served.
@@ -276,7 +284,9 @@ fn connections_over_max_connections_are_closed_and_counted_and_later_clients_ser
         if let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)) {
             let _ = c.write_all(format!("{{\"after\":{k}}}\n").as_bytes());
         }
-        s.read_lines("out.ndjson").iter().any(|e| e.get("after").is_some())
+        s.read_lines("out.ndjson")
+            .iter()
+            .any(|e| e.get("after").is_some())
     }));
 }
 
@@ -284,7 +294,10 @@ fn connections_over_max_connections_are_closed_and_counted_and_later_clients_ser
 fn udp_datagrams_and_unix_connections_deliver_their_lines() {
     let s = Scratch::new();
     let port = free_port();
-    let d = start(&s, &format!("mode: udp, address: '127.0.0.1:{port}', codec: text"));
+    let d = start(
+        &s,
+        &format!("mode: udp, address: '127.0.0.1:{port}', codec: text"),
+    );
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     // The source is up once a probe datagram comes out.
     assert!(eventually(Duration::from_secs(30), || {
@@ -307,7 +320,9 @@ fn udp_datagrams_and_unix_connections_deliver_their_lines() {
     assert!(eventually(Duration::from_secs(30), || received().len() == 400));
     let mut got = received();
     got.sort();
-    let mut want: Vec<String> = (0..200).flat_map(|i| [format!("a{i}"), format!("b{i}")]).collect();
+    let mut want: Vec<String> = (0..200)
+        .flat_map(|i| [format!("a{i}"), format!("b{i}")])
+        .collect();
     want.sort();
     assert_eq!(got, want);
     let all = s.read_lines("out.ndjson").len();
@@ -315,7 +330,9 @@ fn udp_datagrams_and_unix_connections_deliver_their_lines() {
         &d.metrics(),
         "flowgate_events_in_total",
         &[("component", "src")]
-    ) == Some(all as f64)));
+    ) == Some(
+        all as f64
+    )));
     drop(d);
 
     let s = Scratch::new();
@@ -324,7 +341,10 @@ fn udp_datagrams_and_unix_connections_deliver_their_lines() {
     drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
     let _d = start(
         &s,
-        &format!("mode: unix, path: '{}', framing: octet_counting", path.display()),
+        &format!(
+            "mode: unix, path: '{}', framing: octet_counting",
+            path.display()
+        ),
     );
     let mut c = None;
     assert!(eventually(Duration::from_secs(30), || {
@@ -340,6 +360,9 @@ fn udp_datagrams_and_unix_connections_deliver_their_lines() {
     }));
     assert_eq!(
         s.read_lines("out.ndjson"),
-        vec![serde_json::json!({"multi": "line"}), serde_json::json!({"n": 2})]
+        vec![
+            serde_json::json!({"multi": "line"}),
+            serde_json::json!({"n": 2})
+        ]
     );
 }

@@ -28,7 +28,14 @@ fn year_for(rest: &str) -> i32 {
     let num = |r: std::ops::Range<usize>| rest[r].parse::<u32>().unwrap();
     let now = Utc::now();
     let t = Utc
-        .with_ymd_and_hms(now.year(), num(0..2), num(3..5), num(6..8), num(9..11), num(12..14))
+        .with_ymd_and_hms(
+            now.year(),
+            num(0..2),
+            num(3..5),
+            num(6..8),
+            num(9..11),
+            num(12..14),
+        )
         .unwrap();
     if t > now + chrono::Duration::days(1) {
         now.year() - 1
@@ -42,7 +49,10 @@ fn expected() -> Vec<serde_json::Value> {
     text.lines()
         .map(|l| {
             let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-            if let Some(rest) = v["timestamp"].as_str().and_then(|t| t.strip_prefix("YYYY-")) {
+            if let Some(rest) = v["timestamp"]
+                .as_str()
+                .and_then(|t| t.strip_prefix("YYYY-"))
+            {
                 v["timestamp"] = format!("{}-{rest}", year_for(rest)).into();
             }
             v
@@ -80,15 +90,22 @@ fn the_corpus_over_tcp_with_newline_then_octet_counted_framing() {
         c.write_all(format!("{line}\n").as_bytes()).unwrap();
     }
     let n = lines.len();
-    assert!(eventually(Duration::from_secs(30), || s.read_lines("out.ndjson").len() == n));
+    assert!(eventually(Duration::from_secs(30), || s
+        .read_lines("out.ndjson")
+        .len()
+        == n));
     assert_events(&s.read_lines("out.ndjson"), &want, &lines);
     // Octet-counted: the frames hold no newline, and one holds two lines.
     let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
     let multi = "<14>1 2026-11-30T08:13:00Z host app - - - first line\nsecond line";
     for line in lines.iter().map(String::as_str).chain([multi]) {
-        c.write_all(format!("{} {line}", line.len()).as_bytes()).unwrap();
+        c.write_all(format!("{} {line}", line.len()).as_bytes())
+            .unwrap();
     }
-    assert!(eventually(Duration::from_secs(30), || s.read_lines("out.ndjson").len() == 2 * n + 1));
+    assert!(eventually(Duration::from_secs(30), || s
+        .read_lines("out.ndjson")
+        .len()
+        == 2 * n + 1));
     let out = s.read_lines("out.ndjson");
     assert_events(&out[n..2 * n], &want, &lines);
     assert_eq!(
@@ -98,8 +115,12 @@ fn the_corpus_over_tcp_with_newline_then_octet_counted_framing() {
     );
     // Neither format: a decode error, routed with the line.
     let bad = "this is not syslog";
-    c.write_all(format!("{} {bad}", bad.len()).as_bytes()).unwrap();
-    assert!(eventually(Duration::from_secs(30), || s.read_lines("bad.ndjson").len() == 1));
+    c.write_all(format!("{} {bad}", bad.len()).as_bytes())
+        .unwrap();
+    assert!(eventually(Duration::from_secs(30), || s
+        .read_lines("bad.ndjson")
+        .len()
+        == 1));
     let bad = &s.read_lines("bad.ndjson")[0];
     assert_eq!(bad["message"], "this is not syslog");
     assert_eq!(
@@ -108,7 +129,11 @@ fn the_corpus_over_tcp_with_newline_then_octet_counted_framing() {
     );
     let m = d.metrics();
     assert_eq!(
-        metric(&m, "flowgate_errors_total", &[("component", "logs"), ("error_type", "decode")]),
+        metric(
+            &m,
+            "flowgate_errors_total",
+            &[("component", "logs"), ("error_type", "decode")]
+        ),
         Some(1.0)
     );
     assert_eq!(

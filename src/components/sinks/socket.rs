@@ -10,7 +10,8 @@
 //! written into the dead connection, and the batch goes to a new one. TCP
 //! has no acknowledgement of its own: a batch is written once the kernel
 //! took all of it, so a peer that resets the connection can lose what was
-//! in flight; one that closes gracefully loses nothing.
+//! in flight; one that closes gracefully loses nothing. A peer that stops
+//! reading pushes back (the write waits); a stage `timeout` fails it.
 
 use super::{OutputCodec, encode_lines};
 use crate::components::{ComponentError, Encoded, Sink};
@@ -60,9 +61,11 @@ pub struct SocketSinkConfig {
 impl SocketSinkConfig {
     pub fn check(&self) -> Vec<(Vec<&'static str>, String)> {
         let mut problems = Vec::new();
-        if self.address.rsplit_once(':').is_none_or(|(host, port)| {
-            host.is_empty() || port.parse::<u16>().is_err()
-        }) {
+        if self
+            .address
+            .rsplit_once(':')
+            .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+        {
             problems.push((
                 vec!["address"],
                 format!("'{}' is not a host:port like 127.0.0.1:9000", self.address),

@@ -20,7 +20,7 @@ pub enum Framing {
     Auto,
 }
 
-/// What [`Framer::next`] found.
+/// What [`Framer::next_frame`] found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Frame<'a> {
     /// A frame's bytes: a line without its `\n` (and a `\r` before it),
@@ -43,11 +43,15 @@ enum State {
     /// Inside an octet-counted frame of `len` bytes.
     Counted { len: usize },
     /// Inside an octet-counted frame over the limit: `left` bytes to drop.
-    LongCounted { sample: Vec<u8>, len: u64, left: u64 },
+    LongCounted {
+        sample: Vec<u8>,
+        len: u64,
+        left: u64,
+    },
 }
 
 /// Cuts a stream into [`Frame`]s: reads append to [`Framer::buffer`], then
-/// [`Framer::next`] hands out the frames they completed.
+/// [`Framer::next_frame`] hands out the frames they completed.
 pub struct Framer {
     framing: Framing,
     max: usize,
@@ -120,7 +124,7 @@ impl Framer {
 
     /// The next complete frame in what was read, if any. Empty lines are
     /// skipped; so are line endings between octet-counted frames.
-    pub fn next(&mut self) -> Option<Frame<'_>> {
+    pub fn next_frame(&mut self) -> Option<Frame<'_>> {
         loop {
             match std::mem::replace(&mut self.state, State::Ready) {
                 State::Ready => {}
@@ -317,7 +321,7 @@ mod tests {
         };
         for r in reads {
             framer.buffer(r.len()).extend_from_slice(r);
-            while let Some(f) = framer.next() {
+            while let Some(f) = framer.next_frame() {
                 take(f, &mut out);
             }
             assert!(framer.pending() <= max + 1 + r.len());
@@ -370,7 +374,10 @@ mod tests {
             frames(Framing::OctetCounting, 100, &[b"x1 a"]),
             vec![F::Bad]
         );
-        assert_eq!(frames(Framing::OctetCounting, 100, &[b"5 ab"]), vec![F::Bad]);
+        assert_eq!(
+            frames(Framing::OctetCounting, 100, &[b"5 ab"]),
+            vec![F::Bad]
+        );
     }
 
     #[test]
@@ -378,11 +385,23 @@ mod tests {
         let got = frames(
             Framing::Auto,
             100,
-            &[b"<13>a line\n7 <13>b c", b"<14>another\n", b"12", b"3x\n", b"2 ab"],
+            &[
+                b"<13>a line\n7 <13>b c",
+                b"<14>another\n",
+                b"12",
+                b"3x\n",
+                b"2 ab",
+            ],
         );
         assert_eq!(
             got,
-            vec![m("<13>a line"), m("<13>b c"), m("<14>another"), m("123x"), m("ab")]
+            vec![
+                m("<13>a line"),
+                m("<13>b c"),
+                m("<14>another"),
+                m("123x"),
+                m("ab")
+            ]
         );
     }
 }

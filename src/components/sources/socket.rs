@@ -123,7 +123,10 @@ pub fn check_endpoint(
             problems.push((vec!["path"], "mode unix needs a socket file path".into()));
         }
         if address.is_some() {
-            problems.push((vec!["address"], "mode unix takes `path`, not `address`".into()));
+            problems.push((
+                vec!["address"],
+                "mode unix takes `path`, not `address`".into(),
+            ));
         }
         return problems;
     }
@@ -139,7 +142,10 @@ pub fn check_endpoint(
         Some(_) => {}
     }
     if path.is_some() {
-        problems.push((vec!["path"], "`path` is for mode unix; use `address`".into()));
+        problems.push((
+            vec!["path"],
+            "`path` is for mode unix; use `address`".into(),
+        ));
     }
     problems
 }

@@ -31,7 +31,13 @@ pub async fn serve(
     set_receive_buffer(&listener, limits.receive_buffer_bytes)
         .map_err(|e| ComponentError::io(format!("setting receive_buffer_bytes on {shown}"), e))?;
     tracing::info!(component = %ctx.name, "listening for unix connections at {shown}");
-    serve_streams(StreamListener::Unix(listener), limits, decoder, Arc::new(ctx)).await;
+    serve_streams(
+        StreamListener::Unix(listener),
+        limits,
+        decoder,
+        Arc::new(ctx),
+    )
+    .await;
     let _ = std::fs::remove_file(path);
     Ok(())
 }

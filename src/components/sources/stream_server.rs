@@ -103,7 +103,10 @@ impl StreamListener {
 
 fn is_connection_error(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
-    matches!(e.kind(), ConnectionRefused | ConnectionAborted | ConnectionReset)
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    )
 }
 
 /// Serves connections until shutdown, then waits for the connections to
@@ -181,7 +184,7 @@ async fn connection(
                 take(frame, decoder, &limits, &mut out);
             }
         } else {
-            while let Some(frame) = framer.next() {
+            while let Some(frame) = framer.next_frame() {
                 close |= take(frame, decoder, &limits, &mut out);
                 if close {
                     break;
@@ -201,14 +204,24 @@ async fn connection(
 }
 
 /// Decodes one frame into `out`; `true` when the stream cannot go on.
-fn take(frame: Frame<'_>, decoder: &dyn FrameDecoder, limits: &StreamLimits, out: &mut Decoded) -> bool {
+fn take(
+    frame: Frame<'_>,
+    decoder: &dyn FrameDecoder,
+    limits: &StreamLimits,
+    out: &mut Decoded,
+) -> bool {
     match frame {
         Frame::Message(bytes) => decoder.decode(bytes, out),
         Frame::TooLong { sample, len } => {
             out.frames += 1;
-            let what = if limits.framing == Framing::Newline { "line" } else { "frame" };
+            let what = if limits.framing == Framing::Newline {
+                "line"
+            } else {
+                "frame"
+            };
             let max = limits.max_line_bytes;
-            out.failed.push(super::decode::too_long(&sample, len, max, what));
+            out.failed
+                .push(super::decode::too_long(&sample, len, max, what));
         }
         Frame::Invalid(why) => {
             out.fail(format!("{why}; the connection is closed"));
@@ -287,7 +300,12 @@ fn datagram(bytes: &[u8], decoder: &dyn FrameDecoder, max: usize, out: &mut Deco
             datagram_part(line, decoder, max, out);
         }
     } else {
-        datagram_part(bytes.strip_suffix(b"\n").unwrap_or(bytes), decoder, max, out);
+        datagram_part(
+            bytes.strip_suffix(b"\n").unwrap_or(bytes),
+            decoder,
+            max,
+            out,
+        );
     }
 }
 

@@ -240,7 +240,10 @@ mod tests {
         let now = at("2026-01-02T10:00:00Z");
         assert_eq!(year_of(now, (1, 3, 9, 0, 0)), 2026, "within a day ahead");
         assert_eq!(year_of(now, (12, 31, 23, 0, 0)), 2025);
-        assert_eq!(year_of(at("2026-12-01T00:00:00Z"), (10, 11, 22, 14, 15)), 2026);
+        assert_eq!(
+            year_of(at("2026-12-01T00:00:00Z"), (10, 11, 22, 14, 15)),
+            2026
+        );
     }
 
     #[test]
