@@ -3,7 +3,8 @@
 //! writes block while the sink is held) and nothing is lost; lines over
 //! `max_line_bytes`, silent clients and connections over
 //! `max_connections` are counted while the source keeps serving; UDP and
-//! unix sockets deliver.
+//! unix sockets deliver, and UDP datagrams that find no room downstream
+//! are discarded as `buffer_full`.
 
 mod common;
 use axum::extract::State;
@@ -364,5 +365,72 @@ fn udp_datagrams_and_unix_connections_deliver_their_lines() {
             serde_json::json!({"multi": "line"}),
             serde_json::json!({"n": 2})
         ]
+    );
+}
+
+#[test]
+fn udp_datagrams_that_find_no_room_are_discarded_as_buffer_full_and_counted() {
+    let (gate, _) = tokio::sync::watch::channel(false);
+    let held = Arc::new(HeldSink {
+        gate,
+        ids: Mutex::new(Vec::new()),
+    });
+    let app = axum::Router::new()
+        .route("/", axum::routing::post(held_post))
+        .with_state(held.clone());
+    let sink_address = serve_on_thread(app);
+    let s = Scratch::new();
+    let port = free_port();
+    let file = s.write(
+        "p.yaml",
+        &format!(
+            "sources:\n  src: {{type: socket, mode: udp, address: '127.0.0.1:{port}'}}\nsinks:\n  out: {{type: http, inputs: [src], url: 'http://{sink_address}/', request_timeout: 10m, buffer: {{size: 100}}, batch: {{max_events: 50}}}}\n"
+        ),
+    );
+    let d = Daemon::start(&file, &[], Stdio::null());
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let count = |name: &str, labels: &[(&str, &str)]| {
+        let mut l = vec![("component", "src")];
+        l.extend_from_slice(labels);
+        metric(&d.metrics(), name, &l).unwrap_or(0.0)
+    };
+    let discarded = || {
+        count(
+            "flowgate_events_discarded_total",
+            &[("reason", "buffer_full")],
+        )
+    };
+    // While the sink is held, datagrams keep coming: past what the
+    // buffer and the sink's batch hold, they are discarded, not queued.
+    let mut i = 0;
+    assert!(
+        eventually(Duration::from_secs(60), || {
+            for _ in 0..50 {
+                let line = format!("{{\"c\":0,\"i\":{i}}}");
+                udp.send_to(line.as_bytes(), ("127.0.0.1", port)).unwrap();
+                i += 1;
+            }
+            discarded() >= 500.0
+        }),
+        "discarded {}",
+        discarded()
+    );
+    held.gate.send_replace(true);
+    // Once drained, what came in was delivered or discarded.
+    assert!(eventually(Duration::from_secs(60), || {
+        let received = held.ids.lock().unwrap().len() as f64;
+        received > 0.0
+            && received + discarded() == count("flowgate_events_in_total", &[])
+            && metric(
+                &d.metrics(),
+                "flowgate_buffer_events",
+                &[("component", "out")],
+            ) == Some(0.0)
+    }));
+    let ids = held.ids.lock().unwrap().clone();
+    assert!(
+        ids.len() <= 200,
+        "{} delivered: at most the buffer and a held batch or two",
+        ids.len()
     );
 }
