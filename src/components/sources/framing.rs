@@ -4,7 +4,8 @@
 //! with digits and a space is octet-counted). A frame over
 //! `max_line_bytes` is discarded as it streams in, keeping only its first
 //! [`SAMPLE_BYTES`]: the buffer holds at most the limit plus one read, and
-//! every byte is searched for a newline once.
+//! every byte is searched for a newline once. A buffer a long frame grew
+//! is shrunk again once it is handed out.
 
 use super::split::SAMPLE_BYTES;
 
@@ -112,6 +113,12 @@ impl Framer {
             self.buf.drain(..self.start);
             self.searched -= self.start;
             self.start = 0;
+        }
+        // A connection that once held a long frame gives the memory back
+        // (else each of `max_connections` could keep `max_line_bytes`).
+        let want = self.buf.len() + room;
+        if self.buf.capacity() > 2 * want.max(256 * 1024) {
+            self.buf.shrink_to(want);
         }
         self.buf.reserve(room);
         &mut self.buf
@@ -378,6 +385,15 @@ mod tests {
             frames(Framing::OctetCounting, 100, &[b"5 ab"]),
             vec![F::Bad]
         );
+    }
+
+    #[test]
+    fn the_memory_of_a_long_frame_is_given_back_once_it_is_handed_out() {
+        let mut framer = Framer::new(Framing::Newline, 4 << 20);
+        framer.buffer(0).extend(std::iter::repeat_n(b'x', 3 << 20));
+        framer.buffer(0).push(b'\n');
+        assert!(matches!(framer.next_frame(), Some(Frame::Message(m)) if m.len() == 3 << 20));
+        assert!(framer.buffer(64 * 1024).capacity() < 1 << 20);
     }
 
     #[test]
