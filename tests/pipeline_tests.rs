@@ -11,7 +11,7 @@ fn the_example_pipelines_tests_pass() {
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
     assert!(stdout.contains("test pipelines/enrich.yaml :: failed lookups go to the dead-letter output after three attempts ... ok"), "{stdout}");
     assert!(
-        stdout.trim_end().ends_with("7 passed, 0 failed"),
+        stdout.trim_end().ends_with("9 passed, 0 failed"),
         "{stdout}"
     );
 }

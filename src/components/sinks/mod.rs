@@ -5,6 +5,7 @@ pub mod file;
 pub mod http;
 pub mod kafka;
 pub mod nats;
+pub mod socket;
 pub mod stdout;
 
 use super::{Encoded, Sink, catalogue};
@@ -29,6 +30,8 @@ catalogue!(
         Nats(nats::NatsSinkConfig) = "nats",
         /// Produces events to Kafka (`acks=all`, idempotent), a batch written once every message is acknowledged.
         Kafka(kafka::KafkaSinkConfig) = "kafka",
+        /// Writes events to a TCP connection (one line each) or as UDP datagrams; reconnects with backoff.
+        Socket(socket::SocketSinkConfig) = "socket",
     }
 );
 
@@ -41,6 +44,7 @@ impl SinkKind {
             Self::Http(c) => Box::new(c.build()),
             Self::Nats(c) => Box::new(c.build()),
             Self::Kafka(c) => Box::new(c.build()),
+            Self::Socket(c) => Box::new(c.build()),
         }
     }
 
@@ -50,6 +54,7 @@ impl SinkKind {
             Self::Http(c) => c.check(),
             Self::Nats(c) => c.check(),
             Self::Kafka(c) => c.check(),
+            Self::Socket(c) => c.check(),
             _ => Vec::new(),
         }
     }

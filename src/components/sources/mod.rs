@@ -3,6 +3,7 @@
 pub mod checkpoint;
 pub mod decode;
 pub mod file;
+pub mod framing;
 pub mod generator;
 pub mod http_listener;
 pub mod http_server;
@@ -13,8 +14,12 @@ pub mod kafka_offsets;
 pub mod lines;
 pub mod nats;
 pub mod nats_acks;
+pub mod socket;
+pub mod socket_unix;
 pub mod split;
 pub mod stdin;
+pub mod stream_server;
+pub mod syslog;
 pub mod tail;
 
 use super::{Source, catalogue};
@@ -36,6 +41,10 @@ catalogue!(
         Nats(nats::NatsSourceConfig) = "nats",
         /// Consumes Kafka topics in a consumer group (offsets committed after the sinks wrote).
         Kafka(kafka::KafkaSourceConfig) = "kafka",
+        /// Listens on TCP, UDP or a unix socket; one event per line or octet-counted frame.
+        Socket(socket::SocketSourceConfig) = "socket",
+        /// Receives RFC 5424 and RFC 3164 syslog messages over TCP or UDP.
+        Syslog(syslog::SyslogConfig) = "syslog",
     }
 );
 
@@ -59,6 +68,8 @@ impl SourceKind {
             Self::HttpServer(c) => Box::new(c.build()),
             Self::Nats(c) => Box::new(c.build()),
             Self::Kafka(c) => Box::new(c.build()),
+            Self::Socket(c) => Box::new(c.build()),
+            Self::Syslog(c) => Box::new(c.build()),
         }
     }
 
@@ -71,6 +82,8 @@ impl SourceKind {
             Self::Nats(c) => c.check(),
             Self::Stdin(c) => c.check(),
             Self::Kafka(c) => c.check(),
+            Self::Socket(c) => c.check(),
+            Self::Syslog(c) => c.check(),
         }
     }
 }
