@@ -5,6 +5,8 @@ pub mod file;
 pub mod http;
 pub mod kafka;
 pub mod nats;
+pub mod postgres;
+mod postgres_values;
 pub mod stdout;
 
 use super::{Encoded, Sink, catalogue};
@@ -29,6 +31,8 @@ catalogue!(
         Nats(nats::NatsSinkConfig) = "nats",
         /// Produces events to Kafka (`acks=all`, idempotent), a batch written once every message is acknowledged.
         Kafka(kafka::KafkaSinkConfig) = "kafka",
+        /// Writes events as rows of a PostgreSQL table, a transaction per batch (upserts optional).
+        Postgres(postgres::PostgresSinkConfig) = "postgres",
     }
 );
 
@@ -41,6 +45,7 @@ impl SinkKind {
             Self::Http(c) => Box::new(c.build()),
             Self::Nats(c) => Box::new(c.build()),
             Self::Kafka(c) => Box::new(c.build()),
+            Self::Postgres(c) => Box::new(c.build()),
         }
     }
 
@@ -50,6 +55,7 @@ impl SinkKind {
             Self::Http(c) => c.check(),
             Self::Nats(c) => c.check(),
             Self::Kafka(c) => c.check(),
+            Self::Postgres(c) => c.check(),
             _ => Vec::new(),
         }
     }
