@@ -6,7 +6,6 @@ pub mod http;
 pub mod kafka;
 pub mod nats;
 pub mod postgres;
-mod postgres_values;
 pub mod stdout;
 
 use super::{Encoded, Sink, catalogue};

@@ -323,7 +323,7 @@ fn numeric(text: &str, out: &mut BytesMut) -> Option<()> {
     let lead = (4 - point.rem_euclid(4)) % 4;
     let mut padded = vec![0u8; lead as usize];
     padded.extend_from_slice(&digits);
-    while padded.len() % 4 != 0 {
+    while !padded.len().is_multiple_of(4) {
         padded.push(0);
     }
     let mut groups: Vec<i16> = padded
