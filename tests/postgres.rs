@@ -464,3 +464,19 @@ fn a_server_stopped_for_ten_seconds_mid_run_loses_nothing() {
     );
     assert!(!log.contains("panic"), "{log}");
 }
+
+#[test]
+fn validate_checks_programs_and_keys_without_a_server() {
+    let (code, lines) = validate_lines(
+        "sources:\n  in: {type: stdin}\nsinks:\n  db:\n    type: postgres\n    inputs: [in]\n    url: 'postgresql://u:secret@127.0.0.1:1/db'\n    table: t\n    columns: {id: '.id |', v: .v}\n    on_conflict: {columns: [key], action: update}\n",
+    );
+    assert_eq!(code, Some(78), "{lines:?}");
+    assert_eq!(
+        lines,
+        vec![
+            "F:9:14: component 'db': columns: column 'id': in jq program '.id |': expected term at the end of the program",
+            "F:10:28: component 'db': on_conflict.columns: 'key' is not one of the mapped columns",
+            "F: 2 problem(s)",
+        ]
+    );
+}

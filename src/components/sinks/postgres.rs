@@ -272,13 +272,19 @@ impl Sink for PostgresSink {
     /// Checks the table and columns; an unreachable server is not an error
     /// yet (writes retry), a missing table or column is.
     async fn start(&self) -> Result<(), ComponentError> {
-        match self.connect().await {
-            Ok(conn) => {
+        let limit = self.config.connect_timeout.0 + self.config.write_timeout.0;
+        match tokio::time::timeout(limit, self.connect()).await {
+            Ok(Ok(conn)) => {
                 self.give_back(conn);
                 Ok(())
             }
-            Err(e @ ComponentError::Permanent { .. }) => Err(e),
-            Err(_) => Ok(()),
+            Ok(Err(e @ ComponentError::Permanent { .. })) => Err(e),
+            // Not reachable yet (`connect` warned): the writes retry.
+            Ok(Err(_)) => Ok(()),
+            Err(_) => {
+                tracing::warn!(server = %self.server, table = %self.config.table, "postgres sink: the server did not answer within {limit:?} at start; writes retry");
+                Ok(())
+            }
         }
     }
 
