@@ -244,12 +244,13 @@ fn encode(kind: Kind, v: &Value, out: &mut BytesMut) -> Result<(), String> {
         Kind::Text => match v {
             Value::String(s) => out.extend_from_slice(s.as_bytes()),
             // Other values as their JSON text, as the kafka sink's keys.
-            other => out.extend_from_slice(other.to_string().as_bytes()),
+            other => json(other, out),
         },
-        Kind::Json => out.extend_from_slice(v.to_string().as_bytes()),
+        Kind::Json => json(v, out),
         Kind::Jsonb => {
+            // jsonb_send's version byte, then the text.
             out.extend_from_slice(&[1]);
-            out.extend_from_slice(v.to_string().as_bytes());
+            json(v, out);
         }
         Kind::Uuid => {
             let bytes = v.as_str().and_then(uuid).ok_or_else(|| cannot(v, "uuid"))?;
@@ -271,6 +272,12 @@ fn encode(kind: Kind, v: &Value, out: &mut BytesMut) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Writes `v` as JSON straight into the column (no string per value).
+fn json(v: &Value, out: &mut BytesMut) {
+    // Serialising a Value into memory cannot fail.
+    let _ = serde_json::to_writer(bytes::BufMut::writer(&mut *out), v);
 }
 
 /// `8-4-4-4-12` hex (hyphens optional, braces allowed) as 16 bytes.
