@@ -17,7 +17,8 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const LONG: Duration = Duration::from_secs(120);
+/// Generous: CI runs every test binary at once on two cores.
+const LONG: Duration = Duration::from_secs(300);
 
 fn server() -> Option<String> {
     match std::env::var("FLOWGATE_TEST_POSTGRES_URL") {
