@@ -77,7 +77,9 @@ impl PostgresSink {
             db_message(e)
         );
         match classify(e) {
-            Class::Permanent => ComponentError::Permanent {
+            // Rows here: a deferred constraint failing the whole
+            // transaction at COMMIT, which no retry changes.
+            Class::Permanent | Class::Rows => ComponentError::Permanent {
                 message,
                 error_type: "postgres",
             },
