@@ -121,7 +121,8 @@ pub async fn run_sink(
                         written_ref.inc_by(encoded.events.len() as u64)
                     }
                     Ok(refused) => {
-                        written_ref.inc_by((encoded.events.len() - refused.len()) as u64);
+                        written_ref
+                            .inc_by(encoded.events.len().saturating_sub(refused.len()) as u64);
                         let mut events: Vec<_> = encoded.events.into_iter().map(Some).collect();
                         let failed = refused
                             .into_iter()
