@@ -37,7 +37,7 @@ with open(f"{d}/rows.ndjson", "w") as j, open(f"{d}/rows.csv", "w") as c:
         j.write(json.dumps({"id": i, "name": f"user {i}", "amount": amount, "at": at, "doc": doc}) + "\n")
         c.write(f'{i},user {i},{amount},{at},"{json.dumps(doc).replace(chr(34), chr(34) * 2)}"\n')
 PY
-q() { psql "$url" -X -q -v ON_ERROR_STOP=1 -At -c "$1"; }
+q() { PGOPTIONS="-c client_min_messages=warning" psql "$url" -X -q -v ON_ERROR_STOP=1 -At -c "$1"; }
 q "DROP TABLE IF EXISTS bench_rows; CREATE TABLE bench_rows (id bigint PRIMARY KEY, name text, amount numeric(12,2), at timestamptz, doc jsonb)"
 rate() { python3 -c "import sys; print(f'{int(sys.argv[1]) / float(sys.argv[2]):>10,.0f} rows/s  ({float(sys.argv[2]):.2f} s)')" "$n" "$1"; }
 printf '%-36s %s\n' "run" "rows/s"
