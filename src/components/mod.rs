@@ -197,6 +197,31 @@ pub trait Sink: Send + Sync + 'static {
     fn encode(&self, batch: Batch) -> Encoded;
     async fn write(&self, encoded: &Encoded) -> Result<(), ComponentError>;
     async fn flush(&self) -> Result<(), ComponentError>;
+
+    /// Once before the first batch: checks that can only be made against
+    /// the service (a database table's columns). An error stops the
+    /// pipeline before anything is written.
+    async fn start(&self) -> Result<(), ComponentError> {
+        Ok(())
+    }
+
+    /// `write` for services that refuse single events while taking the
+    /// rest of the batch (a database row breaking a constraint): what was
+    /// refused, the rest being written. Default: `write`, refusing none.
+    async fn write_refusing(&self, encoded: &Encoded) -> Result<Vec<Refused>, ComponentError> {
+        self.write(encoded).await.map(|()| Vec::new())
+    }
+}
+
+/// An event of an encoded batch that the service refused on its own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refused {
+    /// Its index in `Encoded::events`.
+    pub index: usize,
+    /// The service's reason.
+    pub message: String,
+    /// The `error_type` label.
+    pub error_type: &'static str,
 }
 
 pub use crate::core::message_event as raw_line_event;

@@ -9,7 +9,7 @@
 use super::drive::{Admitted, drive};
 use super::intake::Intake;
 use super::transform::StageParts;
-use crate::components::{ComponentError, Encoded, Sink};
+use crate::components::{ComponentError, Encoded, Refused, Sink};
 use crate::controls::breaker::Call;
 use crate::controls::{Attempt, GaveUp, StageControls};
 use crate::core::{Acks, Batch, Failed};
@@ -24,7 +24,7 @@ struct SinkBatch {
     rejected: Vec<Failed>,
     rate_limited: usize,
     /// The write's result when a worker wrote it already.
-    written: Option<Result<(), GaveUp>>,
+    written: Option<Result<Vec<Refused>, GaveUp>>,
 }
 
 /// One write through the attempt layers. Most write errors may pass (I/O,
@@ -34,13 +34,13 @@ async fn write(
     controls: &StageControls,
     call: Option<Call>,
     encoded: &Encoded,
-) -> Result<(), GaveUp> {
+) -> Result<Vec<Refused>, GaveUp> {
     controls
         .run(
             call,
             || async {
-                match sink.write(encoded).await {
-                    Ok(()) => Attempt::Done(Ok(())),
+                match sink.write_refusing(encoded).await {
+                    Ok(refused) => Attempt::Done(Ok(refused)),
                     Err(ComponentError::Permanent {
                         message,
                         error_type,
@@ -71,6 +71,7 @@ pub async fn run_sink(
         ..
     } = parts;
     let controls = Arc::new(controls);
+    sink.start().await?;
     let intake = Intake::new(input, &controls).with_batching(sink.batching());
     let on_workers = sink.concurrent_writes();
     let work = {
@@ -116,7 +117,22 @@ pub async fn run_sink(
                     None => write(&**sink_ref, c, b.call, &encoded).await,
                 };
                 match result {
-                    Ok(()) => written_ref.inc_by(encoded.events.len() as u64),
+                    Ok(refused) if refused.is_empty() => {
+                        written_ref.inc_by(encoded.events.len() as u64)
+                    }
+                    Ok(refused) => {
+                        written_ref
+                            .inc_by(encoded.events.len().saturating_sub(refused.len()) as u64);
+                        let mut events: Vec<_> = encoded.events.into_iter().map(Some).collect();
+                        let failed = refused
+                            .into_iter()
+                            .filter_map(|r| {
+                                let event = events.get_mut(r.index)?.take()?;
+                                Some(Failed::new(event, r.message, r.error_type))
+                            })
+                            .collect();
+                        errors_ref.handle(failed, &acks).await;
+                    }
                     Err((message, error_type, attempts)) => {
                         let failed = encoded
                             .events

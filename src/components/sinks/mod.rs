@@ -6,6 +6,7 @@ pub mod http;
 pub mod kafka;
 pub mod nats;
 pub mod socket;
+pub mod postgres;
 pub mod stdout;
 
 use super::{Encoded, Sink, catalogue};
@@ -32,6 +33,8 @@ catalogue!(
         Kafka(kafka::KafkaSinkConfig) = "kafka",
         /// Writes events to a TCP connection (one line each) or as UDP datagrams; reconnects with backoff.
         Socket(socket::SocketSinkConfig) = "socket",
+        /// Writes events as rows of a PostgreSQL table, a transaction per batch (upserts optional).
+        Postgres(postgres::PostgresSinkConfig) = "postgres",
     }
 );
 
@@ -45,6 +48,7 @@ impl SinkKind {
             Self::Nats(c) => Box::new(c.build()),
             Self::Kafka(c) => Box::new(c.build()),
             Self::Socket(c) => Box::new(c.build()),
+            Self::Postgres(c) => Box::new(c.build()),
         }
     }
 
@@ -55,6 +59,7 @@ impl SinkKind {
             Self::Nats(c) => c.check(),
             Self::Kafka(c) => c.check(),
             Self::Socket(c) => c.check(),
+            Self::Postgres(c) => c.check(),
             _ => Vec::new(),
         }
     }
