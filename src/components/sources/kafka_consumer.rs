@@ -29,6 +29,9 @@ use std::time::{Duration, Instant};
 /// Longest wait in `poll`: how soon a stop or a full pipeline is noticed.
 const POLL: Duration = Duration::from_millis(100);
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// On stop, how long the last commit and then leaving the group may each
+/// wait for the brokers (within the default 30 s shutdown timeout).
+const STOP_WAIT: Duration = Duration::from_secs(3);
 
 /// Runs the consumer until its stop flag is set or the source task is gone; then
 /// waits until every batch handed out is settled, commits and leaves the
@@ -94,9 +97,30 @@ pub fn run(
         // Serves commit callbacks and statistics; a message is left unread.
         let _ = consumer.poll(Duration::ZERO);
     }
-    ctx.commit(&consumer, None, CommitMode::Sync);
-    // Dropping the consumer leaves the group (a last revocation runs with
-    // nothing in flight).
+    ctx.commit_last(&consumer, STOP_WAIT);
+    leave(consumer, &ctx.settings.name);
+}
+
+/// Dropping the consumer leaves the group (a last revocation runs with
+/// nothing in flight). librdkafka waits for the coordinator there, for as
+/// long as it is unreachable: past `STOP_WAIT` the leaving goes on in the
+/// background and the source ends (the group then notices the member gone
+/// after `session.timeout.ms`).
+fn leave(consumer: BaseConsumer<Context>, name: &str) {
+    let leaving = std::thread::Builder::new()
+        .name(format!("kafka-{name}-leave"))
+        .spawn(move || drop(consumer));
+    let Ok(leaving) = leaving else {
+        return;
+    };
+    let deadline = Instant::now() + STOP_WAIT;
+    while !leaving.is_finished() {
+        if Instant::now() >= deadline {
+            tracing::info!(component = %name, "Kafka is unreachable: leaving the group in the background");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Pauses or resumes every assigned partition.
