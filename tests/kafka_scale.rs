@@ -16,6 +16,7 @@ use kafka_common::*;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
+use rdkafka::producer::Producer;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -181,9 +182,9 @@ fn a_rolling_restart_while_producing_loses_nothing_and_repeats_nothing() {
                 if let Some(wait) = due.checked_sub(t0.elapsed()) {
                     std::thread::sleep(wait);
                 }
-                rdkafka::producer::Producer::poll(&p, Duration::ZERO);
+                p.poll(Duration::ZERO);
             }
-            rdkafka::producer::Producer::flush(&p, Duration::from_secs(60)).unwrap();
+            p.flush(Duration::from_secs(60)).unwrap();
         })
     };
     let mut names: Vec<String> = (1..=3).map(|n| format!("m{n}")).collect();
