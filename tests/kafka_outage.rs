@@ -368,6 +368,8 @@ fn the_sink_delivers_what_it_took_while_the_broker_was_down_and_stops_promptly()
         reader.seen.len(),
         d.log_text()
     );
+    // Closed while the broker is up (closing waits for it).
+    drop(reader);
     // Down mid-run: what the file gets now waits for the broker.
     broker.kill();
     append(1000..2000);
@@ -390,6 +392,7 @@ fn the_sink_delivers_what_it_took_while_the_broker_was_down_and_stops_promptly()
         reader.seen.range(1000..2000).count(),
         d.log_text()
     );
+    drop(reader);
     // SIGTERM with the broker down and a batch waiting for it: the daemon
     // gives up at the shutdown timeout at the latest (unwritten lines stay
     // past the file's checkpoint for the next start).

@@ -4,7 +4,9 @@
 //! idempotent and waits for every in-sync replica (`acks=all`); a batch is
 //! written once every one of its messages is acknowledged. A failed
 //! delivery fails the batch retryably (retry, breaker, timeout); a retried
-//! batch may store again what was delivered before the failure.
+//! batch may store again what was delivered before the failure, and is
+//! produced by a new producer (a new producer id: the broker may have
+//! forgotten the old one). A broker outage is one warning.
 //!
 //! Topic and key are evaluated in `encode`, on the stage's workers, so an
 //! event whose program fails is routed by `on_error` alone. The encoded
