@@ -19,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 events="${1:-1000000}"
 py="${PYTHON:-/tmp/ckvenv/bin/python}"
-cargo build --release -q
+[ -n "${NO_BUILD:-}" ] || cargo build --release -q
 dir=$(mktemp -d)
 broker_pid=
 trap '[ -n "$broker_pid" ] && kill "$broker_pid" 2>/dev/null; rm -rf "$dir"' EXIT
@@ -48,6 +48,13 @@ t0=$(date +%s.%N)
 target/release/flowgate run "$dir/produce.yaml" --metrics-address off 2>"$dir/produce.log"
 t1=$(date +%s.%N)
 python3 -c "print(f'produce  flowgate file -> kafka        {$events / ($t1 - $t0):>10.0f} events/s  ({$t1 - $t0:.2f} s)')"
+# A batch is written once all its messages are acknowledged: `workers: 8`
+# keeps 8 batches in flight.
+sed -e "s/topic: 'fg-$run_id'}/topic: 'fg8-$run_id', workers: 8}/" "$dir/produce.yaml" >"$dir/produce8.yaml"
+t0=$(date +%s.%N)
+target/release/flowgate run "$dir/produce8.yaml" --metrics-address off 2>"$dir/produce8.log"
+t1=$(date +%s.%N)
+python3 -c "print(f'produce  flowgate ... workers: 8       {$events / ($t1 - $t0):>10.0f} events/s  ({$t1 - $t0:.2f} s)')"
 "$py" - "$brokers" "bare-$run_id" "$dir/data.ndjson" <<'PY'
 import sys, time
 from confluent_kafka import Producer

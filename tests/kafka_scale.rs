@@ -195,17 +195,17 @@ fn a_rolling_restart_while_producing_loses_nothing_and_repeats_nothing() {
             Daemon::start(&file, &[], Stdio::null())
         })
         .collect();
-    for k in 0..3 {
+    for (k, m) in members.iter_mut().enumerate() {
         assert!(
-            eventually(LONG, || assigned(&members[k])),
+            eventually(LONG, || assigned(m)),
             "member {k} owns partitions; log:\n{}",
-            members[k].log_text()
+            m.log_text()
         );
-        members[k].signal("TERM");
-        assert_eq!(members[k].wait(LONG), Some(0), "{}", members[k].log_text());
+        m.signal("TERM");
+        assert_eq!(m.wait(LONG), Some(0), "{}", m.log_text());
         let name = format!("m{}b", k + 1);
         let file = member(&s, &name, &brokers, &topic, &group, 20_000, "");
-        members[k] = Daemon::start(&file, &[], Stdio::null());
+        *m = Daemon::start(&file, &[], Stdio::null());
         names.push(name);
     }
     let restarted_at = sent.load(Ordering::Relaxed);
@@ -346,13 +346,15 @@ fn cooperative_sticky_members_join_and_leave_without_duplicates() {
     let brokers = kafka_or_skip!();
     let s = Scratch::new();
     let (topic, group) = (unique("coop"), unique("g"));
+    // 30 s of work for one member at 1000/s: the second joins within the
+    // first few, the first leaves well before the end.
     let total = 30_000;
     create_topic(&brokers, &topic, 6);
     produce(&brokers, &topic, 0..total);
     let coop = ", partition.assignment.strategy: cooperative-sticky";
     let names = vec!["m1".to_string(), "m2".to_string()];
     let mut first = Daemon::start(
-        &member(&s, "m1", &brokers, &topic, &group, 2000, coop),
+        &member(&s, "m1", &brokers, &topic, &group, 1000, coop),
         &[],
         Stdio::null(),
     );
@@ -362,7 +364,7 @@ fn cooperative_sticky_members_join_and_leave_without_duplicates() {
         first.log_text()
     );
     let mut second = Daemon::start(
-        &member(&s, "m2", &brokers, &topic, &group, 2000, coop),
+        &member(&s, "m2", &brokers, &topic, &group, 1000, coop),
         &[],
         Stdio::null(),
     );
