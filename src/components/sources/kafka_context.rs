@@ -90,6 +90,8 @@ pub struct Context {
     /// Counts rebalances: a batch being filled when one runs inside `poll`
     /// drops what it read of partitions whose epoch moved on.
     pub(super) rebalances: AtomicU64,
+    /// Counts commit callbacks: the last commit on stop waits for one.
+    pub(super) commits: AtomicU64,
 }
 
 impl Context {
@@ -116,6 +118,7 @@ impl Context {
             stopping: Arc::default(),
             last_poll_error: Mutex::new(String::new()),
             rebalances: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
         };
         (context, tx)
     }
@@ -177,16 +180,16 @@ impl Context {
         drop(held);
     }
 
-    /// Commits what moved, among `only` if given.
+    /// Commits what moved, among `only` if given; false if nothing had.
     pub(super) fn commit(
         &self,
         consumer: &BaseConsumer<Self>,
         only: Option<&[Partition]>,
         mode: CommitMode,
-    ) {
+    ) -> bool {
         let offsets = self.shared.lock_unpoisoned().offsets.to_commit(only);
         if offsets.is_empty() {
-            return;
+            return false;
         }
         let mut list = TopicPartitionList::with_capacity(offsets.len());
         for ((topic, partition), offset) in &offsets {
@@ -199,6 +202,27 @@ impl Context {
             for (partition, offset) in &offsets {
                 shared.offsets.commit_failed(partition, *offset);
             }
+        }
+        true
+    }
+
+    /// The last commit, on stop: sent asynchronously and awaited up to
+    /// `wait`, because a synchronous commit waits for an unreachable
+    /// coordinator for as long as it stays unreachable, past any shutdown
+    /// deadline. What it could not commit is read again by the group.
+    pub(super) fn commit_last(&self, consumer: &BaseConsumer<Self>, wait: Duration) {
+        let before = self.commits.load(Ordering::Relaxed);
+        if !self.commit(consumer, None, CommitMode::Async) {
+            return;
+        }
+        let deadline = Instant::now() + wait;
+        while self.commits.load(Ordering::Relaxed) == before {
+            if Instant::now() >= deadline {
+                tracing::warn!(component = %self.settings.name, "the last offset commit did not complete within {wait:?}; the group reads the uncommitted messages again");
+                return;
+            }
+            // Serves the commit callback; a message is left unread.
+            let _ = consumer.poll(Duration::from_millis(50));
         }
     }
 }
@@ -306,9 +330,25 @@ impl ConsumerContext for Context {
         }
     }
 
-    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, _: &TopicPartitionList) {
-        if let Err(e) = result {
-            tracing::warn!(component = %self.settings.name, "an offset commit failed: {e}");
+    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, list: &TopicPartitionList) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        let Err(e) = result else { return };
+        // An asynchronous commit that failed (the coordinator gone) is sent
+        // again with the next one; otherwise nothing would commit these
+        // offsets until they moved, not even the last commit on stop.
+        let mut shared = self.shared.lock_unpoisoned();
+        for element in list.elements() {
+            if let Offset::Offset(offset) = element.offset() {
+                let partition = (Arc::from(element.topic()), element.partition());
+                shared.offsets.commit_failed(&partition, offset);
+            }
+        }
+        drop(shared);
+        // Once per outage, as the client's own errors.
+        if !self.down.load(Ordering::Relaxed) {
+            tracing::warn!(component = %self.settings.name, "an offset commit failed: {e}; retrying with the next commit");
+        } else {
+            tracing::debug!(component = %self.settings.name, "an offset commit failed: {e}");
         }
     }
 }
