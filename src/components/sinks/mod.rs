@@ -5,8 +5,8 @@ pub mod file;
 pub mod http;
 pub mod kafka;
 pub mod nats;
-pub mod socket;
 pub mod postgres;
+pub mod socket;
 pub mod stdout;
 
 use super::{Encoded, Sink, catalogue};
