@@ -36,13 +36,10 @@ pub(super) fn read_more(reader: &mut impl Read, buf: &mut Vec<u8>) -> std::io::R
     }
 }
 
-/// Chunks decoded at once: twice the cores, because chunks are emitted in
-/// order and a core whose chunk is done early would otherwise wait for the
-/// one before it (with one per core, job A kept ~1.4 of 2 cores busy).
 fn decode_parallelism() -> usize {
     std::thread::available_parallelism()
-        .map_or(2, |n| n.get() * 2)
-        .clamp(2, 16)
+        .map_or(2, |n| n.get())
+        .clamp(1, 8)
 }
 
 /// The events and failures of one chunk, in input order.
