@@ -144,24 +144,16 @@ impl ToSql for ColumnArray {
     to_sql_checked!();
 }
 
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
-
 fn cannot(v: &Value, to: &str) -> String {
     let shown = v.to_string();
     let shown = match shown.char_indices().nth(64) {
         Some((i, _)) => format!("{}...", &shown[..i]),
         None => shown,
     };
-    format!("cannot convert {} {shown} to {to}", type_name(v))
+    format!(
+        "cannot convert {} {shown} to {to}",
+        crate::expr::value::type_name(v)
+    )
 }
 
 fn integer(v: &Value) -> Option<i64> {
