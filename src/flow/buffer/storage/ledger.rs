@@ -93,14 +93,7 @@ impl Ledger {
     pub fn open(dir: &Path) -> Result<Ledger, StoreError> {
         let path = dir.join(LEDGER_FILE);
         let io = |doing| StoreError::io(&path, doing);
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io("open the ledger"))?;
+        let file = open_private(&path).map_err(io("open the ledger"))?;
         let mut bytes = vec![0; 2 * SLOT_LEN];
         let n = read_full(&file, &mut bytes).map_err(io("read the ledger"))?;
         bytes.truncate(n);
@@ -176,6 +169,18 @@ fn read_full(file: &File, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
+/// Opens `path` for reading and writing, creating it readable by its
+/// owner only (a buffer holds events), never truncating it.
+fn open_private(path: &Path) -> std::io::Result<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+}
+
 /// The exclusive lock on a buffer directory, held while this lives.
 #[derive(Debug)]
 pub struct DirLock {
@@ -188,14 +193,7 @@ impl DirLock {
     pub fn acquire(dir: &Path) -> Result<DirLock, StoreError> {
         let path = dir.join(LOCK_FILE);
         let io = |doing| StoreError::io(&path, doing);
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io("open the lock file"))?;
+        let file = open_private(&path).map_err(io("open the lock file"))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
