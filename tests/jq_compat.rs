@@ -45,6 +45,15 @@ const EXTRA: &[&str] = &[
     ".ok |= not",
     ".n += 1",
     ".level |= ascii_upcase",
+    ".a.b = (.a.b // 7)",
+    ".a.b = .a.b + 1",
+    ".n = .n * 2 - 1",
+    ".n = (.n // 1.5) + 1",
+    ".tags[0] = (.tags[0] // 0) + 1",
+    ".tags[-1] = .tags[-1] * 2",
+    ".n |= (. // 0) * 3",
+    ".n * 2.7",
+    ".n * 0",
 ];
 
 fn programs_in_readme() -> Vec<String> {
@@ -90,6 +99,8 @@ fn programs_and_inputs() -> (Vec<String>, Vec<Value>) {
         json!({"a": {"b": 2}, "message": "xyz"}),
         json!({"a": 3, "missing": null}),
         json!({}),
+        json!({"n": "s"}),
+        json!({"n": 1.5}),
     ];
     let mut pipelines: Vec<_> = std::fs::read_dir(common::repo().join("pipelines"))
         .unwrap()

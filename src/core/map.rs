@@ -232,12 +232,36 @@ pub(crate) struct Builder {
     /// std's SipHash with a random seed: keys come from input, and a
     /// hostile client must not be able to choose colliding ones.
     index: Option<HashMap<Str, usize>>,
+    /// One bit per key seen (by length and end bytes): a key whose bit is
+    /// clear is new and needs no scan. Duplicates are rare in events, so
+    /// most keys skip the scan that was ~10 % of decoding.
+    seen: u64,
+}
+
+/// A key's bit in `Builder::seen`.
+#[inline(always)]
+fn key_bit(key: &[u8]) -> u64 {
+    let (first, last) = match key {
+        [] => (0, 0),
+        [f, .., l] => (*f, *l),
+        [f] => (*f, *f),
+    };
+    let mix = (key.len() as u32).wrapping_mul(0x9E37) ^ (first as u32) << 3 ^ (last as u32) << 7;
+    1 << ((mix ^ mix >> 6) & 63)
 }
 
 impl Builder {
     #[inline]
     pub(crate) fn new(map: Map) -> Self {
-        Self { map, index: None }
+        let seen = map
+            .entries
+            .iter()
+            .fold(0, |m, (k, _)| m | key_bit(k.as_bytes()));
+        Self {
+            map,
+            index: None,
+            seen,
+        }
     }
 
     /// Adds `key`, or replaces its value in place when already there.
@@ -246,6 +270,12 @@ impl Builder {
     #[inline(always)]
     pub(crate) fn insert(&mut self, key: Str, value: Value) {
         if self.index.is_none() && self.map.entries.len() < LINEAR_KEYS {
+            let bit = key_bit(key.as_bytes());
+            if self.seen & bit == 0 {
+                self.seen |= bit;
+                self.map.entries.push((key, value));
+                return;
+            }
             match self.map.position(&key) {
                 Some(i) => self.map.entries[i].1 = value,
                 None => self.map.entries.push((key, value)),
@@ -425,6 +455,30 @@ mod tests {
         assert_eq!(keys(&m), ["host", "status", "path"]);
         let hint = Slot(AtomicU32::new(u32::MAX));
         assert_eq!(m.get_hinted("path", &hint), Some(&Value::from(3)));
+    }
+
+    // Keys whose `seen` bits collide, and duplicates among them, against
+    // a plain scan: the bit only ever skips the scan for keys not seen.
+    #[test]
+    fn the_seen_bits_never_hide_a_duplicate() {
+        let names: Vec<String> = (0..40).map(|i| format!("k{}", i % 23)).collect();
+        let mut expected: Vec<(String, usize)> = Vec::new();
+        for (i, k) in names.iter().enumerate() {
+            match expected.iter_mut().find(|(e, _)| e == k) {
+                Some(e) => e.1 = i,
+                None => expected.push((k.clone(), i)),
+            }
+        }
+        let built: Map = names
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (Str::from(k.as_str()), Value::from(i)))
+            .collect();
+        let got: Vec<(String, usize)> = built
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_u64().unwrap() as usize))
+            .collect();
+        assert_eq!(got, expected);
     }
 
     #[test]

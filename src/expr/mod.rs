@@ -8,6 +8,7 @@
 mod interp;
 mod native;
 pub mod nesting;
+mod update;
 pub mod value;
 
 use crate::core::Event;
@@ -43,7 +44,8 @@ pub struct ProgramError {
 
 enum Exec {
     Value(native::ValueFn),
-    Step(native::StepFn),
+    /// A step, and whether it always leaves an object an object.
+    Step(native::StepFn, bool),
     Interp(interp::Interpreted),
 }
 
@@ -75,7 +77,7 @@ impl Program {
             Some(term) => match native::compile_value(&term) {
                 Some(f) => Exec::Value(f),
                 None => match native::compile_step(&term) {
-                    Some(f) => Exec::Step(f),
+                    Some(f) => Exec::Step(f, update::keeps_object(&term)),
                     None => Exec::Interp(interpreted),
                 },
             },
@@ -111,7 +113,7 @@ impl Program {
     pub fn test(&self, event: &Event) -> Result<bool, EvalError> {
         match &self.exec {
             Exec::Value(f) => Ok(value::truthy(&*f(event)?)),
-            Exec::Step(f) => {
+            Exec::Step(f, _) => {
                 let mut v = event.clone();
                 Ok(f(&mut v)? && value::truthy(&v))
             }
@@ -131,7 +133,7 @@ impl Program {
     pub fn first(&self, event: &Event) -> Result<Option<Value>, EvalError> {
         match &self.exec {
             Exec::Value(f) => Ok(Some(f(event)?.into_owned())),
-            Exec::Step(f) => {
+            Exec::Step(f, _) => {
                 let mut v = event.clone();
                 Ok(f(&mut v)?.then_some(v))
             }
@@ -157,7 +159,7 @@ impl Program {
                 Err(e) => return Err((e, event)),
             },
             // The common case `.a = x | del(.b)` moves the event through without a copy.
-            Exec::Step(f) => {
+            Exec::Step(f, _) => {
                 let mut event = event;
                 match f(&mut event) {
                     Ok(true) => out.push(event),
@@ -179,17 +181,52 @@ impl Program {
         Ok(())
     }
 
+    /// `map` over a batch. A step program (the common `.a = x | del(.b)`)
+    /// changes the events where they lie and the batch itself becomes the
+    /// output: nothing is moved or pushed per event.
+    pub fn map_batch(
+        &self,
+        mut batch: Vec<Event>,
+        out: &mut Vec<Event>,
+        mut failed: impl FnMut(EvalError, Event),
+    ) {
+        let Exec::Step(step, keeps_object) = &self.exec else {
+            for event in batch {
+                if let Err((e, event)) = self.map(event, out) {
+                    failed(e, event);
+                }
+            }
+            return;
+        };
+        let mut kept = 0;
+        for i in 0..batch.len() {
+            let event = &mut batch[i];
+            match step(event) {
+                Ok(true) if *keeps_object || event.is_object() => {
+                    if kept != i {
+                        batch.swap(kept, i);
+                    }
+                    kept += 1;
+                }
+                Ok(true) => failed(not_an_object(event), std::mem::take(event)),
+                Ok(false) => {}
+                Err(e) => failed(e, std::mem::take(event)),
+            }
+        }
+        batch.truncate(kept);
+        if out.is_empty() {
+            *out = batch;
+        } else {
+            out.append(&mut batch);
+        }
+    }
+
     /// A map program: every output must be an object; it becomes an event.
     pub fn map(&self, event: Event, out: &mut Vec<Event>) -> Result<(), (EvalError, Event)> {
         let start = out.len();
         self.outputs(event, out)?;
         if let Some(i) = out[start..].iter().position(|v| !v.is_object()) {
-            let bad = &out[start + i];
-            let err = EvalError(format!(
-                "map program produced {} ({}); every output must be an object",
-                value::type_name(bad),
-                bad
-            ));
+            let err = not_an_object(&out[start + i]);
             // The first output stands in for the event that produced it.
             let event = out.swap_remove(start);
             out.truncate(start);
@@ -197,6 +234,14 @@ impl Program {
         }
         Ok(())
     }
+}
+
+fn not_an_object(bad: &Value) -> EvalError {
+    EvalError(format!(
+        "map program produced {} ({}); every output must be an object",
+        value::type_name(bad),
+        bad
+    ))
 }
 
 fn interpret(code: &str) -> Result<interp::Interpreted, Vec<ProgramError>> {

@@ -8,6 +8,7 @@
 //! (`StepFn`); multi-output programs (`,`, `.[]`, `?`) are interpreter-only,
 //! which keeps this file small and its semantics easy to check against jq.
 
+use super::update::IntExpr;
 use super::value::{self, EvalResult, MathOp, PathKey};
 use crate::core::{Map, Str, Value};
 use jaq_core::load::lex::StrPart;
@@ -42,17 +43,26 @@ pub fn compile_step(term: &T) -> Option<StepFn> {
             rhs,
         ) => {
             let path = static_path(lhs)?;
+            // `.p = f(.p)`, `.p |= f`, `.p += 1`: f runs on the slot itself.
+            let on_slot = match op {
+                BinaryOp::Assign => super::update::on_slot(rhs, &path),
+                BinaryOp::Update => Some((**rhs).clone()),
+                BinaryOp::UpdateMath(m) if matches!(**rhs, Term::Num(_)) => Some(Term::BinOp(
+                    Box::new(Term::Id),
+                    BinaryOp::Math(*m),
+                    rhs.clone(),
+                )),
+                _ => None,
+            };
+            if let Some(t) = on_slot
+                && let Some(f) = compile_value(&t)
+            {
+                return Some(super::update::slot_step(path, f, IntExpr::compile(&t)));
+            }
             let rhs = compile_value(rhs)?;
             Some(match op {
                 BinaryOp::Assign => Box::new(move |v| {
                     let new = rhs(v)?.into_owned();
-                    value::set_path(v, &path, new)?;
-                    Ok(true)
-                }),
-                // `.a |= f`: f runs on the old value at the path.
-                BinaryOp::Update => Box::new(move |v| {
-                    let old = value::get_path(v, &path)?;
-                    let new = rhs(old.unwrap_or(&Value::Null))?.into_owned();
                     value::set_path(v, &path, new)?;
                     Ok(true)
                 }),
@@ -145,7 +155,7 @@ fn collect_comma<'s>(term: &T<'s>, f: &mut impl FnMut(&T<'s>)) -> Option<()> {
 }
 
 /// `.a.b[0]` as a list of keys, if every part is a literal.
-fn static_path(term: &T) -> Option<Vec<PathKey>> {
+pub(super) fn static_path(term: &T) -> Option<Vec<PathKey>> {
     match term {
         Term::Path(base, path) if matches!(**base, Term::Id) => path
             .0

@@ -165,6 +165,9 @@ pub fn math(op: MathOp, l: Value, r: Value) -> EvalResult<Value> {
                 .collect(),
         )),
         (Mul, Value::Object(a), Value::Object(b)) => Ok(Value::Object(deep_merge(a, b))),
+        (Mul, Value::String(s), Value::Number(n)) | (Mul, Value::Number(n), Value::String(s)) => {
+            repeat(&s, as_f64(&n))
+        }
         (Div, Value::String(a), Value::String(b)) => Ok(Value::Array(if a.is_empty() {
             Vec::new()
         } else {
@@ -177,6 +180,25 @@ pub fn math(op: MathOp, l: Value, r: Value) -> EvalResult<Value> {
             describe(&l),
             describe(&r),
             op.verb()
+        ))),
+    }
+}
+
+/// The longest string `"s" * n` builds: a program cannot turn one event
+/// into gigabytes.
+pub const MAX_REPEAT_BYTES: usize = 16 << 20;
+
+/// jq's `"s" * n`: `null` for `n <= 0`, else `max(1, floor(n))` copies.
+fn repeat(s: &str, n: f64) -> EvalResult<Value> {
+    if n.is_nan() || n <= 0.0 {
+        return Ok(Value::Null);
+    }
+    let copies = (n as usize).max(1);
+    match s.len().checked_mul(copies) {
+        Some(len) if len <= MAX_REPEAT_BYTES => Ok(Value::String(s.repeat(copies).into())),
+        _ => Err(EvalError(format!(
+            "\"{}\" * {n} would be longer than {MAX_REPEAT_BYTES} bytes",
+            s.chars().take(20).collect::<String>()
         ))),
     }
 }
@@ -350,6 +372,39 @@ pub fn set_path(target: &mut Value, path: &[PathKey], value: Value) -> EvalResul
 pub fn get_path<'a>(mut v: &'a Value, path: &[PathKey]) -> EvalResult<Option<&'a Value>> {
     for key in path {
         match index(v, key)? {
+            Some(next) => v = next,
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(v))
+}
+
+/// The value at `path` to change in place; `None` where a key is missing
+/// (nothing is created), the same error as `get_path` where a value
+/// cannot be indexed.
+pub fn get_path_mut<'a>(
+    mut v: &'a mut Value,
+    path: &[PathKey],
+) -> EvalResult<Option<&'a mut Value>> {
+    // The common one-key path, without the loop.
+    if let [PathKey::Field(k)] = path {
+        return match v {
+            Value::Object(m) => Ok(m.get_mut_hinted(&k.name, &k.slot)),
+            Value::Null => Ok(None),
+            other => Err(index_error(other, &path[0])),
+        };
+    }
+    for key in path {
+        let next = match (v, key) {
+            (Value::Null, _) => None,
+            (Value::Object(m), PathKey::Field(k)) => m.get_mut_hinted(&k.name, &k.slot),
+            (Value::Array(a), PathKey::Index(i)) => {
+                let len = a.len();
+                array_slot(len, *i).and_then(move |i| a.get_mut(i))
+            }
+            (other, key) => return Err(index_error(other, key)),
+        };
+        match next {
             Some(next) => v = next,
             None => return Ok(None),
         }

@@ -76,7 +76,13 @@ pub(super) fn decode_chunk(chunk: &[u8], codec: Codec) -> Decoded {
         lines: 0,
     };
     let mut batch = Vec::with_capacity(MAX_BATCH.min(chunk.len() / 64 + 1));
-    for line in chunk.split(|b| *b == b'\n') {
+    // memchr finds the line ends a word at a time (a byte-by-byte split
+    // was ~5 % of decoding).
+    let mut start = 0;
+    let ends = memchr::memchr_iter(b'\n', chunk).chain(std::iter::once(chunk.len()));
+    for end in ends {
+        let line = &chunk[start..end];
+        start = end + 1;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
             continue;

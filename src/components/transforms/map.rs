@@ -33,13 +33,11 @@ pub struct Map {
 
 impl Transform for Map {
     fn process(&self, batch: Batch, out: &mut TransformOutput) {
-        let emitted = &mut out.ports[0];
-        for event in batch {
-            if let Err((e, event)) = self.program.map(event, emitted) {
-                out.failed
-                    .push(Failed::new(event, e.to_string(), "program"));
-            }
-        }
+        let failed = &mut out.failed;
+        self.program
+            .map_batch(batch, &mut out.ports[0], |e, event| {
+                failed.push(Failed::new(event, e.to_string(), "program"))
+            });
     }
 }
 
