@@ -12,7 +12,8 @@
 //! the group with a leader that is gone, and no member is ever assigned
 //! again (README, "Scaling out with Kafka").
 //!
-//! Size: `FLOWGATE_KAFKA_ROLLING_EVENTS` (default 60,000, at 2,000/s).
+//! Size: produced at 2,000/s until 4,000 after the last restart (about
+//! 50,000), at most `FLOWGATE_KAFKA_ROLLING_EVENTS` (default 200,000).
 
 mod common;
 mod kafka_common;
@@ -24,7 +25,7 @@ use rdkafka::producer::Producer;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 const LONG: Duration = Duration::from_secs(120);
@@ -74,7 +75,10 @@ fn logs(daemons: &[(String, Daemon)]) -> String {
 fn a_rolling_restart_while_producing_loses_nothing_and_repeats_nothing() {
     let brokers = kafka_or_skip!();
     let started = Instant::now();
-    let total = size("FLOWGATE_KAFKA_ROLLING_EVENTS", 60_000);
+    // At most this many; the producer stops 4,000 events (2 s) after the
+    // last restart, so the restarts overlap the producing however slow
+    // the machine.
+    let most = size("FLOWGATE_KAFKA_ROLLING_EVENTS", 200_000);
     let s = Scratch::new();
     let (topic, group) = (unique("rolling"), unique("g"));
     create_topic(&brokers, &topic, 6);
@@ -84,14 +88,23 @@ fn a_rolling_restart_while_producing_loses_nothing_and_repeats_nothing() {
         .unwrap();
     // Produced at about 2000/s while the members restart one by one.
     let sent = Arc::new(AtomicU64::new(0));
+    let restarted = Arc::new(AtomicBool::new(false));
     let producing = {
-        let (brokers, topic, sent) = (brokers.clone(), topic.clone(), sent.clone());
+        let (brokers, topic) = (brokers.clone(), topic.clone());
+        let (sent, restarted) = (sent.clone(), restarted.clone());
         std::thread::spawn(move || {
             let p = producer(&brokers);
             let t0 = Instant::now();
-            for i in 0..total {
+            let mut until = most;
+            for i in 0..most {
+                if i == until {
+                    break;
+                }
                 send(&p, &topic, i);
                 sent.store(i + 1, Ordering::Relaxed);
+                if until == most && restarted.load(Ordering::Relaxed) {
+                    until = i + 4_000;
+                }
                 let due = Duration::from_micros(i * 500);
                 if let Some(wait) = due.checked_sub(t0.elapsed()) {
                     std::thread::sleep(wait);
@@ -99,6 +112,7 @@ fn a_rolling_restart_while_producing_loses_nothing_and_repeats_nothing() {
                 p.poll(Duration::ZERO);
             }
             p.flush(Duration::from_secs(60)).unwrap();
+            until.min(most)
         })
     };
     // Every daemon ever started, by name; `live` indexes the running ones.
@@ -129,12 +143,13 @@ fn a_rolling_restart_while_producing_loses_nothing_and_repeats_nothing() {
         daemons.push((name, Daemon::start(&file, &[], Stdio::null())));
         live[k] = daemons.len() - 1;
     }
+    restarted.store(true, Ordering::Relaxed);
     let restarted_at = sent.load(Ordering::Relaxed);
+    let total = producing.join().unwrap();
     assert!(
         restarted_at < total,
         "the restarts happened while producing ({restarted_at} of {total} sent)"
     );
-    producing.join().unwrap();
     let paths: Vec<PathBuf> = daemons
         .iter()
         .map(|(n, _)| s.path(&format!("{n}.ndjson")))
