@@ -147,10 +147,7 @@ fn three_members_one_killed_half_way_lose_nothing_and_repeat_only_what_it_held()
 }
 
 // The rolling restart (SIGTERM one member at a time while producing) is
-// not here: in 3 of 8 runs on a loaded 2-core machine the group stopped
-// assigning partitions after the second or third restart, cause unknown
-// (Tansu's coordinator or flowgate's leaving). Its test is in commit
-// 861c547 (issue 14), to come back once the stall is understood.
+// in tests/kafka_rolling.rs.
 
 #[test]
 fn the_sink_writes_keyed_events_to_templated_topics_with_headers() {

@@ -16,6 +16,7 @@ use crate::components::{ComponentError, Source, SourceContext};
 use crate::config::duration::ConfigDuration;
 use indexmap::IndexMap;
 use rdkafka::ClientConfig;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -77,7 +78,9 @@ pub struct KafkaSourceConfig {
     pub max_line_bytes: usize,
     /// librdkafka consumer properties passed through, e.g. `{session.timeout.ms: '6000'}`.
     /// The client fetches ahead up to `queued.max.messages.kbytes` (librdkafka's default:
-    /// 64 MiB per partition set); the pipeline holds what its buffers hold.
+    /// 64 MiB per partition set); the pipeline holds what its buffers hold. `debug` (e.g.
+    /// `'cgrp,consumer'`) turns librdkafka's debug lines on; they are logged at debug level
+    /// (`RUST_LOG=info,flowgate=debug`).
     #[serde(default)]
     pub options: ClientOptions,
 }
@@ -190,6 +193,12 @@ impl KafkaSourceConfig {
             // The lag gauges are read from the client's statistics.
             .set("statistics.interval.ms", "1000");
         set_options(&mut config, &self.options);
+        // rdkafka lowers the client's log level to what the `librdkafka`
+        // tracing target enables (info by default) after `debug` raised it:
+        // asked for, the lines must reach the context's `log`.
+        if self.options.contains_key("debug") {
+            config.set_log_level(RDKafkaLogLevel::Debug);
+        }
         config
             .set("bootstrap.servers", self.brokers.join(","))
             .set("group.id", &self.group_id)
@@ -293,5 +302,20 @@ mod tests {
         let client = config.client_config("c");
         assert_eq!(client.get("session.timeout.ms"), Some("6000"));
         assert_eq!(client.get("enable.auto.commit"), Some("false"));
+    }
+
+    #[test]
+    fn the_debug_option_lets_librdkafka_debug_lines_through() {
+        let config = |options: &str| -> KafkaSourceConfig {
+            serde_yaml::from_str(&format!(
+                "{{brokers: [b:9092], topics: [t], group_id: g, options: {options}}}"
+            ))
+            .unwrap()
+        };
+        let debug = config("{debug: 'cgrp,consumer'}").client_config("c");
+        assert!(matches!(debug.log_level, RDKafkaLogLevel::Debug));
+        assert_eq!(debug.get("debug"), Some("cgrp,consumer"));
+        let plain = config("{}").client_config("c");
+        assert!(!matches!(plain.log_level, RDKafkaLogLevel::Debug));
     }
 }

@@ -135,9 +135,12 @@ pub fn run(
 /// background and the source ends (the group then notices the member gone
 /// after `session.timeout.ms`).
 fn leave(consumer: BaseConsumer<Context>, name: &str, wait: Duration) {
+    // The last revocation and librdkafka's closing lines log on this
+    // thread: with the component's span, as the consumer thread's do.
+    let span = tracing::Span::current();
     let leaving = std::thread::Builder::new()
         .name(format!("kafka-{name}-leave"))
-        .spawn(move || drop(consumer));
+        .spawn(move || span.in_scope(|| drop(consumer)));
     let Ok(leaving) = leaving else {
         return;
     };
