@@ -85,6 +85,15 @@ impl Map {
         }
     }
 
+    /// Appends `key`, which the caller has just looked for and not found
+    /// (no second scan), remembering its slot in `hint`.
+    #[inline]
+    pub fn push_absent_hinted(&mut self, key: &Str, value: Value, hint: &Slot) {
+        debug_assert!(self.position(key).is_none(), "{key} is already present");
+        hint.0.store(self.entries.len() as u32, Ordering::Relaxed);
+        self.entries.push((key.clone(), value));
+    }
+
     /// `entry_or_insert_with`, looking where `hint` remembers first.
     pub fn entry_or_insert_with_hinted(
         &mut self,

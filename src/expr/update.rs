@@ -182,7 +182,13 @@ fn slot_step_with(
                     Some(x) => Value::from(x),
                     None => f(&Value::Null)?.into_owned(),
                 };
-                value::set_path(v, &path, new)?
+                // `.new_field = x`: the lookup just missed, so append.
+                match (&path[..], &mut *v) {
+                    ([PathKey::Field(k)], Value::Object(m)) => {
+                        m.push_absent_hinted(&k.name, new, &k.slot)
+                    }
+                    _ => value::set_path(v, &path, new)?,
+                }
             }
         }
         Ok(true)

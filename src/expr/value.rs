@@ -285,7 +285,7 @@ pub enum PathKey {
 #[derive(Debug, Clone)]
 pub struct Field {
     pub name: Str,
-    slot: Slot,
+    pub(super) slot: Slot,
 }
 
 impl Field {
