@@ -6,6 +6,7 @@
 //! interpreter (`interp`). Tests check both paths against `jq -c`.
 
 mod interp;
+mod math;
 mod native;
 pub mod nesting;
 mod update;

@@ -9,13 +9,11 @@
 //! any object costs time linear in its size. The index is dropped once the
 //! object is built; lookups afterwards scan as before.
 
-use super::{Str, Value};
-use std::collections::hash_map::{Entry, HashMap};
-use std::sync::atomic::{AtomicU32, Ordering};
+mod builder;
 
-/// Up to this many keys, a builder finds duplicates by scanning (no
-/// hashing for the objects events are made of); past it, by a hash index.
-const LINEAR_KEYS: usize = 32;
+use super::{Str, Value};
+pub(crate) use builder::Builder;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 #[derive(Clone, Default, PartialEq)]
 pub struct Map {
@@ -232,116 +230,6 @@ impl IntoIterator for Map {
     }
 }
 
-/// Builds a `Map` one entry at a time in time linear in its entries: a
-/// duplicate key replaces the earlier value at the earlier key's position
-/// (what `jq -c` prints for `{"a":1,"b":2,"a":3}` is `{"a":3,"b":2}`).
-pub(crate) struct Builder {
-    map: Map,
-    /// Key -> position in `map`, built once `map` has `LINEAR_KEYS` keys.
-    /// std's SipHash with a random seed: keys come from input, and a
-    /// hostile client must not be able to choose colliding ones.
-    index: Option<HashMap<Str, usize>>,
-    /// One bit per key seen (by length and end bytes): a key whose bit is
-    /// clear is new and needs no scan. Duplicates are rare in events, so
-    /// most keys skip the scan that was ~10 % of decoding.
-    seen: u64,
-}
-
-/// A key's bit in `Builder::seen`.
-#[inline(always)]
-fn key_bit(key: &[u8]) -> u64 {
-    let (first, last) = match key {
-        [] => (0, 0),
-        [f, .., l] => (*f, *l),
-        [f] => (*f, *f),
-    };
-    let mix = (key.len() as u32).wrapping_mul(0x9E37) ^ (first as u32) << 3 ^ (last as u32) << 7;
-    1 << ((mix ^ mix >> 6) & 63)
-}
-
-impl Builder {
-    #[inline]
-    pub(crate) fn new(map: Map) -> Self {
-        let seen = map
-            .entries
-            .iter()
-            .fold(0, |m, (k, _)| m | key_bit(k.as_bytes()));
-        Self {
-            map,
-            index: None,
-            seen,
-        }
-    }
-
-    /// Adds `key`, or replaces its value in place when already there.
-    /// Inlined: this runs once per key of every decoded event, and the
-    /// small-object scan is the hot path (a call per key cost 5 % of job B).
-    #[inline(always)]
-    pub(crate) fn insert(&mut self, key: Str, value: Value) {
-        if self.index.is_none() && self.map.entries.len() < LINEAR_KEYS {
-            let bit = key_bit(key.as_bytes());
-            if self.seen & bit == 0 {
-                self.seen |= bit;
-                self.map.entries.push((key, value));
-                return;
-            }
-            match self.map.position(&key) {
-                Some(i) => self.map.entries[i].1 = value,
-                None => self.map.entries.push((key, value)),
-            }
-            return;
-        }
-        self.insert_indexed(key, value);
-    }
-
-    /// Objects past `LINEAR_KEYS` keys: through the index.
-    #[cold]
-    #[inline(never)]
-    fn insert_indexed(&mut self, key: Str, value: Value) {
-        let entries = &mut self.map.entries;
-        let index = self.index.get_or_insert_with(|| {
-            entries
-                .iter()
-                .enumerate()
-                .map(|(i, (k, _))| (k.clone(), i))
-                .collect()
-        });
-        match index.entry(key) {
-            Entry::Occupied(at) => entries[*at.get()].1 = value,
-            Entry::Vacant(at) => {
-                entries.push((at.key().clone(), value));
-                at.insert(entries.len() - 1);
-            }
-        }
-    }
-
-    #[inline]
-    pub(crate) fn finish(self) -> Map {
-        self.map
-    }
-}
-
-impl FromIterator<(Str, Value)> for Map {
-    fn from_iter<I: IntoIterator<Item = (Str, Value)>>(iter: I) -> Self {
-        let iter = iter.into_iter();
-        let mut b = Builder::new(Map::with_capacity(iter.size_hint().0.min(1024)));
-        for (k, v) in iter {
-            b.insert(k, v);
-        }
-        b.finish()
-    }
-}
-
-impl Extend<(Str, Value)> for Map {
-    fn extend<I: IntoIterator<Item = (Str, Value)>>(&mut self, iter: I) {
-        let mut b = Builder::new(std::mem::take(self));
-        for (k, v) in iter {
-            b.insert(k, v);
-        }
-        *self = b.finish();
-    }
-}
-
 impl std::fmt::Debug for Map {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_map().entries(self.iter()).finish()
@@ -350,6 +238,7 @@ impl std::fmt::Debug for Map {
 
 #[cfg(test)]
 mod tests {
+    use super::builder::LINEAR_KEYS;
     use super::*;
 
     #[test]
