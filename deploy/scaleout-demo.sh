@@ -4,9 +4,12 @@
 # `workers`, and an ingest daemon following a file and publishing it.
 # With KILL=1 (default) one worker is killed with `kill -9` half-way; the
 # script then checks that the union of the outputs holds every event.
+# The publisher packs EVENTS_PER_MESSAGE events (default 100) into each
+# JetStream message; 1 is one message per event.
 #
 #   cargo build --release && deploy/scaleout-demo.sh
 #   EVENTS=500000 KILL=0 deploy/scaleout-demo.sh      # throughput only
+#   EVENTS_PER_MESSAGE=1 KILL=0 deploy/scaleout-demo.sh
 #
 # Needs nats-server (Debian: apt install nats-server) and python3.
 set -euo pipefail
@@ -14,6 +17,7 @@ cd "$(dirname "$0")/.."
 BIN=${FLOWGATE:-target/release/flowgate}
 EVENTS=${EVENTS:-200000}
 KILL=${KILL:-1}
+export EVENTS_PER_MESSAGE=${EVENTS_PER_MESSAGE:-100}
 [ -x "$BIN" ] || { echo "build first: cargo build --release (or set FLOWGATE=path/to/flowgate)" >&2; exit 2; }
 command -v nats-server >/dev/null || { echo "nats-server not found: apt install nats-server" >&2; exit 2; }
 
@@ -94,7 +98,7 @@ while :; do
 done
 elapsed=$(python3 -c "import time; print(f'{time.time() - $start:.2f}')")
 
-echo "all $EVENTS events written in ${elapsed}s ($(python3 -c "print(int($EVENTS / $elapsed))") events/s, file -> nats -> 3 workers -> files)"
+echo "all $EVENTS events written in ${elapsed}s ($(python3 -c "print(int($EVENTS / $elapsed))") events/s, file -> nats -> 3 workers -> files, $EVENTS_PER_MESSAGE events per message)"
 for n in 1 2 3; do
   written=$(wc -l <"$work/out$n.ndjson" 2>/dev/null || echo 0)
   if [ "$n" = "$killed" ]; then
