@@ -380,7 +380,7 @@ mod tests {
         assert_eq!(
             why,
             vec![
-                "line is 19 bytes, over max_line_bytes (16)".to_string(),
+                "line is 21 bytes, over max_line_bytes (16)".to_string(),
                 "line is not valid JSON: expected ident at line 1 column 2".to_string(),
             ]
         );
