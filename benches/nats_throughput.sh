@@ -8,7 +8,7 @@
 #      -> nats sink), timed until the file source has every event
 #      acknowledged (that is, JetStream acknowledged every message);
 #   2. one consumer alone: pipelines/scaleout/worker.yaml (nats -> map ->
-#      file) on the stream step 1 filled, timed until the file holds every
+#      file) on the stream step 1 filled, timed until its sink wrote every
 #      event;
 #   3. the demo: deploy/scaleout-demo.sh with KILL=0 (its own server, the
 #      publisher and three workers at once).
@@ -40,6 +40,12 @@ rate() { python3 -c "import sys; n, t = int(sys.argv[1]), float(sys.argv[2]) - f
 acknowledged() {
   curl -s "http://127.0.0.1:$1/metrics" |
     awk '/^flowgate_acknowledged_events_total\{/ && /component="logs"/ && /outcome="delivered"/ { v = $2 } END { print v + 0 }'
+}
+# Events the worker's file sink wrote (its own count: re-reading the file
+# each poll would take CPU from the run).
+written() {
+  curl -s "http://127.0.0.1:$1/metrics" |
+    awk '/^flowgate_events_out_total\{/ && /component="out"/ { v = $2 } END { printf "%d", v + 0 }'
 }
 wait_for() { # DESCRIPTION COMMAND...: until COMMAND prints at least EVENTS, for 600 s at most
   local what=$1; shift
@@ -93,8 +99,7 @@ round() {
     --metrics-address "127.0.0.1:$port" --data-dir "$work/worker" 2>"$work/worker.log" &
   worker=$!
   pids+=($worker)
-  lines() { cat "$work/out.ndjson" 2>/dev/null | wc -l; }
-  wait_for "consumer" lines
+  wait_for "consumer" written "$port"
   end=$(now)
   echo "events_per_message $per  one consumer alone (nats -> map -> file):  $(rate "$end" "$start")  CPU per event: flowgate $(per_event "$(cpu "$worker")" 0) us, nats-server $(per_event "$(cpu "$nats_pid")" "$server_cpu") us"
   stop "$worker"

@@ -233,13 +233,13 @@ impl Sink for NatsSink {
             .config
             .max_message_bytes
             .min(js.client().max_payload().saturating_sub(HEADER_ROOM).max(1));
-        let mut messages = Messages::new(
+        let messages = Messages::new(
             &encoded.line_ends,
             self.config.events_per_message,
             max_bytes,
         );
         // Slices share the batch's buffer.
-        while let Some(m) = messages.next() {
+        for m in messages {
             let mut headers = async_nats::HeaderMap::new();
             let payload = if packing {
                 headers.insert(

@@ -328,11 +328,11 @@ fn decode_message(
         Ok(e) => events.push(e),
         Err(f) => failed.push(f),
     };
-    if !message
+    let packed = message
         .headers
         .as_ref()
-        .is_some_and(|h| h.get(EVENTS_HEADER).is_some())
-    {
+        .is_some_and(|h| h.get(EVENTS_HEADER).is_some());
+    if !packed {
         return push(payload, "message");
     }
     for line in payload.split(|b| *b == b'\n') {
