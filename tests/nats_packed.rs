@@ -373,9 +373,22 @@ fn a_consumer_killed_with_packed_messages_outstanding_loses_nothing() {
 
     let written = |n: usize| ids(&s, &format!("out{n}.ndjson"));
     assert!(eventually(LONG, || written(2).len() > 2_000));
+    let taken = metric(
+        &daemons[1].as_ref().unwrap().metrics(),
+        "flowgate_events_in_total",
+        &[("component", "bus")],
+    )
+    .unwrap();
     daemons[1].as_ref().unwrap().signal("KILL");
     daemons[1] = None;
     let killed: HashSet<u64> = written(2).into_iter().collect();
+    // Its sink is slower than its source: what it took and had not
+    // written dies with it and must come from the others.
+    assert!(
+        taken as usize > killed.len(),
+        "the killed consumer held unwritten events: took {taken}, wrote {}",
+        killed.len()
+    );
     let union = || -> BTreeMap<u64, usize> {
         let mut seen = BTreeMap::new();
         for n in 1..=3 {
