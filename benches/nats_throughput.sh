@@ -51,7 +51,11 @@ wait_for() { # DESCRIPTION COMMAND...: until COMMAND prints at least EVENTS, for
   local what=$1; shift
   local deadline=$(( $(date +%s) + 600 ))
   until [ "$("$@")" -ge "$EVENTS" ]; do
-    [ "$(date +%s)" -lt "$deadline" ] || { echo "FAILED: $what: $("$@") of $EVENTS" >&2; exit 1; }
+    [ "$(date +%s)" -lt "$deadline" ] || {
+      echo "FAILED: $what: $("$@") of $EVENTS; the logs' ends:" >&2
+      tail -n 20 "$work"/*.log >&2
+      exit 1
+    }
     sleep 0.05
   done
 }
