@@ -4,6 +4,12 @@
 //! acknowledgements); if a sink could not, it is nak'ed and JetStream
 //! redelivers it. Messages of a process that dies unacknowledged are
 //! redelivered to the others after `ack_wait`. At-least-once.
+//!
+//! A message with the header `Flowgate-Events` (what a `nats` sink with
+//! `events_per_message` above 1 publishes) holds several events as NDJSON
+//! lines; it is split into them, and acknowledged once all of them are —
+//! the events of a fetch share one acknowledgement, so a message is never
+//! acknowledged for part of its events.
 
 use super::Codec;
 use super::decode::{check_max_line_bytes, default_max_line_bytes};
@@ -16,6 +22,10 @@ use futures_util::StreamExt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
+
+/// The header of a message packing several events as NDJSON lines: their
+/// count.
+pub const EVENTS_HEADER: &str = "Flowgate-Events";
 
 fn default_batch() -> usize {
     500
@@ -40,7 +50,8 @@ pub struct NatsSourceConfig {
     /// `json` (default): each message is a JSON object; `text`: it becomes `{"message": payload}`.
     #[serde(default)]
     pub codec: Codec,
-    /// Messages fetched per pull request.
+    /// Messages fetched per pull request (a message packing several events
+    /// brings all of them).
     #[serde(default = "default_batch")]
     #[schemars(range(min = 1))]
     pub batch: usize,
@@ -48,6 +59,8 @@ pub struct NatsSourceConfig {
     /// consumer when it is created). Default: what the buffers downstream of
     /// this source hold (at least `batch`), so the pipeline is never handed
     /// more than it can queue. Bounds what a crash leaves to be redelivered.
+    /// Counts messages: with packed messages, the events outstanding are
+    /// this times the events per message.
     #[serde(default)]
     #[schemars(range(min = 1))]
     pub max_ack_pending: Option<i64>,
@@ -62,9 +75,10 @@ pub struct NatsSourceConfig {
     #[schemars(range(min = 1))]
     pub max_deliver: Option<i64>,
     /// Longest message, in bytes (default 1 MiB = 1048576; at least 1): a
-    /// message is one line. A longer one is a `decode` error of this
-    /// source, handled by its `on_error` (a routed event carries its first
-    /// 1 KiB in `.error.sample`), and is not decoded.
+    /// message is one line — in a message packing several events, each of
+    /// its lines. A longer one is a `decode` error of this source, handled
+    /// by its `on_error` (a routed event carries its first 1 KiB in
+    /// `.error.sample`), and is not decoded.
     #[serde(default = "default_max_line_bytes")]
     #[schemars(range(min = 1))]
     pub max_line_bytes: usize,
@@ -271,16 +285,7 @@ impl Source for NatsSource {
                             if let Some(reply) = m.message.reply.clone() {
                                 replies.push(reply);
                             }
-                            let payload = &m.message.payload;
-                            match super::decode::event_within(
-                                payload,
-                                c.codec,
-                                "message",
-                                c.max_line_bytes,
-                            ) {
-                                Ok(e) => events.push(e),
-                                Err(f) => failed.push(f),
-                            }
+                            decode_message(&m.message, c, &mut events, &mut failed);
                         }
                         Err(e) => tracing::warn!(component = %ctx.name, "NATS: {e}"),
                     }
@@ -291,7 +296,7 @@ impl Source for NatsSource {
                 ctx.metrics
                     .events_in
                     .inc_by((events.len() + failed.len()) as u64);
-                let acks = acker.acks_for(replies);
+                let acks = acker.acks_for(replies, events.len() + failed.len());
                 ctx.errors.handle_sampled(failed, &acks).await;
                 ctx.emit_acked(events, acks).await;
             }
@@ -303,9 +308,96 @@ impl Source for NatsSource {
     }
 }
 
+/// Adds a message's events (or failures) to `events` (`failed`): the
+/// message as one event, or, with the `Flowgate-Events` header, each of its
+/// non-empty lines (a trailing `\r` removed), every one within
+/// `max_line_bytes`.
+fn decode_message(
+    message: &async_nats::Message,
+    c: &NatsSourceConfig,
+    events: &mut Vec<crate::core::Event>,
+    failed: &mut Vec<crate::core::Sampled>,
+) {
+    let payload = &message.payload[..];
+    let mut push = |bytes: &[u8], what| match super::decode::event_within(
+        bytes,
+        c.codec,
+        what,
+        c.max_line_bytes,
+    ) {
+        Ok(e) => events.push(e),
+        Err(f) => failed.push(f),
+    };
+    let packed = message
+        .headers
+        .as_ref()
+        .is_some_and(|h| h.get(EVENTS_HEADER).is_some());
+    if !packed {
+        return push(payload, "message");
+    }
+    for line in payload.split(|b| *b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if !line.is_empty() {
+            push(line, "line");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn message(payload: &str, packed: bool) -> async_nats::Message {
+        let mut headers = async_nats::HeaderMap::new();
+        if packed {
+            headers.insert(EVENTS_HEADER, "3");
+        }
+        async_nats::Message {
+            subject: "s".into(),
+            reply: None,
+            payload: bytes::Bytes::copy_from_slice(payload.as_bytes()),
+            headers: packed.then_some(headers),
+            status: None,
+            description: None,
+            length: payload.len(),
+        }
+    }
+
+    fn config(max_line_bytes: usize) -> NatsSourceConfig {
+        serde_yaml::from_str(&format!(
+            "{{url: 'nats://x', stream: S, subject: s, durable: d, max_line_bytes: {max_line_bytes}}}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_packed_message_is_split_into_its_lines_each_within_the_limit() {
+        let (mut events, mut failed) = (Vec::new(), Vec::new());
+        let body = "{\"i\":1}\n{\"i\":2}\r\n\n{\"long\":\"xxxxxxxxxx\"}\nnot json\n";
+        decode_message(&message(body, true), &config(16), &mut events, &mut failed);
+        assert_eq!(events, vec![crate::ev!({"i": 1}), crate::ev!({"i": 2})]);
+        let why: Vec<_> = failed.iter().map(|f| f.failed.message.clone()).collect();
+        assert_eq!(
+            why,
+            vec![
+                "line is 21 bytes, over max_line_bytes (16)".to_string(),
+                "line is not valid JSON: expected ident at line 1 column 2".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_message_without_the_header_is_one_event_even_over_lines() {
+        let (mut events, mut failed) = (Vec::new(), Vec::new());
+        decode_message(
+            &message("{\"i\":\n 1}", false),
+            &config(100),
+            &mut events,
+            &mut failed,
+        );
+        assert_eq!(events, vec![crate::ev!({"i": 1})]);
+        assert!(failed.is_empty());
+    }
 
     #[test]
     fn jetstream_names_without_separators_or_wildcards_pass() {

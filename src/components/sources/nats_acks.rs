@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-type Pending = Arc<Mutex<HashMap<u64, Vec<Subject>>>>;
+/// Per batch: its messages' reply subjects and the events they held (a
+/// packed message holds several; the metrics count events).
+type Pending = Arc<Mutex<HashMap<u64, (Vec<Subject>, usize)>>>;
 
 pub struct Acker {
     next_id: u64,
@@ -38,16 +40,17 @@ impl Acker {
         }
     }
 
-    fn register(&mut self, replies: Vec<Subject>) -> u64 {
+    fn register(&mut self, replies: Vec<Subject>, events: usize) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
-        self.pending.lock_unpoisoned().insert(id, replies);
+        self.pending.lock_unpoisoned().insert(id, (replies, events));
         id
     }
 
-    /// The acknowledgements of a batch made of these messages.
-    pub fn acks_for(&mut self, replies: Vec<Subject>) -> Acks {
-        let id = self.register(replies);
+    /// The acknowledgements of a batch of `events` made of these messages:
+    /// every message is answered once the whole batch is settled.
+    pub fn acks_for(&mut self, replies: Vec<Subject>, events: usize) -> Acks {
+        let id = self.register(replies, events);
         let tx = self.tx.clone();
         Acks::new(move |delivery| {
             let _ = tx.send((id, delivery, true));
@@ -57,7 +60,7 @@ impl Acker {
     /// Messages fetched but not taken into the pipeline: nak'ed at once
     /// (not counted: nothing failed, they were never taken).
     pub fn hand_back(&mut self, replies: Vec<Subject>) {
-        let id = self.register(replies);
+        let id = self.register(replies, 0);
         let _ = self.tx.send((id, Delivery::Failed, false));
     }
 
@@ -83,10 +86,10 @@ async fn run(
         tokio::select! {
             next = settled.recv() => {
                 let Some((id, delivery, counted)) = next else { break };
-                let replies = pending.lock_unpoisoned().remove(&id).unwrap_or_default();
+                let (replies, events) = pending.lock_unpoisoned().remove(&id).unwrap_or_default();
                 sent = true;
                 if counted {
-                    counters.count(delivery == Delivery::Delivered, replies.len());
+                    counters.count(delivery == Delivery::Delivered, events);
                 }
                 let payload: bytes::Bytes = match delivery {
                     Delivery::Delivered => AckKind::Ack.into(),
@@ -96,7 +99,7 @@ async fn run(
                 publish(&client, replies, payload).await;
             }
             _ = progress.tick() => {
-                let waiting: Vec<Subject> = pending.lock_unpoisoned().values().flatten().cloned().collect();
+                let waiting: Vec<Subject> = pending.lock_unpoisoned().values().flat_map(|(r, _)| r).cloned().collect();
                 if !waiting.is_empty() {
                     sent = true;
                     publish(&client, waiting, AckKind::Progress.into()).await;
