@@ -20,7 +20,7 @@
 # Python: PYTHON with confluent-kafka installed (default /tmp/ckvenv/bin/python;
 # python3 -m venv /tmp/ckvenv && /tmp/ckvenv/bin/pip install confluent-kafka).
 # FLOWGATE: the binary to measure (default target/release/flowgate, built here).
-# SINK_EXTRA: more sink keys for flowgate's producer, e.g. 'max_in_flight: 1'.
+# SINK_EXTRA: more sink keys for flowgate's producers, e.g. 'options: {linger.ms: 5}'.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 events="${1:-1000000}"
@@ -52,18 +52,18 @@ record() {
   echo "$1 $2 $3" >>"$results"
 }
 
-fg_produce() { # round topic
+fg_produce() { # round topic name [sink keys]
   cat >"$dir/produce.yaml" <<YAML
 sources:
   in: {type: file, path: $dir/data.ndjson}
 sinks:
-  bus: {type: kafka, inputs: [in], brokers: ['$brokers'], topic: '$2', ${SINK_EXTRA:-}}
+  bus: {type: kafka, inputs: [in], brokers: ['$brokers'], topic: '$2', ${4:-} ${SINK_EXTRA:-}}
 YAML
   local t0 t1
   t0=$(date +%s.%N)
   "$fg" run "$dir/produce.yaml" --metrics-address off 2>"$dir/produce.log"
   t1=$(date +%s.%N)
-  record "$1" produce_flowgate "$(python3 -c "print($events / ($t1 - $t0))")" "$(python3 -c "print(f'{$t1 - $t0:.2f} s')")"
+  record "$1" "$3" "$(python3 -c "print($events / ($t1 - $t0))")" "$(python3 -c "print(f'{$t1 - $t0:.2f} s')")"
 }
 
 bare_produce() { # round topic
@@ -160,7 +160,10 @@ PY
 }
 
 for r in $(seq 1 "$rounds"); do
-  fg_produce "$r" "fg-$run_id-$r"
+  fg_produce "$r" "fg-$run_id-$r" produce_flowgate
+  # Writes wait for their messages' acknowledgements: `workers: 8` keeps
+  # 8 in flight in the one producer (batches may then interleave).
+  fg_produce "$r" "fg8-$run_id-$r" produce_flowgate_workers8 "workers: 8,"
   bare_produce "$r" "bare-$run_id-$r"
   bare_consume "$r" "fg-$run_id-$r"
   fg_consume "$r" "fg-$run_id-$r"
@@ -175,11 +178,12 @@ for r, name, v in rows:
 print(f"# over {len(next(iter(by.values())))} rounds: min–max, median events/s")
 for name, vs in by.items():
     v = sorted(vs.values())
-    print(f"{name:<18} {v[0]:>9.0f}–{v[-1]:<9.0f} median {statistics.median(v):>9.0f}")
-for side in ("produce", "consume"):
-    fg, bare = by.get(side + "_flowgate", {}), by.get(side + "_bare", {})
+    print(f"{name:<26} {v[0]:>9.0f}–{v[-1]:<9.0f} median {statistics.median(v):>9.0f}")
+for name, fg in by.items():
+    side = name.split("_")[0]
+    bare = by.get(side + "_bare", {})
     ratios = sorted(fg[r] / bare[r] for r in fg if r in bare)
-    if ratios:
-        print(f"{side} flowgate/bare per round: " + " ".join(f"{x:.2f}" for x in ratios)
+    if "_flowgate" in name and ratios:
+        print(f"{name}/bare per round: " + " ".join(f"{x:.2f}" for x in ratios)
               + f"; median {statistics.median(ratios):.2f}")
 PY
