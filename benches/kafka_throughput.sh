@@ -182,7 +182,7 @@ for name, vs in by.items():
 for name, fg in by.items():
     side = name.split("_")[0]
     bare = by.get(side + "_bare", {})
-    ratios = sorted(fg[r] / bare[r] for r in fg if r in bare)
+    ratios = [fg[r] / bare[r] for r in fg if r in bare]
     if "_flowgate" in name and ratios:
         print(f"{name}/bare per round: " + " ".join(f"{x:.2f}" for x in ratios)
               + f"; median {statistics.median(ratios):.2f}")
