@@ -1,25 +1,33 @@
 #!/usr/bin/env bash
-# Kafka throughput, flowgate beside a bare librdkafka client in one sitting
-# (README "Scaling out with Kafka"):
-#   consume: one daemon, kafka -> file, against a confluent-kafka consumer
-#            reading the same topic (a group of its own, earliest);
-#   produce: file -> kafka, against a confluent-kafka producer of the same
-#            lines with the sink's settings (acks=all, idempotent, no
-#            compression, librdkafka's default batching).
-# Events/s over the first-to-last event (consume: excludes the group join)
-# or the whole run (produce). Release build; the data is
-# ../shared/bench/gen_data.py's NDJSON (~190-byte lines).
+# Kafka throughput, flowgate beside a bare librdkafka client, runs in turn
+# in one sitting (README "Scaling out with Kafka"). Each round:
+#   produce: flowgate file -> kafka, then a confluent-kafka producer of the
+#            same lines with the sink's settings (acks=all, idempotent, no
+#            compression, librdkafka's default batching), each to a topic
+#            of its own;
+#   consume: the topic flowgate wrote, by a confluent-kafka consumer, then
+#            by one daemon kafka -> file (each in a group of its own,
+#            earliest).
+# Events/s over the whole run (produce) or first to last event (consume:
+# the group join is left out). The summary gives, per line, min–max and
+# median over the rounds, and the median of the per-round ratios
+# flowgate/bare. Release build; the data is ../shared/bench/gen_data.py's
+# NDJSON (~190-byte lines).
 #
-# Usage: benches/kafka_throughput.sh [EVENTS] (default 1000000)
+# Usage: benches/kafka_throughput.sh [EVENTS] [ROUNDS] (default 1000000 3)
 # Broker: FLOWGATE_BENCH_KAFKA_BROKERS=host:port, else a Tansu started here
 # from TANSU=/path/to/tansu (e.g. the one .ci/kafka.sh installs).
 # Python: PYTHON with confluent-kafka installed (default /tmp/ckvenv/bin/python;
 # python3 -m venv /tmp/ckvenv && /tmp/ckvenv/bin/pip install confluent-kafka).
+# FLOWGATE: the binary to measure (default target/release/flowgate, built here).
+# SINK_EXTRA: more sink keys for flowgate's producers, e.g. 'options: {linger.ms: 5}'.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 events="${1:-1000000}"
+rounds="${2:-3}"
 py="${PYTHON:-/tmp/ckvenv/bin/python}"
-[ -n "${NO_BUILD:-}" ] || cargo build --release -q
+fg="${FLOWGATE:-target/release/flowgate}"
+[ -n "${NO_BUILD:-}" ] || [ -n "${FLOWGATE:-}" ] || cargo build --release -q
 dir=$(mktemp -d)
 broker_pid=
 trap '[ -n "$broker_pid" ] && kill "$broker_pid" 2>/dev/null; rm -rf "$dir"' EXIT
@@ -35,27 +43,32 @@ else
 fi
 python3 ../shared/bench/gen_data.py "$events" "$dir/data.ndjson" >/dev/null
 run_id=$$-$(date +%s)
-echo "# $events events, $(wc -c <"$dir/data.ndjson") bytes; broker $brokers; $(nproc) cores; $(date -u +%F)"
+results="$dir/results"
+echo "# $events events, $(wc -c <"$dir/data.ndjson") bytes; broker $brokers; $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg); $(date -u '+%F %H:%M')"
 
-# produce: flowgate file -> kafka, then the bare producer, each to its own topic
-cat >"$dir/produce.yaml" <<YAML
+# Appends "<round> <name> <events/s>" to $results and prints it.
+record() {
+  printf '%s %-34s %10.0f events/s  (%s)\n' "$1" "$2" "$3" "$4"
+  echo "$1 $2 $3" >>"$results"
+}
+
+fg_produce() { # round topic name [sink keys]
+  cat >"$dir/produce.yaml" <<YAML
 sources:
   in: {type: file, path: $dir/data.ndjson}
 sinks:
-  bus: {type: kafka, inputs: [in], brokers: ['$brokers'], topic: 'fg-$run_id'}
+  bus: {type: kafka, inputs: [in], brokers: ['$brokers'], topic: '$2', ${4:-} ${SINK_EXTRA:-}}
 YAML
-t0=$(date +%s.%N)
-target/release/flowgate run "$dir/produce.yaml" --metrics-address off 2>"$dir/produce.log"
-t1=$(date +%s.%N)
-python3 -c "print(f'produce  flowgate file -> kafka        {$events / ($t1 - $t0):>10.0f} events/s  ({$t1 - $t0:.2f} s)')"
-# A batch is written once all its messages are acknowledged: `workers: 8`
-# keeps 8 batches in flight.
-sed -e "s/topic: 'fg-$run_id'}/topic: 'fg8-$run_id', workers: 8}/" "$dir/produce.yaml" >"$dir/produce8.yaml"
-t0=$(date +%s.%N)
-target/release/flowgate run "$dir/produce8.yaml" --metrics-address off 2>"$dir/produce8.log"
-t1=$(date +%s.%N)
-python3 -c "print(f'produce  flowgate ... workers: 8       {$events / ($t1 - $t0):>10.0f} events/s  ({$t1 - $t0:.2f} s)')"
-"$py" - "$brokers" "bare-$run_id" "$dir/data.ndjson" <<'PY'
+  local t0 t1
+  t0=$(date +%s.%N)
+  "$fg" run "$dir/produce.yaml" --metrics-address off 2>"$dir/produce.log"
+  t1=$(date +%s.%N)
+  record "$1" "$3" "$(python3 -c "print($events / ($t1 - $t0))")" "$(python3 -c "print(f'{$t1 - $t0:.2f} s')")"
+}
+
+bare_produce() { # round topic
+  local out
+  out=$("$py" - "$brokers" "$2" "$dir/data.ndjson" <<'PY'
 import sys, time
 from confluent_kafka import Producer
 brokers, topic, path = sys.argv[1:]
@@ -73,11 +86,15 @@ for line in lines:
     p.poll(0)
 assert p.flush(60) == 0
 t = time.monotonic() - t0
-print(f"produce  bare confluent-kafka producer {len(lines) / t:>10.0f} events/s  ({t:.2f} s)")
+print(len(lines) / t, f"{t:.2f} s")
 PY
+)
+  record "$1" produce_bare "${out%% *}" "${out#* }"
+}
 
-# consume: the flowgate topic written above, by each reader in a group of its own
-"$py" - "$brokers" "fg-$run_id" "$events" <<'PY'
+bare_consume() { # round topic
+  local out
+  out=$("$py" - "$brokers" "$2" "$events" <<'PY'
 import sys, time
 from confluent_kafka import Consumer
 brokers, topic, total = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -93,19 +110,26 @@ while n < total:
             n += 1
 t = time.monotonic() - first
 c.close()
-print(f"consume  bare confluent-kafka consumer {n / t:>10.0f} events/s  ({t:.2f} s first to last)")
+print(n / t, f"{t:.2f} s first to last")
 PY
-cat >"$dir/consume.yaml" <<YAML
+)
+  record "$1" consume_bare "${out%% *}" "${out#* }"
+}
+
+fg_consume() { # round topic
+  cat >"$dir/consume.yaml" <<YAML
 sources:
-  bus: {type: kafka, brokers: ['$brokers'], topics: ['fg-$run_id'], group_id: 'fg-$run_id', options: {session.timeout.ms: '6000'}}
+  bus: {type: kafka, brokers: ['$brokers'], topics: ['$2'], group_id: 'fg-$2', options: {session.timeout.ms: '6000'}}
 sinks:
   out: {type: file, inputs: [bus], path: $dir/out.ndjson}
 YAML
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-target/release/flowgate run "$dir/consume.yaml" --metrics-address "127.0.0.1:$port" --data-dir "$dir/state" 2>"$dir/consume.log" &
-daemon=$!
-# The sink's written count, every 50 ms: first and last change give the span.
-python3 - "$port" "$events" <<'PY'
+  rm -f "$dir/out.ndjson"
+  local port daemon out
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  "$fg" run "$dir/consume.yaml" --metrics-address "127.0.0.1:$port" --data-dir "$dir/state-$1" 2>"$dir/consume.log" &
+  daemon=$!
+  # The sink's written count, every 50 ms: first and last change give the span.
+  out=$(python3 - "$port" "$events" <<'PY'
 import sys, time, urllib.request
 port, total = sys.argv[1], int(sys.argv[2])
 def written():
@@ -128,6 +152,38 @@ while True:
     time.sleep(0.05)
 # The first sample already counted `at_first` events: rate over the rest.
 t = now - first
-print(f"consume  flowgate kafka -> file         {(n - at_first) / t:>10.0f} events/s  ({t:.2f} s first to last)")
+print((n - at_first) / t, f"{t:.2f} s first to last")
 PY
-kill -TERM "$daemon"; wait "$daemon" || true
+)
+  kill -TERM "$daemon"; wait "$daemon" || true
+  record "$1" consume_flowgate "${out%% *}" "${out#* }"
+}
+
+for r in $(seq 1 "$rounds"); do
+  fg_produce "$r" "fg-$run_id-$r" produce_flowgate
+  # Writes wait for their messages' acknowledgements: `workers: 8` keeps
+  # 8 in flight in the one producer (batches may then interleave).
+  fg_produce "$r" "fg8-$run_id-$r" produce_flowgate_workers8 "workers: 8,"
+  bare_produce "$r" "bare-$run_id-$r"
+  bare_consume "$r" "fg-$run_id-$r"
+  fg_consume "$r" "fg-$run_id-$r"
+done
+
+python3 - "$results" <<'PY'
+import sys, statistics
+rows = [l.split() for l in open(sys.argv[1])]
+by = {}
+for r, name, v in rows:
+    by.setdefault(name, {})[r] = float(v)
+print(f"# over {len(next(iter(by.values())))} rounds: min–max, median events/s")
+for name, vs in by.items():
+    v = sorted(vs.values())
+    print(f"{name:<26} {v[0]:>9.0f}–{v[-1]:<9.0f} median {statistics.median(v):>9.0f}")
+for name, fg in by.items():
+    side = name.split("_")[0]
+    bare = by.get(side + "_bare", {})
+    ratios = [fg[r] / bare[r] for r in fg if r in bare]
+    if "_flowgate" in name and ratios:
+        print(f"{name}/bare per round: " + " ".join(f"{x:.2f}" for x in ratios)
+              + f"; median {statistics.median(ratios):.2f}")
+PY

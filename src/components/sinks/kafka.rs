@@ -2,7 +2,9 @@
 //! template (`{{ jq }}` parts, as in the http transform's url), with an
 //! optional key from a jq expression and fixed headers. The producer is
 //! idempotent and waits for every in-sync replica (`acks=all`); a batch is
-//! written once every one of its messages is acknowledged. A failed
+//! written once every one of its messages is acknowledged: its messages
+//! share one delivery tally, counted down by the client's delivery
+//! reports on its polling thread (no future or channel per message). A failed
 //! delivery fails the batch retryably (retry, breaker, timeout); a retried
 //! batch may store again what was delivered before the failure, and is
 //! produced by a new producer (a new producer id: the broker may have
@@ -22,12 +24,11 @@ use indexmap::IndexMap;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientConfig, ClientContext};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -77,8 +78,9 @@ pub struct KafkaSinkConfig {
     /// `json` (default): the event as JSON; `text`: its `.message` field.
     #[serde(default)]
     pub codec: OutputCodec,
-    /// librdkafka producer properties passed through, e.g. `{linger.ms: '20'}`. Default
-    /// `message.timeout.ms` is 30000: a message not delivered by then fails its batch.
+    /// librdkafka producer properties passed through, e.g. `{linger.ms: '20'}`. Defaults:
+    /// `message.timeout.ms` 30000 (a message not delivered by then fails its batch) and
+    /// `linger.ms` 0 (a write waits for all its messages, so lingering would only delay it).
     /// The producer queues at most `queue.buffering.max.messages` (librdkafka: 100000).
     #[serde(default)]
     pub options: crate::components::sources::kafka::ClientOptions,
@@ -173,7 +175,9 @@ impl KafkaSinkConfig {
 
     fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
-        config.set("message.timeout.ms", "30000");
+        config
+            .set("message.timeout.ms", "30000")
+            .set("linger.ms", "0");
         crate::components::sources::kafka::set_options(&mut config, &self.options);
         // Last: `check` refuses these as options.
         config
@@ -192,9 +196,22 @@ pub struct KafkaSink {
     headers: Option<OwnedHeaders>,
     /// Made on the first write (building a pipeline does no I/O); shared
     /// by concurrent writes, replaced after a failed one (`discard`).
-    producer: Mutex<Option<Arc<FutureProducer<Reporter>>>>,
+    producer: Mutex<Option<Arc<Producer>>>,
     /// Whether the brokers were reported unreachable (shared with `Reporter`).
     down: Arc<AtomicBool>,
+}
+
+type Producer = ThreadedProducer<Reporter>;
+
+/// The delivery reports of one write's messages.
+#[derive(Default)]
+struct Tally {
+    /// Messages not yet reported.
+    left: AtomicUsize,
+    /// The first failure reported (taken once, by the write).
+    failed: Mutex<Option<KafkaError>>,
+    /// Notified once, when `left` reaches 0.
+    done: tokio::sync::Notify,
 }
 
 /// The producer's client context. librdkafka reports every failed
@@ -224,11 +241,28 @@ impl ClientContext for Reporter {
     }
 }
 
+impl ProducerContext for Reporter {
+    type DeliveryOpaque = Arc<Tally>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, tally: Arc<Tally>) {
+        if let Err((e, _)) = result {
+            tally
+                .failed
+                .lock_unpoisoned()
+                .get_or_insert_with(|| e.clone());
+        }
+        if tally.left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // Stores a permit when the write is not waiting yet.
+            tally.done.notify_one();
+        }
+    }
+}
+
+/// Borrows the event: a path such as `.id` reads it without a copy.
 fn first_output(p: &Program, event: &Event) -> Result<Value, String> {
-    let mut out = Vec::with_capacity(1);
-    p.outputs(event.clone(), &mut out)
-        .map_err(|(e, _)| e.to_string())?;
-    Ok(out.into_iter().next().unwrap_or(Value::Null))
+    Ok(p.first(event)
+        .map_err(|e| e.to_string())?
+        .unwrap_or(Value::Null))
 }
 
 fn push_text(out: &mut Vec<u8>, v: &Value) {
@@ -264,7 +298,7 @@ impl KafkaSink {
     }
 
     /// The producer, made on the first write and again after a failed one.
-    fn producer(&self) -> Result<Arc<FutureProducer<Reporter>>, ComponentError> {
+    fn producer(&self) -> Result<Arc<Producer>, ComponentError> {
         let mut slot = self.producer.lock_unpoisoned();
         if let Some(p) = &*slot {
             return Ok(p.clone());
@@ -273,7 +307,7 @@ impl KafkaSink {
             span: tracing::Span::current(),
             down: self.down.clone(),
         };
-        let producer: FutureProducer<Reporter> = self
+        let producer: Producer = self
             .config
             .client_config()
             .create_with_context(reporter)
@@ -290,7 +324,7 @@ impl KafkaSink {
     /// producer whose id the broker no longer knows (a broker that lost its
     /// state, an expired producer id) or that hit a fatal error fails every
     /// message from then on, and only a new one (a new id) gets through.
-    fn discard(&self, failed: &Arc<FutureProducer<Reporter>>) {
+    fn discard(&self, failed: &Arc<Producer>) {
         let old = {
             let mut slot = self.producer.lock_unpoisoned();
             match &*slot {
@@ -303,14 +337,6 @@ impl KafkaSink {
             // Dropping purges its queue and waits for its thread.
             tokio::task::spawn_blocking(move || drop(old));
         }
-    }
-}
-
-async fn delivered(future: DeliveryFuture) -> Result<(), ComponentError> {
-    match future.await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err((e, _))) => Err(transient(format!("Kafka did not take a message: {e}"))),
-        Err(_) => Err(transient("the Kafka producer stopped".into())),
     }
 }
 
@@ -369,19 +395,23 @@ impl Sink for KafkaSink {
 
 impl KafkaSink {
     /// Produces every message of `encoded`; done when all are acknowledged.
-    async fn produce(
-        &self,
-        producer: &FutureProducer<Reporter>,
-        encoded: &Encoded,
-    ) -> Result<(), ComponentError> {
-        let mut pending = VecDeque::with_capacity(encoded.events.len());
+    async fn produce(&self, producer: &Producer, encoded: &Encoded) -> Result<(), ComponentError> {
+        let tally = Arc::new(Tally::default());
+        let messages = encoded.line_ends.len() / 3;
+        tally.left.store(messages, Ordering::Relaxed);
+        let failure = |tally: &Tally| {
+            let e = tally.failed.lock_unpoisoned().take()?;
+            Some(transient(format!("Kafka did not take a message: {e}")))
+        };
         let mut start = 0;
         for ends in encoded.line_ends.chunks_exact(3) {
             let b = &encoded.bytes;
             let topic = std::str::from_utf8(&b[start..ends[0]])
                 .map_err(|_| transient("a topic is not UTF-8".into()))?;
             let key = &b[ends[0]..ends[1]];
-            let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(&b[ends[1]..ends[2]]);
+            let mut record =
+                BaseRecord::<[u8], [u8], Arc<Tally>>::with_opaque_to(topic, tally.clone())
+                    .payload(&b[ends[1]..ends[2]]);
             start = ends[2];
             if !key.is_empty() {
                 record = record.key(key);
@@ -390,19 +420,17 @@ impl KafkaSink {
                 record = record.headers(h.clone());
             }
             loop {
-                match producer.send_result(record) {
-                    Ok(future) => {
-                        pending.push_back(future);
-                        break;
-                    }
-                    // The producer's queue is full: wait for the oldest
-                    // message rather than fail the batch.
+                match producer.send(record) {
+                    Ok(()) => break,
+                    // The producer's queue (`queue.buffering.max.messages`)
+                    // is full: wait for deliveries rather than fail the batch,
+                    // unless one of this write's messages failed already.
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                        record = r;
-                        match pending.pop_front() {
-                            Some(oldest) => delivered(oldest).await?,
-                            None => tokio::time::sleep(Duration::from_millis(10)).await,
+                        if let Some(e) = failure(&tally) {
+                            return Err(e);
                         }
+                        record = r;
+                        tokio::time::sleep(Duration::from_millis(1)).await;
                     }
                     Err((e, _)) => {
                         return Err(transient(format!("producing to '{topic}': {e}")));
@@ -410,8 +438,11 @@ impl KafkaSink {
                 }
             }
         }
-        for future in pending {
-            delivered(future).await?;
+        if messages > 0 {
+            tally.done.notified().await;
+        }
+        if let Some(e) = failure(&tally) {
+            return Err(e);
         }
         if self.down.load(Ordering::Relaxed) && self.down.swap(false, Ordering::Relaxed) {
             tracing::info!("Kafka is reachable again");

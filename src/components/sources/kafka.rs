@@ -191,7 +191,11 @@ impl KafkaSourceConfig {
             .set("client.id", client_id)
             .set("enable.partition.eof", "false")
             // The lag gauges are read from the client's statistics.
-            .set("statistics.interval.ms", "1000");
+            .set("statistics.interval.ms", "1000")
+            // Fetch ahead up to `queued.max.messages.kbytes` (64 MiB), not
+            // librdkafka's 100,000 messages: measured 2.3x the events/s into
+            // a blackhole sink, 1.8x into a file (README "Throughput").
+            .set("queued.min.messages", "1000000");
         set_options(&mut config, &self.options);
         // rdkafka lowers the client's log level to what the `librdkafka`
         // tracing target enables (info by default) after `debug` raised it:
