@@ -10,7 +10,9 @@
 //! fail.
 
 mod common;
+mod kafka_common;
 use common::*;
+use kafka_common::unique;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -18,38 +20,6 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 const LONG: Duration = Duration::from_secs(90);
-
-fn brokers() -> Option<String> {
-    match std::env::var("FLOWGATE_TEST_KAFKA_BROKERS") {
-        Ok(b) => Some(b),
-        Err(_) if std::env::var_os("CI").is_some() => {
-            panic!("CI must provide a Kafka broker: set FLOWGATE_TEST_KAFKA_BROKERS (.ci/kafka.sh)")
-        }
-        Err(_) => None,
-    }
-}
-
-macro_rules! kafka_or_skip {
-    () => {
-        match brokers() {
-            Some(b) => b,
-            None => {
-                eprintln!(
-                    "skipped: no Kafka broker (set FLOWGATE_TEST_KAFKA_BROKERS; .ci/kafka.sh starts one)"
-                );
-                return;
-            }
-        }
-    };
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{prefix}-{}-{}", std::process::id(), nanos % 1_000_000_000)
-}
 
 /// Runs file -> kafka over `{"i": 0..total}` to completion with `sink_keys`.
 fn produce(s: &Scratch, brokers: &str, topic: &str, total: u64, sink_keys: &str) {

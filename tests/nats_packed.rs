@@ -9,118 +9,14 @@
 //! PATH is started for this test binary; in CI a missing server fails.
 
 mod common;
+mod nats_common;
 use common::*;
+use nats_common::{ids, publish, unique};
 use std::collections::{BTreeMap, HashSet};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::process::Stdio;
 use std::time::Duration;
 
 const LONG: Duration = Duration::from_secs(90);
-
-struct Server {
-    url: String,
-    _child: Option<Child>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-fn server() -> Option<&'static str> {
-    static SERVER: OnceLock<Option<Server>> = OnceLock::new();
-    SERVER
-        .get_or_init(|| {
-            if let Ok(url) = std::env::var("FLOWGATE_TEST_NATS_URL") {
-                return Some(Server {
-                    url,
-                    _child: None,
-                    _dir: None,
-                });
-            }
-            let in_ci = std::env::var_os("CI").is_some();
-            let port = free_port();
-            let dir = tempfile::tempdir().unwrap();
-            let child = Command::new("nats-server")
-                .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-                .arg(dir.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn();
-            match child {
-                Ok(child) => {
-                    wait_listening(port);
-                    Some(Server {
-                        url: format!("nats://127.0.0.1:{port}"),
-                        _child: Some(child),
-                        _dir: Some(dir),
-                    })
-                }
-                Err(e) if in_ci => panic!(
-                    "CI must provide NATS: set FLOWGATE_TEST_NATS_URL or install nats-server ({e})"
-                ),
-                Err(_) => None,
-            }
-        })
-        .as_ref()
-        .map(|s| s.url.as_str())
-}
-
-macro_rules! nats_or_skip {
-    () => {
-        match server() {
-            Some(url) => url,
-            None => {
-                eprintln!(
-                    "skipped: no NATS server (set FLOWGATE_TEST_NATS_URL or install nats-server)"
-                );
-                return;
-            }
-        }
-    };
-}
-
-/// A name unique to this test run, so tests sharing a server do not meet.
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{prefix}{}{}", std::process::id(), nanos % 1_000_000_000)
-}
-
-fn ids(s: &Scratch, name: &str) -> Vec<u64> {
-    s.read_lines(name)
-        .iter()
-        .map(|e| e["i"].as_u64().unwrap())
-        .collect()
-}
-
-/// Publishes `{"i": from..to}` with a publisher pipeline (file source ->
-/// nats sink with `sink_keys`), run to completion.
-fn publish(
-    s: &Scratch,
-    url: &str,
-    stream: &str,
-    subject: &str,
-    ids: std::ops::Range<u64>,
-    sink_keys: &str,
-) {
-    let input: String = ids.map(|i| format!("{{\"i\":{i}}}\n")).collect();
-    std::fs::write(s.path("input.ndjson"), input).unwrap();
-    let publisher = s.write(
-        "publisher.yaml",
-        &format!(
-            "name: publisher\nsources:\n  in: {{type: file, path: $DIR/input.ndjson}}\nsinks:\n  bus: {{type: nats, inputs: [in], url: '{url}', subject: '{subject}', stream: {stream}{sink_keys}}}\n"
-        ),
-    );
-    let published = run(
-        &[
-            "run",
-            publisher.to_str().unwrap(),
-            "--metrics-address",
-            "off",
-        ],
-        None,
-    );
-    assert!(published.status.success(), "{}", text(&published.stderr));
-}
 
 /// Every message stored in `stream`: its `Flowgate-Events` header (if
 /// any) and its payload.
