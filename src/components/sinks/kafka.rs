@@ -15,10 +15,11 @@
 //! batch keeps three ends per event in `line_ends`: its topic's, its key's
 //! and its payload's (an empty key is no key).
 
+use super::kafka_template::{Piece, compile, first_output, push_text, render, template};
 use super::{OutputCodec, encode_lines};
 use crate::components::{ComponentError, Encoded, Sink};
 use crate::core::sync::LockExt;
-use crate::core::{Batch, Event, Failed, Value};
+use crate::core::{Batch, Event, Failed};
 use crate::expr::Program;
 use indexmap::IndexMap;
 use rdkafka::config::RDKafkaLogLevel;
@@ -97,35 +98,6 @@ const MANAGED: &[(&str, &str)] = &[
     ("compression.type", "compression"),
     ("compression.codec", "compression"),
 ];
-
-enum Piece {
-    Text(String),
-    Expr(Program),
-}
-
-/// The pieces of a `{{ jq }}` template, or the problem with it.
-fn template(text: &str) -> Result<Vec<Piece>, String> {
-    let mut pieces = Vec::new();
-    let mut rest = text;
-    while let Some(start) = rest.find("{{") {
-        pieces.push(Piece::Text(rest[..start].to_string()));
-        let len = rest[start + 2..]
-            .find("}}")
-            .ok_or("'{{' without a closing '}}'")?;
-        let code = rest[start + 2..start + 2 + len].trim();
-        pieces.push(Piece::Expr(compile(code)?));
-        rest = &rest[start + 2 + len + 2..];
-    }
-    pieces.push(Piece::Text(rest.to_string()));
-    Ok(pieces)
-}
-
-fn compile(code: &str) -> Result<Program, String> {
-    Program::compile(code).map_err(|errors| {
-        let messages: Vec<String> = errors.into_iter().map(|e| e.message).collect();
-        format!("in jq program '{code}': {}", messages.join("; "))
-    })
-}
 
 impl KafkaSinkConfig {
     pub fn check(&self) -> Vec<(Vec<&'static str>, String)> {
@@ -258,21 +230,6 @@ impl ProducerContext for Reporter {
     }
 }
 
-/// Borrows the event: a path such as `.id` reads it without a copy.
-fn first_output(p: &Program, event: &Event) -> Result<Value, String> {
-    Ok(p.first(event)
-        .map_err(|e| e.to_string())?
-        .unwrap_or(Value::Null))
-}
-
-fn push_text(out: &mut Vec<u8>, v: &Value) {
-    match v {
-        Value::String(s) => out.extend_from_slice(s.as_bytes()),
-        Value::Null => {}
-        other => out.extend_from_slice(other.to_string().as_bytes()),
-    }
-}
-
 fn transient(message: String) -> ComponentError {
     ComponentError::Transient {
         message,
@@ -283,12 +240,7 @@ fn transient(message: String) -> ComponentError {
 impl KafkaSink {
     /// Appends the topic and key of `event` to `out`, with their ends.
     fn address(&self, event: &Event, out: &mut Encoded) -> Result<(), String> {
-        for piece in &self.topic {
-            match piece {
-                Piece::Text(t) => out.bytes.extend_from_slice(t.as_bytes()),
-                Piece::Expr(p) => push_text(&mut out.bytes, &first_output(p, event)?),
-            }
-        }
+        render(&self.topic, event, &mut out.bytes)?;
         out.line_ends.push(out.bytes.len());
         if let Some(p) = &self.key {
             push_text(&mut out.bytes, &first_output(p, event)?);
