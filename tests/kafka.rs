@@ -45,15 +45,6 @@ macro_rules! kafka_or_skip {
     };
 }
 
-/// A name unique to this test run, so tests sharing a broker do not meet.
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{prefix}-{}-{}", std::process::id(), nanos % 1_000_000_000)
-}
-
 fn ids(s: &Scratch, name: &str) -> Vec<u64> {
     s.read_lines(name)
         .iter()

@@ -164,14 +164,6 @@ impl Proxy {
     }
 }
 
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{prefix}-{}-{}", std::process::id(), nanos % 1_000_000_000)
-}
-
 fn ids(s: &Scratch, name: &str) -> BTreeSet<u64> {
     s.read_lines(name)
         .iter()

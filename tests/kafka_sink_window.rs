@@ -12,7 +12,6 @@
 mod common;
 mod kafka_common;
 use common::*;
-use kafka_common::unique;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;

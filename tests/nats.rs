@@ -11,7 +11,7 @@
 mod common;
 mod nats_common;
 use common::*;
-use nats_common::{ids, unique};
+use nats_common::ids;
 use std::collections::{BTreeMap, HashSet};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -303,22 +303,13 @@ fn max_deliver_stops_redelivering_what_a_sink_never_takes() {
 /// Runs a generator of `count` events `{message: MESSAGE}` (YAML) into a
 /// nats sink with `codec: text`, to completion.
 fn publish_text(s: &Scratch, url: &str, stream: &str, subject: &str, count: u32, message: &str) {
-    let publisher = s.write(
+    run_to_end(
+        s,
         "publisher.yaml",
         &format!(
             "sources:\n  in: {{type: generator, count: {count}, events: [{{message: {message}}}]}}\nsinks:\n  bus: {{type: nats, inputs: [in], url: '{url}', subject: '{subject}', stream: {stream}, codec: text}}\n"
         ),
     );
-    let published = run(
-        &[
-            "run",
-            publisher.to_str().unwrap(),
-            "--metrics-address",
-            "off",
-        ],
-        None,
-    );
-    assert!(published.status.success(), "{}", text(&published.stderr));
 }
 
 #[test]

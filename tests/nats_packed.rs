@@ -11,7 +11,7 @@
 mod common;
 mod nats_common;
 use common::*;
-use nats_common::{ids, publish, unique};
+use nats_common::{ids, publish};
 use std::collections::{BTreeMap, HashSet};
 use std::process::Stdio;
 use std::time::Duration;

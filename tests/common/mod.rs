@@ -340,3 +340,23 @@ pub fn serve_on_thread(app: axum::Router) -> String {
     });
     rx.recv().unwrap()
 }
+
+/// A name unique to this test run (pid and clock), so tests sharing a
+/// server (topics, streams, groups) do not meet.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}-{}-{}", std::process::id(), nanos % 1_000_000_000)
+}
+
+/// Writes `yaml` as `name` in `s` and runs it to completion; it must succeed.
+pub fn run_to_end(s: &Scratch, name: &str, yaml: &str) {
+    let file = s.write(name, yaml);
+    let out = run(
+        &["run", file.to_str().unwrap(), "--metrics-address", "off"],
+        None,
+    );
+    assert!(out.status.success(), "{name}: {}", text(&out.stderr));
+}

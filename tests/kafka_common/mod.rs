@@ -35,15 +35,6 @@ macro_rules! kafka_or_skip {
     };
 }
 
-/// A name unique to this test run, so tests sharing a broker do not meet.
-pub fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{prefix}-{}-{}", std::process::id(), nanos % 1_000_000_000)
-}
-
 /// A size from the environment variable `var`, else `default`.
 pub fn size(var: &str, default: u64) -> u64 {
     std::env::var(var)

@@ -67,15 +67,6 @@ macro_rules! nats_or_skip {
     };
 }
 
-/// A name unique to this test run, so tests sharing a server do not meet.
-pub fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{prefix}{}{}", std::process::id(), nanos % 1_000_000_000)
-}
-
 pub fn ids(s: &Scratch, name: &str) -> Vec<u64> {
     s.read_lines(name)
         .iter()
@@ -95,20 +86,11 @@ pub fn publish(
 ) {
     let input: String = ids.map(|i| format!("{{\"i\":{i}}}\n")).collect();
     std::fs::write(s.path("input.ndjson"), input).unwrap();
-    let publisher = s.write(
+    run_to_end(
+        s,
         "publisher.yaml",
         &format!(
             "name: publisher\nsources:\n  in: {{type: file, path: $DIR/input.ndjson}}\nsinks:\n  bus: {{type: nats, inputs: [in], url: '{url}', subject: '{subject}', stream: {stream}{sink_keys}}}\n"
         ),
     );
-    let published = run(
-        &[
-            "run",
-            publisher.to_str().unwrap(),
-            "--metrics-address",
-            "off",
-        ],
-        None,
-    );
-    assert!(published.status.success(), "{}", text(&published.stderr));
 }
