@@ -44,7 +44,9 @@ impl Scratch {
 
     pub fn read_lines(&self, name: &str) -> Vec<serde_json::Value> {
         let text = std::fs::read_to_string(self.path(name)).unwrap_or_default();
-        text.lines()
+        // Only whole lines: a poll may read while a line is being written.
+        text.split_inclusive('\n')
+            .filter_map(|l| l.strip_suffix('\n'))
             .map(|l| serde_json::from_str(l).expect("output line is JSON"))
             .collect()
     }
