@@ -12,6 +12,7 @@
 pub mod ack;
 mod error;
 mod failed;
+mod json_fast;
 mod map;
 mod serde_impl;
 pub mod sync;

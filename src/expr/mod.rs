@@ -45,8 +45,9 @@ pub struct ProgramError {
 
 enum Exec {
     Value(native::ValueFn),
-    /// A step, and whether it always leaves an object an object.
-    Step(native::StepFn, bool),
+    /// A step, whether it always leaves an object an object, and the
+    /// batch loop for the integer update it may be.
+    Step(native::StepFn, bool, Option<update::SlotInt>),
     Interp(interp::Interpreted),
 }
 
@@ -78,7 +79,11 @@ impl Program {
             Some(term) => match native::compile_value(&term) {
                 Some(f) => Exec::Value(f),
                 None => match native::compile_step(&term) {
-                    Some(f) => Exec::Step(f, update::keeps_object(&term)),
+                    Some(f) => Exec::Step(
+                        f,
+                        update::keeps_object(&term),
+                        update::SlotInt::compile(&term),
+                    ),
                     None => Exec::Interp(interpreted),
                 },
             },
@@ -114,7 +119,7 @@ impl Program {
     pub fn test(&self, event: &Event) -> Result<bool, EvalError> {
         match &self.exec {
             Exec::Value(f) => Ok(value::truthy(&*f(event)?)),
-            Exec::Step(f, _) => {
+            Exec::Step(f, ..) => {
                 let mut v = event.clone();
                 Ok(f(&mut v)? && value::truthy(&v))
             }
@@ -134,7 +139,7 @@ impl Program {
     pub fn first(&self, event: &Event) -> Result<Option<Value>, EvalError> {
         match &self.exec {
             Exec::Value(f) => Ok(Some(f(event)?.into_owned())),
-            Exec::Step(f, _) => {
+            Exec::Step(f, ..) => {
                 let mut v = event.clone();
                 Ok(f(&mut v)?.then_some(v))
             }
@@ -160,7 +165,7 @@ impl Program {
                 Err(e) => return Err((e, event)),
             },
             // The common case `.a = x | del(.b)` moves the event through without a copy.
-            Exec::Step(f, _) => {
+            Exec::Step(f, ..) => {
                 let mut event = event;
                 match f(&mut event) {
                     Ok(true) => out.push(event),
@@ -191,7 +196,7 @@ impl Program {
         out: &mut Vec<Event>,
         mut failed: impl FnMut(EvalError, Event),
     ) {
-        let Exec::Step(step, keeps_object) = &self.exec else {
+        let Exec::Step(step, keeps_object, slot_int) = &self.exec else {
             for event in batch {
                 if let Err((e, event)) = self.map(event, out) {
                     failed(e, event);
@@ -199,22 +204,10 @@ impl Program {
             }
             return;
         };
-        let mut kept = 0;
-        for i in 0..batch.len() {
-            let event = &mut batch[i];
-            match step(event) {
-                Ok(true) if *keeps_object || event.is_object() => {
-                    if kept != i {
-                        batch.swap(kept, i);
-                    }
-                    kept += 1;
-                }
-                Ok(true) => failed(not_an_object(event), std::mem::take(event)),
-                Ok(false) => {}
-                Err(e) => failed(e, std::mem::take(event)),
-            }
+        match slot_int {
+            Some(k) => step_batch(&mut batch, step, *keeps_object, |v| k.apply(v), failed),
+            None => step_batch(&mut batch, step, *keeps_object, |_| false, failed),
         }
-        batch.truncate(kept);
         if out.is_empty() {
             *out = batch;
         } else {
@@ -235,6 +228,42 @@ impl Program {
         }
         Ok(())
     }
+}
+
+/// Runs a step over a batch in place, keeping what it keeps in order;
+/// `fast` handles an event first when it can (see `update::SlotInt`).
+#[inline(always)]
+fn step_batch(
+    batch: &mut Vec<Event>,
+    step: &native::StepFn,
+    keeps_object: bool,
+    fast: impl Fn(&mut Value) -> bool,
+    mut failed: impl FnMut(EvalError, Event),
+) {
+    let mut kept = 0;
+    for i in 0..batch.len() {
+        let event = &mut batch[i];
+        let keep = fast(event)
+            || match step(event) {
+                Ok(true) if keeps_object || event.is_object() => true,
+                Ok(true) => {
+                    failed(not_an_object(event), std::mem::take(event));
+                    false
+                }
+                Ok(false) => false,
+                Err(e) => {
+                    failed(e, std::mem::take(event));
+                    false
+                }
+            };
+        if keep {
+            if kept != i {
+                batch.swap(kept, i);
+            }
+            kept += 1;
+        }
+    }
+    batch.truncate(kept);
 }
 
 fn not_an_object(bad: &Value) -> EvalError {

@@ -44,17 +44,7 @@ pub fn compile_step(term: &T) -> Option<StepFn> {
         ) => {
             let path = static_path(lhs)?;
             // `.p = f(.p)`, `.p |= f`, `.p += 1`: f runs on the slot itself.
-            let on_slot = match op {
-                BinaryOp::Assign => super::update::on_slot(rhs, &path),
-                BinaryOp::Update => Some((**rhs).clone()),
-                BinaryOp::UpdateMath(m) if matches!(**rhs, Term::Num(_)) => Some(Term::BinOp(
-                    Box::new(Term::Id),
-                    BinaryOp::Math(*m),
-                    rhs.clone(),
-                )),
-                _ => None,
-            };
-            if let Some(t) = on_slot
+            if let Some(t) = super::update::slot_term(op, rhs, &path)
                 && let Some(f) = compile_value(&t)
             {
                 return Some(super::update::slot_step(path, f, IntExpr::compile(&t)));

@@ -40,7 +40,7 @@ impl Map {
 
     /// `position`, trying the slot `hint` remembers first and remembering
     /// where the key was found.
-    #[inline]
+    #[inline(always)]
     fn position_hinted(&self, key: &str, hint: &Slot) -> Option<usize> {
         let at = hint.0.load(Ordering::Relaxed) as usize;
         if let Some((k, _)) = self.entries.get(at)
