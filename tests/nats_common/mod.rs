@@ -4,49 +4,55 @@
 #![allow(dead_code)]
 
 use crate::common::*;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 pub struct Server {
     url: String,
-    _child: Option<Child>,
-    _dir: Option<tempfile::TempDir>,
+    /// The write end of the keeper shell's stdin: it closes when the test
+    /// binary exits, and the shell then stops the server.
+    _keeper: Option<std::process::ChildStdin>,
 }
+
+/// Starts `nats-server` under a shell that stops it and removes its store
+/// once this process is gone: statics are never dropped, so a server owned
+/// by one would outlive every test binary run outside CI.
+const KEEPER: &str =
+    r#"nats-server "$@" >/dev/null 2>&1 & pid=$!; read _; kill $pid; wait $pid; rm -rf "$STORE""#;
 
 pub fn server() -> Option<&'static str> {
     static SERVER: OnceLock<Option<Server>> = OnceLock::new();
     SERVER
         .get_or_init(|| {
             if let Ok(url) = std::env::var("FLOWGATE_TEST_NATS_URL") {
-                return Some(Server {
-                    url,
-                    _child: None,
-                    _dir: None,
-                });
+                return Some(Server { url, _keeper: None });
             }
             let in_ci = std::env::var_os("CI").is_some();
-            let port = free_port();
-            let dir = tempfile::tempdir().unwrap();
-            let child = Command::new("nats-server")
-                .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-                .arg(dir.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn();
-            match child {
-                Ok(child) => {
-                    wait_listening(port);
-                    Some(Server {
-                        url: format!("nats://127.0.0.1:{port}"),
-                        _child: Some(child),
-                        _dir: Some(dir),
-                    })
+            if let Err(e) = Command::new("nats-server").arg("--version").output() {
+                if in_ci {
+                    panic!(
+                        "CI must provide NATS: set FLOWGATE_TEST_NATS_URL or install nats-server ({e})"
+                    );
                 }
-                Err(e) if in_ci => panic!(
-                    "CI must provide NATS: set FLOWGATE_TEST_NATS_URL or install nats-server ({e})"
-                ),
-                Err(_) => None,
+                return None;
             }
+            let port = free_port();
+            let store = tempfile::tempdir().unwrap().keep();
+            let mut keeper = Command::new("sh")
+                .args(["-c", KEEPER, "sh", "-js", "-a", "127.0.0.1", "-p"])
+                .arg(port.to_string())
+                .arg("-sd")
+                .arg(&store)
+                .env("STORE", &store)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("start a shell for nats-server");
+            wait_listening(port);
+            Some(Server {
+                url: format!("nats://127.0.0.1:{port}"),
+                _keeper: keeper.stdin.take(),
+            })
         })
         .as_ref()
         .map(|s| s.url.as_str())
