@@ -4,14 +4,14 @@
 #![allow(dead_code)]
 
 use crate::common::*;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
 pub struct Server {
     url: String,
     /// The write end of the keeper shell's stdin: it closes when the test
     /// binary exits, and the shell then stops the server.
-    _keeper: Option<std::process::ChildStdin>,
+    _keeper: Option<(Child, std::process::ChildStdin)>,
 }
 
 /// Starts `nats-server` under a shell that stops it and removes its store
@@ -49,9 +49,10 @@ pub fn server() -> Option<&'static str> {
                 .spawn()
                 .expect("start a shell for nats-server");
             wait_listening(port);
+            let stdin = keeper.stdin.take().expect("piped");
             Some(Server {
                 url: format!("nats://127.0.0.1:{port}"),
-                _keeper: keeper.stdin.take(),
+                _keeper: Some((keeper, stdin)),
             })
         })
         .as_ref()
