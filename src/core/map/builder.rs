@@ -70,6 +70,18 @@ impl Builder {
         self.insert_indexed(key, value);
     }
 
+    /// Adds `key`, known to differ from every key added so far (the
+    /// decoder's keys of the last event, matched in order).
+    #[inline(always)]
+    pub(crate) fn push_new(&mut self, key: Str, value: Value) {
+        if self.index.is_none() && self.map.entries.len() < LINEAR_KEYS {
+            self.seen |= key_bit(key.as_bytes());
+            self.map.entries.push((key, value));
+        } else {
+            self.insert_indexed(key, value);
+        }
+    }
+
     /// Objects past `LINEAR_KEYS` keys: through the index.
     #[cold]
     #[inline(never)]

@@ -205,7 +205,7 @@ impl std::fmt::Debug for Slot {
 /// Key equality for the short keys events have, without a call to
 /// `memcmp`: lengths first, then at most two overlapping word loads.
 #[inline(always)]
-fn same_key(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn same_key(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
     if n != b.len() {
         return false;
