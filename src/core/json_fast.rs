@@ -166,7 +166,10 @@ impl Parser<'_> {
                     matched += 1;
                     m.push_new(key, value);
                 } else {
-                    matched = usize::MAX;
+                    if matched != usize::MAX {
+                        matched = usize::MAX;
+                        m.resume();
+                    }
                     m.insert(key, value);
                 }
                 self.skip_ws();

@@ -35,17 +35,19 @@ fn key_bit(key: &[u8]) -> u64 {
     1 << ((mix ^ mix >> 6) & 63)
 }
 
+fn seen_bits(map: &Map) -> u64 {
+    map.entries
+        .iter()
+        .fold(0, |m, (k, _)| m | key_bit(k.as_bytes()))
+}
+
 impl Builder {
     #[inline]
     pub(crate) fn new(map: Map) -> Self {
-        let seen = map
-            .entries
-            .iter()
-            .fold(0, |m, (k, _)| m | key_bit(k.as_bytes()));
         Self {
+            seen: seen_bits(&map),
             map,
             index: None,
-            seen,
         }
     }
 
@@ -71,15 +73,20 @@ impl Builder {
     }
 
     /// Adds `key`, known to differ from every key added so far (the
-    /// decoder's keys of the last event, matched in order).
+    /// decoder's keys of the last event, matched in order). The seen mask
+    /// is left behind: call [`Self::resume`] before the next `insert`.
     #[inline(always)]
     pub(crate) fn push_new(&mut self, key: Str, value: Value) {
         if self.index.is_none() && self.map.entries.len() < LINEAR_KEYS {
-            self.seen |= key_bit(key.as_bytes());
             self.map.entries.push((key, value));
         } else {
             self.insert_indexed(key, value);
         }
+    }
+
+    /// Brings the seen mask up to date after [`Self::push_new`].
+    pub(crate) fn resume(&mut self) {
+        self.seen = seen_bits(&self.map);
     }
 
     /// Objects past `LINEAR_KEYS` keys: through the index.
