@@ -75,6 +75,8 @@ pub fn slot_term<'s>(op: &BinaryOp<&'s str>, rhs: &T<'s>, path: &[PathKey]) -> O
 #[derive(Debug)]
 pub struct SlotInt {
     field: value::Field,
+    /// `field`'s name, read without the inline-or-heap check of `Str`.
+    name: Box<str>,
     default: Option<i64>,
     op: MathOp,
     n: i64,
@@ -92,6 +94,7 @@ impl SlotInt {
         match IntExpr::compile(&slot_term(op, rhs, &path)?)? {
             IntExpr::SlotOp { default, op, n } => Some(Self {
                 field: field.clone(),
+                name: field.name.as_str().into(),
                 default,
                 op,
                 n,
@@ -105,8 +108,8 @@ impl SlotInt {
         let Value::Object(m) = v else {
             return false;
         };
-        let (key, hint) = (&self.field.name, &self.field.slot);
-        match m.get_mut_hinted(key, hint) {
+        let hint = &self.field.slot;
+        match m.get_mut_hinted(&self.name, hint) {
             Some(slot) => {
                 match slot_int(slot, self.default).and_then(|x| int_op(self.op, x, self.n)) {
                     Some(x) => {
@@ -118,7 +121,7 @@ impl SlotInt {
             }
             None => match self.default.and_then(|d| int_op(self.op, d, self.n)) {
                 Some(x) => {
-                    m.push_absent_hinted(key, Value::from(x), hint);
+                    m.push_absent_hinted(&self.field.name, Value::from(x), hint);
                     true
                 }
                 None => false,
