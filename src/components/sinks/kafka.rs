@@ -4,11 +4,16 @@
 //! idempotent and waits for every in-sync replica (`acks=all`); a batch is
 //! written once every one of its messages is acknowledged: its messages
 //! share one delivery tally, counted down by the client's delivery
-//! reports on its polling thread (no future or channel per message). A failed
-//! delivery fails the batch retryably (retry, breaker, timeout); a retried
-//! batch may store again what was delivered before the failure, and is
-//! produced by a new producer (a new producer id: the broker may have
-//! forgotten the old one). A broker outage is one warning.
+//! reports on its polling thread (no future or channel per message).
+//! Batches are submitted in input order, up to `max_in_flight_batches` of
+//! them awaiting their reports at once (the stage's ordered window, see
+//! `stage::sink::window`), so the producer is not idle between batches and
+//! a key's messages keep their order. A failed delivery fails the batch
+//! retryably (retry, breaker, timeout): it and the batches after it are
+//! written again in order, one at a time, by a new producer (a new
+//! producer id: the broker may have forgotten the old one); what was
+//! delivered before the failure may be stored again. A broker outage is
+//! one warning.
 //!
 //! Topic and key are evaluated in `encode`, on the stage's workers, so an
 //! event whose program fails is routed by `on_error` alone. The encoded
@@ -17,7 +22,7 @@
 
 use super::kafka_template::{Piece, compile, first_output, push_text, render, template};
 use super::{OutputCodec, encode_lines};
-use crate::components::{ComponentError, Encoded, Sink};
+use crate::components::{ComponentError, Encoded, Pending, Sink};
 use crate::core::sync::LockExt;
 use crate::core::{Batch, Event, Failed};
 use crate::expr::Program;
@@ -30,7 +35,7 @@ use rdkafka::{ClientConfig, ClientContext};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 /// Compression of produced message batches.
@@ -79,12 +84,23 @@ pub struct KafkaSinkConfig {
     /// `json` (default): the event as JSON; `text`: its `.message` field.
     #[serde(default)]
     pub codec: OutputCodec,
+    /// Batches submitted to the producer and awaiting their delivery reports at once (default
+    /// 8): each batch's messages are enqueued in input order as soon as the previous batch's are,
+    /// so a key's messages stay in order across batches. After a failed batch, it and the ones
+    /// after it are written again one at a time, in order (what had been delivered may be
+    /// stored twice). At most this many batches (of the input's batch size) are held.
+    #[serde(default = "default_max_in_flight_batches")]
+    pub max_in_flight_batches: usize,
     /// librdkafka producer properties passed through, e.g. `{linger.ms: '20'}`. Defaults:
     /// `message.timeout.ms` 30000 (a message not delivered by then fails its batch) and
     /// `linger.ms` 0 (a write waits for all its messages, so lingering would only delay it).
     /// The producer queues at most `queue.buffering.max.messages` (librdkafka: 100000).
     #[serde(default)]
     pub options: crate::components::sources::kafka::ClientOptions,
+}
+
+fn default_max_in_flight_batches() -> usize {
+    8
 }
 
 const MANAGED: &[(&str, &str)] = &[
@@ -110,6 +126,12 @@ impl KafkaSinkConfig {
         }
         if let Err(e) = template(&self.topic) {
             problems.push((vec!["topic"], e));
+        }
+        if self.max_in_flight_batches == 0 {
+            problems.push((
+                vec!["max_in_flight_batches"],
+                "must be at least 1 (1: one batch at a time)".into(),
+            ));
         }
         if let Some(Err(e)) = self.key.as_deref().map(compile) {
             problems.push((vec!["key"], e));
@@ -140,7 +162,7 @@ impl KafkaSinkConfig {
             topic,
             key,
             headers,
-            producer: Mutex::new(None),
+            producer: Arc::default(),
             down: Arc::default(),
         }
     }
@@ -168,12 +190,20 @@ pub struct KafkaSink {
     headers: Option<OwnedHeaders>,
     /// Made on the first write (building a pipeline does no I/O); shared
     /// by concurrent writes, replaced after a failed one (`discard`).
-    producer: Mutex<Option<Arc<Producer>>>,
+    producer: Slot,
     /// Whether the brokers were reported unreachable (shared with `Reporter`).
     down: Arc<AtomicBool>,
 }
 
 type Producer = ThreadedProducer<Reporter>;
+type Slot = Arc<Mutex<Option<Arc<Producer>>>>;
+
+/// What a submitted batch's confirmation needs of its sink once the
+/// submitting call has returned.
+struct Handle {
+    producer: Slot,
+    down: Arc<AtomicBool>,
+}
 
 /// The delivery reports of one write's messages.
 #[derive(Default)]
@@ -272,23 +302,31 @@ impl KafkaSink {
         Ok(producer)
     }
 
-    /// After a failed write the next one gets a new producer: an idempotent
-    /// producer whose id the broker no longer knows (a broker that lost its
-    /// state, an expired producer id) or that hit a fatal error fails every
-    /// message from then on, and only a new one (a new id) gets through.
-    fn discard(&self, failed: &Arc<Producer>) {
-        let old = {
-            let mut slot = self.producer.lock_unpoisoned();
-            match &*slot {
-                Some(p) if Arc::ptr_eq(p, failed) => slot.take(),
-                _ => None,
-            }
-        };
-        if let Some(old) = old {
-            tracing::debug!("a new Kafka producer for the next write");
-            // Dropping purges its queue and waits for its thread.
-            tokio::task::spawn_blocking(move || drop(old));
+    fn handle(&self) -> Handle {
+        Handle {
+            producer: self.producer.clone(),
+            down: self.down.clone(),
         }
+    }
+}
+
+/// After a failed write the next one gets a new producer: an idempotent
+/// producer whose id the broker no longer knows (a broker that lost its
+/// state, an expired producer id) or that hit a fatal error fails every
+/// message from then on, and only a new one (a new id) gets through.
+fn discard(slot: &Slot, failed: &Arc<Producer>) {
+    let old = {
+        let mut slot = slot.lock_unpoisoned();
+        match &*slot {
+            Some(p) if Arc::ptr_eq(p, failed) => slot.take(),
+            _ => None,
+        }
+    };
+    if let Some(old) = old {
+        tracing::debug!("a new Kafka producer for the next write");
+        // Dropping purges its queue (failing what it held, so the batches
+        // awaiting it end) and waits for its thread.
+        tokio::task::spawn_blocking(move || drop(old));
     }
 }
 
@@ -296,6 +334,32 @@ impl KafkaSink {
 impl Sink for KafkaSink {
     fn concurrent_writes(&self) -> bool {
         true
+    }
+
+    fn window(&self) -> Option<usize> {
+        Some(self.config.max_in_flight_batches)
+    }
+
+    async fn submit(&self, encoded: &Encoded) -> Result<Pending, ComponentError> {
+        let producer = self.producer()?;
+        match self.enqueue(&producer, encoded).await {
+            Ok(tally) => {
+                let (sink, producer) = (self.handle(), Arc::downgrade(&producer));
+                Ok(Box::pin(async move {
+                    let delivered = sink.delivered(&tally, &producer).await;
+                    if delivered.is_err()
+                        && let Some(p) = producer.upgrade()
+                    {
+                        discard(&sink.producer, &p);
+                    }
+                    delivered
+                }))
+            }
+            Err(e) => {
+                discard(&self.producer, &producer);
+                Err(e)
+            }
+        }
     }
 
     fn encode(&self, batch: Batch) -> Encoded {
@@ -332,9 +396,16 @@ impl Sink for KafkaSink {
 
     async fn write(&self, encoded: &Encoded) -> Result<(), ComponentError> {
         let producer = self.producer()?;
-        let written = self.produce(&producer, encoded).await;
+        let written = match self.enqueue(&producer, encoded).await {
+            Ok(tally) => {
+                self.handle()
+                    .delivered(&tally, &Arc::downgrade(&producer))
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         if written.is_err() {
-            self.discard(&producer);
+            discard(&self.producer, &producer);
         }
         written
     }
@@ -346,15 +417,16 @@ impl Sink for KafkaSink {
 }
 
 impl KafkaSink {
-    /// Produces every message of `encoded`; done when all are acknowledged.
-    async fn produce(&self, producer: &Producer, encoded: &Encoded) -> Result<(), ComponentError> {
+    /// Enqueues every message of `encoded` in the producer, in order; the
+    /// returned tally counts their delivery reports.
+    async fn enqueue(
+        &self,
+        producer: &Producer,
+        encoded: &Encoded,
+    ) -> Result<Arc<Tally>, ComponentError> {
         let tally = Arc::new(Tally::default());
         let messages = encoded.line_ends.len() / 3;
         tally.left.store(messages, Ordering::Relaxed);
-        let failure = |tally: &Tally| {
-            let e = tally.failed.lock_unpoisoned().take()?;
-            Some(transient(format!("Kafka did not take a message: {e}")))
-        };
         let mut start = 0;
         for ends in encoded.line_ends.chunks_exact(3) {
             let b = &encoded.bytes;
@@ -390,10 +462,40 @@ impl KafkaSink {
                 }
             }
         }
-        if messages > 0 {
-            tally.done.notified().await;
+        Ok(tally)
+    }
+}
+
+/// The first failure a tally's reports carried, taken.
+fn failure(tally: &Tally) -> Option<ComponentError> {
+    let e = tally.failed.lock_unpoisoned().take()?;
+    Some(transient(format!("Kafka did not take a message: {e}")))
+}
+
+impl Handle {
+    /// Done when every message counted by `tally` is reported delivered;
+    /// the first failed report fails it. A producer dropped with reports
+    /// outstanding (discarded after another batch failed: its drop purges
+    /// and reports, but waits only so long) fails it too.
+    async fn delivered(
+        &self,
+        tally: &Tally,
+        producer: &Weak<Producer>,
+    ) -> Result<(), ComponentError> {
+        while tally.left.load(Ordering::Acquire) > 0 {
+            let reported = tokio::time::timeout(Duration::from_secs(1), tally.done.notified());
+            if reported.await.is_err()
+                && producer.strong_count() == 0
+                && tally.left.load(Ordering::Acquire) > 0
+            {
+                return Err(failure(tally).unwrap_or_else(|| {
+                    transient(
+                        "the Kafka producer was replaced before every message was reported".into(),
+                    )
+                }));
+            }
         }
-        if let Some(e) = failure(&tally) {
+        if let Some(e) = failure(tally) {
             return Err(e);
         }
         if self.down.load(Ordering::Relaxed) && self.down.swap(false, Ordering::Relaxed) {
