@@ -20,6 +20,7 @@
 //! batch keeps three ends per event in `line_ends`: its topic's, its key's
 //! and its payload's (an empty key is no key).
 
+use super::kafka_producer::{Handle, Producer, Reporter, Slot, Tally, discard, failure, transient};
 use super::kafka_template::{Piece, compile, first_output, push_text, render, template};
 use super::{OutputCodec, encode_lines};
 use crate::components::{ComponentError, Encoded, Pending, Sink};
@@ -27,15 +28,14 @@ use crate::core::sync::LockExt;
 use crate::core::{Batch, Event, Failed};
 use crate::expr::Program;
 use indexmap::IndexMap;
-use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
-use rdkafka::{ClientConfig, ClientContext};
+use rdkafka::producer::BaseRecord;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Compression of produced message batches.
@@ -195,78 +195,6 @@ pub struct KafkaSink {
     down: Arc<AtomicBool>,
 }
 
-type Producer = ThreadedProducer<Reporter>;
-type Slot = Arc<Mutex<Option<Arc<Producer>>>>;
-
-/// What a submitted batch's confirmation needs of its sink once the
-/// submitting call has returned.
-struct Handle {
-    producer: Slot,
-    down: Arc<AtomicBool>,
-}
-
-/// The delivery reports of one write's messages.
-#[derive(Default)]
-struct Tally {
-    /// Messages not yet reported.
-    left: AtomicUsize,
-    /// The first failure reported (taken once, by the write).
-    failed: Mutex<Option<KafkaError>>,
-    /// Notified once, when `left` reaches 0.
-    done: tokio::sync::Notify,
-}
-
-/// The producer's client context. librdkafka reports every failed
-/// connection attempt while it retries in the background: an outage is one
-/// warning (until a message is delivered again), the client's own log is
-/// debug. Its callbacks run on the client's threads, so they carry the
-/// span of the write that made the producer.
-struct Reporter {
-    span: tracing::Span,
-    down: Arc<AtomicBool>,
-}
-
-impl ClientContext for Reporter {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        self.span
-            .in_scope(|| tracing::debug!("librdkafka {level:?} {fac}: {message}"));
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        self.span.in_scope(|| {
-            if !self.down.swap(true, Ordering::Relaxed) {
-                tracing::warn!("Kafka: {error}: {reason}; retrying in the background");
-            } else {
-                tracing::debug!("Kafka: {error}: {reason}");
-            }
-        });
-    }
-}
-
-impl ProducerContext for Reporter {
-    type DeliveryOpaque = Arc<Tally>;
-
-    fn delivery(&self, result: &DeliveryResult<'_>, tally: Arc<Tally>) {
-        if let Err((e, _)) = result {
-            tally
-                .failed
-                .lock_unpoisoned()
-                .get_or_insert_with(|| e.clone());
-        }
-        if tally.left.fetch_sub(1, Ordering::AcqRel) == 1 {
-            // Stores a permit when the write is not waiting yet.
-            tally.done.notify_one();
-        }
-    }
-}
-
-fn transient(message: String) -> ComponentError {
-    ComponentError::Transient {
-        message,
-        error_type: "kafka",
-    }
-}
-
 impl KafkaSink {
     /// Appends the topic and key of `event` to `out`, with their ends.
     fn address(&self, event: &Event, out: &mut Encoded) -> Result<(), String> {
@@ -307,26 +235,6 @@ impl KafkaSink {
             producer: self.producer.clone(),
             down: self.down.clone(),
         }
-    }
-}
-
-/// After a failed write the next one gets a new producer: an idempotent
-/// producer whose id the broker no longer knows (a broker that lost its
-/// state, an expired producer id) or that hit a fatal error fails every
-/// message from then on, and only a new one (a new id) gets through.
-fn discard(slot: &Slot, failed: &Arc<Producer>) {
-    let old = {
-        let mut slot = slot.lock_unpoisoned();
-        match &*slot {
-            Some(p) if Arc::ptr_eq(p, failed) => slot.take(),
-            _ => None,
-        }
-    };
-    if let Some(old) = old {
-        tracing::debug!("a new Kafka producer for the next write");
-        // Dropping purges its queue (failing what it held, so the batches
-        // awaiting it end) and waits for its thread.
-        tokio::task::spawn_blocking(move || drop(old));
     }
 }
 
@@ -463,45 +371,6 @@ impl KafkaSink {
             }
         }
         Ok(tally)
-    }
-}
-
-/// The first failure a tally's reports carried, taken.
-fn failure(tally: &Tally) -> Option<ComponentError> {
-    let e = tally.failed.lock_unpoisoned().take()?;
-    Some(transient(format!("Kafka did not take a message: {e}")))
-}
-
-impl Handle {
-    /// Done when every message counted by `tally` is reported delivered;
-    /// the first failed report fails it. A producer dropped with reports
-    /// outstanding (discarded after another batch failed: its drop purges
-    /// and reports, but waits only so long) fails it too.
-    async fn delivered(
-        &self,
-        tally: &Tally,
-        producer: &Weak<Producer>,
-    ) -> Result<(), ComponentError> {
-        while tally.left.load(Ordering::Acquire) > 0 {
-            let reported = tokio::time::timeout(Duration::from_secs(1), tally.done.notified());
-            if reported.await.is_err()
-                && producer.strong_count() == 0
-                && tally.left.load(Ordering::Acquire) > 0
-            {
-                return Err(failure(tally).unwrap_or_else(|| {
-                    transient(
-                        "the Kafka producer was replaced before every message was reported".into(),
-                    )
-                }));
-            }
-        }
-        if let Some(e) = failure(tally) {
-            return Err(e);
-        }
-        if self.down.load(Ordering::Relaxed) && self.down.swap(false, Ordering::Relaxed) {
-            tracing::info!("Kafka is reachable again");
-        }
-        Ok(())
     }
 }
 
