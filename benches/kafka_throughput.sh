@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Kafka throughput, flowgate beside a bare librdkafka client, runs in turn
 # in one sitting (README "Scaling out with Kafka"). Each round:
-#   produce: flowgate file -> kafka, then a confluent-kafka producer of the
-#            same lines with the sink's settings (acks=all, idempotent, no
-#            compression, librdkafka's default batching), each to a topic
-#            of its own;
+#   produce: flowgate file -> kafka (by default: up to 8 batches in flight,
+#            `max_in_flight_batches`), with one batch at a time
+#            (`max_in_flight_batches: 1`, the sink before the window) and
+#            with two encoding workers (`workers: 2`), then a confluent-kafka
+#            producer of the same lines with the sink's settings (acks=all,
+#            idempotent, no compression, librdkafka's default batching),
+#            each to a topic of its own;
 #   consume: the topic flowgate wrote, by a confluent-kafka consumer, then
-#            by one daemon kafka -> file (each in a group of its own,
-#            earliest).
+#            by one daemon kafka -> file and one kafka -> blackhole (each in
+#            a group of its own, earliest).
 # Events/s over the whole run (produce) or first to last event (consume:
 # the group join is left out). The summary gives, per line, min–max and
 # median over the rounds, and the median of the per-round ratios
@@ -116,12 +119,12 @@ PY
   record "$1" consume_bare "${out%% *}" "${out#* }"
 }
 
-fg_consume() { # round topic
+fg_consume() { # round topic name sink-type-and-keys
   cat >"$dir/consume.yaml" <<YAML
 sources:
-  bus: {type: kafka, brokers: ['$brokers'], topics: ['$2'], group_id: 'fg-$2', options: {session.timeout.ms: '6000'}}
+  bus: {type: kafka, brokers: ['$brokers'], topics: ['$2'], group_id: '$3-$2', options: {session.timeout.ms: '6000'}}
 sinks:
-  out: {type: file, inputs: [bus], path: $dir/out.ndjson}
+  out: {inputs: [bus], $4}
 YAML
   rm -f "$dir/out.ndjson"
   local port daemon out
@@ -156,17 +159,17 @@ print((n - at_first) / t, f"{t:.2f} s first to last")
 PY
 )
   kill -TERM "$daemon"; wait "$daemon" || true
-  record "$1" consume_flowgate "${out%% *}" "${out#* }"
+  record "$1" "$3" "${out%% *}" "${out#* }"
 }
 
 for r in $(seq 1 "$rounds"); do
   fg_produce "$r" "fg-$run_id-$r" produce_flowgate
-  # Writes wait for their messages' acknowledgements: `workers: 8` keeps
-  # 8 in flight in the one producer (batches may then interleave).
-  fg_produce "$r" "fg8-$run_id-$r" produce_flowgate_workers8 "workers: 8,"
+  fg_produce "$r" "fg1-$run_id-$r" produce_flowgate_window1 "max_in_flight_batches: 1,"
+  fg_produce "$r" "fgw2-$run_id-$r" produce_flowgate_workers2 "workers: 2,"
   bare_produce "$r" "bare-$run_id-$r"
   bare_consume "$r" "fg-$run_id-$r"
-  fg_consume "$r" "fg-$run_id-$r"
+  fg_consume "$r" "fg-$run_id-$r" consume_flowgate "type: file, path: $dir/out.ndjson"
+  fg_consume "$r" "fg-$run_id-$r" consume_flowgate_blackhole "type: blackhole"
 done
 
 python3 - "$results" <<'PY'

@@ -17,152 +17,19 @@
 //! it these tests step aside; in CI they fail.
 
 mod common;
+mod kafka_common;
 use common::*;
+use kafka_common::broker::{Broker, Proxy};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 const LONG: Duration = Duration::from_secs(90);
-
-fn tansu() -> Option<String> {
-    match std::env::var("FLOWGATE_TEST_TANSU") {
-        Ok(b) => Some(b),
-        Err(_) if std::env::var_os("CI").is_some() => {
-            panic!(
-                "CI must provide the Tansu broker binary: set FLOWGATE_TEST_TANSU (.ci/kafka.sh)"
-            )
-        }
-        Err(_) => None,
-    }
-}
-
-macro_rules! tansu_or_skip {
-    () => {
-        match tansu() {
-            Some(b) => b,
-            None => {
-                eprintln!(
-                    "skipped: no Tansu binary (set FLOWGATE_TEST_TANSU; .ci/kafka.sh installs one)"
-                );
-                return;
-            }
-        }
-    };
-}
-
-/// A Tansu broker of this test on `port`, in memory.
-struct Broker {
-    child: Child,
-}
-
-impl Broker {
-    fn start(bin: &str, port: u16) -> Self {
-        Self::advertising(bin, port, port)
-    }
-
-    /// Listens on `port`, tells clients to connect to `advertised`.
-    fn advertising(bin: &str, port: u16, advertised: u16) -> Self {
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(bin)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-            ])
-            .arg(format!("tcp://127.0.0.1:{advertised}"))
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn tansu");
-        wait_listening(port);
-        Self { child }
-    }
-
-    /// `kill -9`: whatever it held is gone.
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A loopback TCP proxy to the broker: taking it down refuses new
-/// connections and cuts the open ones, as a broker that is gone would,
-/// while the broker keeps its data (a restarted in-memory Tansu would not,
-/// and a consumer's position past the new, shorter log reads nothing).
-struct Proxy {
-    stop: Arc<AtomicBool>,
-    open: Arc<Mutex<Vec<TcpStream>>>,
-    accept: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Proxy {
-    fn up(port: u16, target: u16) -> Self {
-        // std sets SO_REUSEADDR: the port can be taken again at once.
-        let listener = TcpListener::bind(("127.0.0.1", port)).expect("proxy port");
-        listener.set_nonblocking(true).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let (stop_a, open_a) = (stop.clone(), open.clone());
-        let accept = std::thread::spawn(move || {
-            while !stop_a.load(Ordering::Relaxed) {
-                let client = match listener.accept() {
-                    Ok((c, _)) => c,
-                    Err(_) => {
-                        std::thread::sleep(Duration::from_millis(10));
-                        continue;
-                    }
-                };
-                client.set_nonblocking(false).unwrap();
-                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
-                    continue;
-                };
-                let mut open = open_a.lock().unwrap();
-                for (from, to) in [(&client, &server), (&server, &client)] {
-                    let (mut from, mut to) = (from.try_clone().unwrap(), to.try_clone().unwrap());
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
-                        let _ = to.shutdown(Shutdown::Both);
-                    });
-                }
-                open.push(client);
-                open.push(server);
-            }
-        });
-        wait_listening(port);
-        Self {
-            stop,
-            open,
-            accept: Some(accept),
-        }
-    }
-
-    fn down(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.accept.take() {
-            t.join().unwrap();
-        }
-        for c in self.open.lock().unwrap().drain(..) {
-            let _ = c.shutdown(Shutdown::Both);
-        }
-    }
-}
 
 fn ids(s: &Scratch, name: &str) -> BTreeSet<u64> {
     s.read_lines(name)
@@ -236,6 +103,34 @@ impl Reader {
     }
 }
 
+/// The offsets `group` committed on `topic`, summed over its partitions
+/// (asked without joining the group).
+fn committed(port: u16, group: &str, topic: &str) -> i64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", format!("127.0.0.1:{port}"))
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let Ok(metadata) = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) else {
+        return -1;
+    };
+    let mut partitions = rdkafka::TopicPartitionList::new();
+    for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
+        partitions.add_partition(topic, p.id());
+    }
+    match consumer.committed_offsets(partitions, Duration::from_secs(5)) {
+        Ok(list) => list
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                rdkafka::Offset::Offset(n) => Some(n),
+                _ => None,
+            })
+            .sum(),
+        Err(_) => -1,
+    }
+}
+
 fn events_in(d: &Daemon, component: &str) -> f64 {
     metric(
         &d.metrics(),
@@ -279,6 +174,14 @@ fn the_source_waits_for_a_broker_down_at_start_and_mid_run_and_stops_promptly() 
         "{}",
         d.log_text()
     );
+    // Committed before the cut: an outage longer than the session makes
+    // the group read again from the committed offsets.
+    assert!(
+        eventually(LONG, || committed(port, &group, &topic) == 1000),
+        "committed: {}; log:\n{}",
+        committed(port, &group, &topic),
+        d.log_text()
+    );
     // Down mid-run: events produced meanwhile (they wait in the test's
     // producer) arrive once it is back.
     let before = warnings(&d);
@@ -299,7 +202,7 @@ fn the_source_waits_for_a_broker_down_at_start_and_mid_run_and_stops_promptly() 
         d.log_text()
     );
     let lines = s.read_lines("out.ndjson").len();
-    assert_eq!(lines, 2000, "each once");
+    assert_eq!(lines, 2000, "each once; log:\n{}", d.log_text());
     // SIGTERM with the broker process gone: the last commit cannot reach
     // it, and the daemon still exits at once.
     broker.kill();

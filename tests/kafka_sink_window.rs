@@ -1,9 +1,10 @@
 //! The kafka sink's writes through the real binary and a real
 //! Kafka-protocol broker, where a write's messages share one delivery
 //! tally: a producer queue smaller than a batch (the write waits for
-//! deliveries to make room, rather than failing) and eight writes in
-//! flight in one producer (`workers: 8`, each write done when its own
-//! messages are acknowledged). Every event arrives, once.
+//! deliveries to make room, rather than failing) and eight workers
+//! encoding for the ordered window of batches in flight in one producer
+//! (`workers: 8`, each batch done when its own messages are
+//! acknowledged). Every event arrives, once.
 //!
 //! The broker: `FLOWGATE_TEST_KAFKA_BROKERS` (set by .ci/run, which starts
 //! Tansu, see .ci/kafka.sh). Without it these tests step aside; in CI they

@@ -181,7 +181,8 @@ pub struct Encoded {
 
 /// A sink: `encode` runs on the stage's workers in parallel; `write` runs
 /// one at a time in order, or with `concurrent_writes` on the workers too
-/// (acknowledged in order all the same); `flush` once at the end.
+/// (acknowledged in order all the same), or with a `window` batches are
+/// `submit`ted in order and confirmed later; `flush` once at the end.
 #[async_trait::async_trait]
 pub trait Sink: Send + Sync + 'static {
     /// `(max_events, timeout)` for sinks that write in gathered batches.
@@ -211,7 +212,26 @@ pub trait Sink: Send + Sync + 'static {
     async fn write_refusing(&self, encoded: &Encoded) -> Result<Vec<Refused>, ComponentError> {
         self.write(encoded).await.map(|()| Vec::new())
     }
+
+    /// For sinks that take a batch at once and confirm it later (Kafka's
+    /// delivery reports): how many submitted batches may await their
+    /// confirmation at once (`submit`). `None` (default): `write`.
+    fn window(&self) -> Option<usize> {
+        None
+    }
+
+    /// Hands `encoded` to the service now — called one batch at a time, in
+    /// input order — and returns what resolves once all of it is written.
+    /// Default: writes it before returning.
+    async fn submit(&self, encoded: &Encoded) -> Result<Pending, ComponentError> {
+        self.write(encoded).await?;
+        Ok(Box::pin(std::future::ready(Ok(()))))
+    }
 }
+
+/// A submitted batch's confirmation (`Sink::submit`).
+pub type Pending =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ComponentError>> + Send>>;
 
 /// An event of an encoded batch that the service refused on its own.
 #[derive(Debug, Clone, PartialEq)]

@@ -138,6 +138,12 @@ impl StageControls {
             || self.adaptive.is_some()
     }
 
+    /// The limit on each attempt (`timeout`), for a stage that times an
+    /// attempt it started itself (a sink's submitted batch).
+    pub fn attempt_timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
     /// The limiter when it parks events (keyed `wait`): the stage driver
     /// then comes back for them.
     pub fn parking(&self) -> Option<&RateLimiter> {

@@ -2,9 +2,11 @@
 //! the gate and the encoder on the workers, then written with retries —
 //! one write at a time in input order, or, for sinks whose writes may
 //! overlap (`concurrent_writes`: services such as http and nats), up to
-//! `workers` writes in flight. Either way results are handed on (written
-//! counted, failures routed, acknowledgements released) in input order
-//! when `ordered`.
+//! `workers` writes in flight, or, for sinks with a `window` (kafka),
+//! submitted one at a time in input order with up to `window` of them
+//! awaiting confirmation (`window`). Either way results are handed on
+//! (written counted, failures routed, acknowledgements released) in input
+//! order when `ordered`.
 
 use super::drive::{Admitted, drive};
 use super::intake::Intake;
@@ -15,6 +17,8 @@ use crate::controls::{Attempt, GaveUp, StageControls};
 use crate::core::{Acks, Batch, Failed};
 use crate::telemetry::DiscardReason;
 use std::sync::Arc;
+
+mod window;
 
 /// A sink's encoded batch, with what the controls did to it.
 struct SinkBatch {
@@ -28,33 +32,102 @@ struct SinkBatch {
 }
 
 /// One write through the attempt layers. Most write errors may pass (I/O,
-/// 5xx) and are retried; `Permanent` ones (a 4xx) are not.
+/// 5xx) and are retried; `Permanent` ones (a 4xx) are not. `first` is the
+/// outcome of a first attempt made already (a submitted batch), which
+/// counts as attempt 1.
 async fn write(
     sink: &dyn Sink,
     controls: &StageControls,
     call: Option<Call>,
     encoded: &Encoded,
+    first: Option<Outcome>,
 ) -> Result<Vec<Refused>, GaveUp> {
+    let mut first = first;
     controls
         .run(
             call,
-            || async {
-                match sink.write_refusing(encoded).await {
-                    Ok(refused) => Attempt::Done(Ok(refused)),
-                    Err(ComponentError::Permanent {
-                        message,
-                        error_type,
-                    }) => Attempt::Done(Err((message, error_type))),
-                    Err(e @ ComponentError::Overloaded { .. }) => {
-                        Attempt::Overloaded(e.to_string(), e.error_type())
+            || {
+                let known = first.take();
+                async move {
+                    match known {
+                        Some(outcome) => outcome,
+                        None => attempt(sink.write_refusing(encoded).await),
                     }
-                    Err(e) => Attempt::Retryable(e.to_string(), e.error_type()),
                 }
             },
             |r| r.is_ok(),
         )
         .await
         .and_then(|(r, attempts)| r.map_err(|(m, t)| (m, t, attempts)))
+}
+
+/// How one attempt at a write ended, for the attempt layers.
+type Outcome = Attempt<Result<Vec<Refused>, (String, &'static str)>>;
+
+fn attempt(result: Result<Vec<Refused>, ComponentError>) -> Outcome {
+    match result {
+        Ok(refused) => Attempt::Done(Ok(refused)),
+        Err(ComponentError::Permanent {
+            message,
+            error_type,
+        }) => Attempt::Done(Err((message, error_type))),
+        Err(e @ ComponentError::Overloaded { .. }) => {
+            Attempt::Overloaded(e.to_string(), e.error_type())
+        }
+        Err(e) => Attempt::Retryable(e.to_string(), e.error_type()),
+    }
+}
+
+/// Where a sink's results go: failures to `on_error`, the written count.
+struct HandOn<'a> {
+    errors: &'a crate::flow::on_error::ErrorHandler,
+    written: &'a prometheus::IntCounter,
+    metrics: &'a crate::telemetry::ComponentMetrics,
+}
+
+impl HandOn<'_> {
+    /// Hands on a batch whose write (if it had anything to write) ended
+    /// with `result`; dropping `acks` then acknowledges what was written.
+    async fn batch(&self, b: SinkBatch, result: Option<Result<Vec<Refused>, GaveUp>>, acks: Acks) {
+        let (errors_ref, written_ref) = (self.errors, self.written);
+        self.metrics
+            .discard(DiscardReason::RateLimited, b.rate_limited);
+        errors_ref.handle_unwritten(b.rejected, &acks).await;
+        let encoded = b.encoded;
+        if let Some(result) = result.filter(|_| !encoded.events.is_empty()) {
+            match result {
+                Ok(refused) if refused.is_empty() => {
+                    written_ref.inc_by(encoded.events.len() as u64)
+                }
+                Ok(refused) => {
+                    written_ref.inc_by(encoded.events.len().saturating_sub(refused.len()) as u64);
+                    let mut events: Vec<_> = encoded.events.into_iter().map(Some).collect();
+                    let failed = refused
+                        .into_iter()
+                        .filter_map(|r| {
+                            let event = events.get_mut(r.index)?.take()?;
+                            Some(Failed::new(event, r.message, r.error_type))
+                        })
+                        .collect();
+                    errors_ref.handle(failed, &acks).await;
+                }
+                Err((message, error_type, attempts)) => {
+                    let failed = encoded
+                        .events
+                        .into_iter()
+                        .map(|ev| Failed {
+                            event: ev,
+                            message: message.clone(),
+                            error_type,
+                            attempts,
+                        })
+                        .collect();
+                    errors_ref.handle_unwritten(failed, &acks).await;
+                }
+            }
+        }
+        errors_ref.handle(encoded.failed, &acks).await;
+    }
 }
 
 pub async fn run_sink(
@@ -73,7 +146,8 @@ pub async fn run_sink(
     let controls = Arc::new(controls);
     sink.start().await?;
     let intake = Intake::new(input, &controls).with_batching(sink.batching());
-    let on_workers = sink.concurrent_writes();
+    let windowed = sink.window();
+    let on_workers = sink.concurrent_writes() && windowed.is_none();
     let work = {
         let (sink, controls) = (sink.clone(), controls.clone());
         move |batch: Batch, acks: &Acks, admitted: Admitted| {
@@ -86,7 +160,7 @@ pub async fn run_sink(
                     .await;
                 let encoded = sink.encode(gated.batch);
                 let (call, written) = if on_workers && !encoded.events.is_empty() {
-                    let result = write(&*sink, &controls, gated.call, &encoded).await;
+                    let result = write(&*sink, &controls, gated.call, &encoded, None).await;
                     (None, Some(result))
                 } else {
                     (gated.call, None)
@@ -101,55 +175,31 @@ pub async fn run_sink(
             }
         }
     };
-    let (sink_ref, errors_ref, written_ref, m, c) = (&sink, &errors, &written, &metrics, &controls);
+    let hand_on = HandOn {
+        errors: &errors,
+        written: &written,
+        metrics: &metrics,
+    };
+    if let Some(size) = windowed {
+        window::run(
+            intake, conc, &metrics, work, &*sink, &controls, &hand_on, size,
+        )
+        .await;
+        return sink.flush().await;
+    }
+    let (sink_ref, h, c) = (&sink, &hand_on, &controls);
     drive(
         intake,
         conc,
         &metrics,
         work,
-        |b: SinkBatch, acks| async move {
-            m.discard(DiscardReason::RateLimited, b.rate_limited);
-            errors_ref.handle_unwritten(b.rejected, &acks).await;
-            let encoded = b.encoded;
-            if !encoded.events.is_empty() {
-                let result = match b.written {
-                    Some(result) => result,
-                    None => write(&**sink_ref, c, b.call, &encoded).await,
-                };
-                match result {
-                    Ok(refused) if refused.is_empty() => {
-                        written_ref.inc_by(encoded.events.len() as u64)
-                    }
-                    Ok(refused) => {
-                        written_ref
-                            .inc_by(encoded.events.len().saturating_sub(refused.len()) as u64);
-                        let mut events: Vec<_> = encoded.events.into_iter().map(Some).collect();
-                        let failed = refused
-                            .into_iter()
-                            .filter_map(|r| {
-                                let event = events.get_mut(r.index)?.take()?;
-                                Some(Failed::new(event, r.message, r.error_type))
-                            })
-                            .collect();
-                        errors_ref.handle(failed, &acks).await;
-                    }
-                    Err((message, error_type, attempts)) => {
-                        let failed = encoded
-                            .events
-                            .into_iter()
-                            .map(|ev| Failed {
-                                event: ev,
-                                message: message.clone(),
-                                error_type,
-                                attempts,
-                            })
-                            .collect();
-                        errors_ref.handle_unwritten(failed, &acks).await;
-                    }
-                }
-            }
-            errors_ref.handle(encoded.failed, &acks).await;
-            // Dropping `acks` here acknowledges what this sink wrote.
+        |mut b: SinkBatch, acks| async move {
+            let result = match b.written.take() {
+                Some(result) => Some(result),
+                None if b.encoded.events.is_empty() => None,
+                None => Some(write(&**sink_ref, c, b.call.take(), &b.encoded, None).await),
+            };
+            h.batch(b, result, acks).await;
         },
     )
     .await;

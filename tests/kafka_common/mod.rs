@@ -3,6 +3,8 @@
 //! reading the daemons' outputs.
 #![allow(dead_code)]
 
+pub mod broker;
+
 use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use std::collections::BTreeMap;

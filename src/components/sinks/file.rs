@@ -5,10 +5,12 @@
 use super::{OutputCodec, encode_lines};
 use crate::components::{ComponentError, Encoded, Sink};
 use crate::core::Batch;
+use crate::core::sync::LockExt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
-use tokio::io::AsyncWriteExt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// Appends events to a file, one per line; the file and its directory are created if missing.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
@@ -24,19 +26,23 @@ pub struct FileSinkConfig {
 impl FileSinkConfig {
     pub fn build(&self) -> FileSink {
         FileSink {
-            path: self.path.clone(),
+            path: Arc::new(self.path.clone()),
             codec: self.codec,
-            file: tokio::sync::Mutex::new(None),
+            file: Arc::new(Mutex::new(None)),
         }
     }
 }
 
+/// The open file, with the (device, inode) it was opened as.
+type Opened = Option<(std::fs::File, (u64, u64))>;
+
 pub struct FileSink {
-    path: PathBuf,
+    path: Arc<PathBuf>,
     codec: OutputCodec,
     /// Opened on the first write, so a pipeline that writes nothing creates
-    /// nothing; with the (device, inode) it was opened as.
-    file: tokio::sync::Mutex<Option<(tokio::fs::File, (u64, u64))>>,
+    /// nothing. Only the blocking thread of the current write holds the
+    /// lock (writes run one at a time).
+    file: Arc<Mutex<Opened>>,
 }
 
 /// A file's identity, (device, inode): what stays the same when the file
@@ -46,20 +52,54 @@ fn identity_of(m: &std::fs::Metadata) -> (u64, u64) {
     (m.dev(), m.ino())
 }
 
-/// The identity of the file at `path` now, if there is one. A stat per
-/// batch, on a blocking thread like the write itself (a stat on a hung
-/// network filesystem must not hold a runtime thread).
-async fn identity(path: &std::path::Path) -> Option<(u64, u64)> {
-    tokio::fs::metadata(path)
-        .await
-        .ok()
-        .map(|m| identity_of(&m))
+fn io(path: &Path, what: &str, e: std::io::Error) -> ComponentError {
+    ComponentError::io(format!("{what} '{}'", path.display()), e)
 }
 
-impl FileSink {
-    fn io(&self, what: &str, e: std::io::Error) -> ComponentError {
-        ComponentError::io(format!("{what} '{}'", self.path.display()), e)
+/// One batch, on a blocking thread (a stat or write on a hung network
+/// filesystem must not hold a runtime thread): the stat that notices a
+/// rotated file, the open when needed, and the write, in one round trip.
+/// When it returns, the kernel has the bytes (what acknowledgements rely
+/// on).
+fn append(path: &Path, slot: &mut Opened, bytes: &[u8]) -> Result<(), ComponentError> {
+    let now = std::fs::metadata(path).ok().map(|m| identity_of(&m));
+    if let Some((_, opened)) = slot.as_ref()
+        && now != Some(*opened)
+    {
+        tracing::info!(
+            "'{}' was moved or removed; writing to a new file at the path",
+            path.display()
+        );
+        *slot = None;
     }
+    let file = match slot {
+        Some((file, _)) => file,
+        None => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| io(path, "creating the directory of", e))?;
+            }
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| io(path, "opening", e))?;
+            let opened = identity_of(&file.metadata().map_err(|e| io(path, "opening", e))?);
+            &mut slot.insert((file, opened)).0
+        }
+    };
+    file.write_all(bytes).map_err(|e| io(path, "writing", e))
+}
+
+/// Runs `f` on the open file (if any) on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    sink: &FileSink,
+    f: impl FnOnce(&Path, &mut Opened) -> Result<T, ComponentError> + Send + 'static,
+) -> Result<T, ComponentError> {
+    let (path, file) = (sink.path.clone(), sink.file.clone());
+    tokio::task::spawn_blocking(move || f(&path, &mut file.lock_unpoisoned()))
+        .await
+        .map_err(|e| io(&sink.path, "writing", std::io::Error::other(e)))?
 }
 
 #[async_trait::async_trait]
@@ -72,47 +112,20 @@ impl Sink for FileSink {
         if encoded.bytes.is_empty() {
             return Ok(());
         }
-        let mut slot = self.file.lock().await;
-        let now = identity(&self.path).await;
-        if let Some((_, opened)) = slot.as_ref()
-            && now != Some(*opened)
-        {
-            tracing::info!(
-                "'{}' was moved or removed; writing to a new file at the path",
-                self.path.display()
-            );
-            *slot = None;
-        }
-        if slot.is_none() {
-            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                tokio::fs::create_dir_all(dir)
-                    .await
-                    .map_err(|e| self.io("creating the directory of", e))?;
-            }
-            let file = tokio::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)
-                .await
-                .map_err(|e| self.io("opening", e))?;
-            let opened = identity_of(&file.metadata().await.map_err(|e| self.io("opening", e))?);
-            *slot = Some((file, opened));
-        }
-        let (file, _) = slot.as_mut().expect("opened above");
-        file.write_all(&encoded.bytes)
-            .await
-            .map_err(|e| self.io("writing", e))?;
-        // tokio's File finishes a write on a blocking thread after
-        // `write_all` returns; flushing waits for it, so "written" (what
-        // acknowledgements rely on) means the kernel has the bytes.
-        file.flush().await.map_err(|e| self.io("writing", e))
+        // The thread needs its own copy (a memcpy per batch, as tokio's
+        // File made into its buffer before).
+        let bytes = encoded.bytes.clone();
+        blocking(self, move |path, slot| append(path, slot, &bytes)).await
     }
 
     async fn flush(&self) -> Result<(), ComponentError> {
-        if let Some((file, _)) = self.file.lock().await.as_mut() {
-            file.flush().await.map_err(|e| self.io("flushing", e))?;
-            file.sync_data().await.map_err(|e| self.io("syncing", e))?;
-        }
-        Ok(())
+        blocking(self, |path, slot| match slot {
+            Some((file, _)) => {
+                file.flush().map_err(|e| io(path, "flushing", e))?;
+                file.sync_data().map_err(|e| io(path, "syncing", e))
+            }
+            None => Ok(()),
+        })
+        .await
     }
 }

@@ -4,33 +4,38 @@
 //! idempotent and waits for every in-sync replica (`acks=all`); a batch is
 //! written once every one of its messages is acknowledged: its messages
 //! share one delivery tally, counted down by the client's delivery
-//! reports on its polling thread (no future or channel per message). A failed
-//! delivery fails the batch retryably (retry, breaker, timeout); a retried
-//! batch may store again what was delivered before the failure, and is
-//! produced by a new producer (a new producer id: the broker may have
-//! forgotten the old one). A broker outage is one warning.
+//! reports on its polling thread (no future or channel per message).
+//! Batches are submitted in input order, up to `max_in_flight_batches` of
+//! them awaiting their reports at once (the stage's ordered window, see
+//! `stage::sink::window`), so the producer is not idle between batches and
+//! a key's messages keep their order. A failed delivery fails the batch
+//! retryably (retry, breaker, timeout): it and the batches after it are
+//! written again in order, one at a time, by a new producer (a new
+//! producer id: the broker may have forgotten the old one); what was
+//! delivered before the failure may be stored again. A broker outage is
+//! one warning.
 //!
 //! Topic and key are evaluated in `encode`, on the stage's workers, so an
 //! event whose program fails is routed by `on_error` alone. The encoded
 //! batch keeps three ends per event in `line_ends`: its topic's, its key's
 //! and its payload's (an empty key is no key).
 
+use super::kafka_producer::{Handle, Producer, Reporter, Slot, Tally, discard, failure, transient};
 use super::kafka_template::{Piece, compile, first_output, push_text, render, template};
 use super::{OutputCodec, encode_lines};
-use crate::components::{ComponentError, Encoded, Sink};
+use crate::components::{ComponentError, Encoded, Pending, Sink};
 use crate::core::sync::LockExt;
 use crate::core::{Batch, Event, Failed};
 use crate::expr::Program;
 use indexmap::IndexMap;
-use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
-use rdkafka::{ClientConfig, ClientContext};
+use rdkafka::producer::BaseRecord;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Compression of produced message batches.
@@ -79,12 +84,23 @@ pub struct KafkaSinkConfig {
     /// `json` (default): the event as JSON; `text`: its `.message` field.
     #[serde(default)]
     pub codec: OutputCodec,
+    /// Batches submitted to the producer and awaiting their delivery reports at once (default
+    /// 8): each batch's messages are enqueued in input order as soon as the previous batch's are,
+    /// so a key's messages stay in order across batches. After a failed batch, it and the ones
+    /// after it are written again one at a time, in order (what had been delivered may be
+    /// stored twice). At most this many batches (of the input's batch size) are held.
+    #[serde(default = "default_max_in_flight_batches")]
+    pub max_in_flight_batches: usize,
     /// librdkafka producer properties passed through, e.g. `{linger.ms: '20'}`. Defaults:
     /// `message.timeout.ms` 30000 (a message not delivered by then fails its batch) and
     /// `linger.ms` 0 (a write waits for all its messages, so lingering would only delay it).
     /// The producer queues at most `queue.buffering.max.messages` (librdkafka: 100000).
     #[serde(default)]
     pub options: crate::components::sources::kafka::ClientOptions,
+}
+
+fn default_max_in_flight_batches() -> usize {
+    8
 }
 
 const MANAGED: &[(&str, &str)] = &[
@@ -110,6 +126,12 @@ impl KafkaSinkConfig {
         }
         if let Err(e) = template(&self.topic) {
             problems.push((vec!["topic"], e));
+        }
+        if self.max_in_flight_batches == 0 {
+            problems.push((
+                vec!["max_in_flight_batches"],
+                "must be at least 1 (1: one batch at a time)".into(),
+            ));
         }
         if let Some(Err(e)) = self.key.as_deref().map(compile) {
             problems.push((vec!["key"], e));
@@ -140,7 +162,7 @@ impl KafkaSinkConfig {
             topic,
             key,
             headers,
-            producer: Mutex::new(None),
+            producer: Arc::default(),
             down: Arc::default(),
         }
     }
@@ -168,73 +190,9 @@ pub struct KafkaSink {
     headers: Option<OwnedHeaders>,
     /// Made on the first write (building a pipeline does no I/O); shared
     /// by concurrent writes, replaced after a failed one (`discard`).
-    producer: Mutex<Option<Arc<Producer>>>,
+    producer: Slot,
     /// Whether the brokers were reported unreachable (shared with `Reporter`).
     down: Arc<AtomicBool>,
-}
-
-type Producer = ThreadedProducer<Reporter>;
-
-/// The delivery reports of one write's messages.
-#[derive(Default)]
-struct Tally {
-    /// Messages not yet reported.
-    left: AtomicUsize,
-    /// The first failure reported (taken once, by the write).
-    failed: Mutex<Option<KafkaError>>,
-    /// Notified once, when `left` reaches 0.
-    done: tokio::sync::Notify,
-}
-
-/// The producer's client context. librdkafka reports every failed
-/// connection attempt while it retries in the background: an outage is one
-/// warning (until a message is delivered again), the client's own log is
-/// debug. Its callbacks run on the client's threads, so they carry the
-/// span of the write that made the producer.
-struct Reporter {
-    span: tracing::Span,
-    down: Arc<AtomicBool>,
-}
-
-impl ClientContext for Reporter {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        self.span
-            .in_scope(|| tracing::debug!("librdkafka {level:?} {fac}: {message}"));
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        self.span.in_scope(|| {
-            if !self.down.swap(true, Ordering::Relaxed) {
-                tracing::warn!("Kafka: {error}: {reason}; retrying in the background");
-            } else {
-                tracing::debug!("Kafka: {error}: {reason}");
-            }
-        });
-    }
-}
-
-impl ProducerContext for Reporter {
-    type DeliveryOpaque = Arc<Tally>;
-
-    fn delivery(&self, result: &DeliveryResult<'_>, tally: Arc<Tally>) {
-        if let Err((e, _)) = result {
-            tally
-                .failed
-                .lock_unpoisoned()
-                .get_or_insert_with(|| e.clone());
-        }
-        if tally.left.fetch_sub(1, Ordering::AcqRel) == 1 {
-            // Stores a permit when the write is not waiting yet.
-            tally.done.notify_one();
-        }
-    }
-}
-
-fn transient(message: String) -> ComponentError {
-    ComponentError::Transient {
-        message,
-        error_type: "kafka",
-    }
 }
 
 impl KafkaSink {
@@ -272,22 +230,10 @@ impl KafkaSink {
         Ok(producer)
     }
 
-    /// After a failed write the next one gets a new producer: an idempotent
-    /// producer whose id the broker no longer knows (a broker that lost its
-    /// state, an expired producer id) or that hit a fatal error fails every
-    /// message from then on, and only a new one (a new id) gets through.
-    fn discard(&self, failed: &Arc<Producer>) {
-        let old = {
-            let mut slot = self.producer.lock_unpoisoned();
-            match &*slot {
-                Some(p) if Arc::ptr_eq(p, failed) => slot.take(),
-                _ => None,
-            }
-        };
-        if let Some(old) = old {
-            tracing::debug!("a new Kafka producer for the next write");
-            // Dropping purges its queue and waits for its thread.
-            tokio::task::spawn_blocking(move || drop(old));
+    fn handle(&self) -> Handle {
+        Handle {
+            producer: self.producer.clone(),
+            down: self.down.clone(),
         }
     }
 }
@@ -296,6 +242,32 @@ impl KafkaSink {
 impl Sink for KafkaSink {
     fn concurrent_writes(&self) -> bool {
         true
+    }
+
+    fn window(&self) -> Option<usize> {
+        Some(self.config.max_in_flight_batches)
+    }
+
+    async fn submit(&self, encoded: &Encoded) -> Result<Pending, ComponentError> {
+        let producer = self.producer()?;
+        match self.enqueue(&producer, encoded).await {
+            Ok(tally) => {
+                let (sink, producer) = (self.handle(), Arc::downgrade(&producer));
+                Ok(Box::pin(async move {
+                    let delivered = sink.delivered(&tally, &producer).await;
+                    if delivered.is_err()
+                        && let Some(p) = producer.upgrade()
+                    {
+                        discard(&sink.producer, &p);
+                    }
+                    delivered
+                }))
+            }
+            Err(e) => {
+                discard(&self.producer, &producer);
+                Err(e)
+            }
+        }
     }
 
     fn encode(&self, batch: Batch) -> Encoded {
@@ -332,9 +304,16 @@ impl Sink for KafkaSink {
 
     async fn write(&self, encoded: &Encoded) -> Result<(), ComponentError> {
         let producer = self.producer()?;
-        let written = self.produce(&producer, encoded).await;
+        let written = match self.enqueue(&producer, encoded).await {
+            Ok(tally) => {
+                self.handle()
+                    .delivered(&tally, &Arc::downgrade(&producer))
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         if written.is_err() {
-            self.discard(&producer);
+            discard(&self.producer, &producer);
         }
         written
     }
@@ -346,15 +325,16 @@ impl Sink for KafkaSink {
 }
 
 impl KafkaSink {
-    /// Produces every message of `encoded`; done when all are acknowledged.
-    async fn produce(&self, producer: &Producer, encoded: &Encoded) -> Result<(), ComponentError> {
+    /// Enqueues every message of `encoded` in the producer, in order; the
+    /// returned tally counts their delivery reports.
+    async fn enqueue(
+        &self,
+        producer: &Producer,
+        encoded: &Encoded,
+    ) -> Result<Arc<Tally>, ComponentError> {
         let tally = Arc::new(Tally::default());
         let messages = encoded.line_ends.len() / 3;
         tally.left.store(messages, Ordering::Relaxed);
-        let failure = |tally: &Tally| {
-            let e = tally.failed.lock_unpoisoned().take()?;
-            Some(transient(format!("Kafka did not take a message: {e}")))
-        };
         let mut start = 0;
         for ends in encoded.line_ends.chunks_exact(3) {
             let b = &encoded.bytes;
@@ -390,16 +370,7 @@ impl KafkaSink {
                 }
             }
         }
-        if messages > 0 {
-            tally.done.notified().await;
-        }
-        if let Some(e) = failure(&tally) {
-            return Err(e);
-        }
-        if self.down.load(Ordering::Relaxed) && self.down.swap(false, Ordering::Relaxed) {
-            tracing::info!("Kafka is reachable again");
-        }
-        Ok(())
+        Ok(tally)
     }
 }
 

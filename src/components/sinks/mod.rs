@@ -4,6 +4,7 @@ pub mod blackhole;
 pub mod file;
 pub mod http;
 pub mod kafka;
+mod kafka_producer;
 mod kafka_template;
 pub mod nats;
 pub mod postgres;

@@ -263,7 +263,8 @@ impl Source for KafkaSource {
                 f = rx.recv() => f,
             };
             let Some(fetched) = fetched else { break };
-            let (events, failed, acks) = fetched.take();
+            let (events, failed, acks) =
+                fetched.take(c.codec, c.max_line_bytes, c.metadata_field.as_deref());
             ctx.metrics
                 .events_in
                 .inc_by((events.len() + failed.len()) as u64);

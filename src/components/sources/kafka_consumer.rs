@@ -205,6 +205,8 @@ fn fill(
     next_id: &mut u64,
 ) -> Option<Fetched> {
     let s = &ctx.settings;
+    // Payloads copied as they are (decoded by the source task, see `Fetched`).
+    let mut payloads = Vec::with_capacity(256 * 1024);
     let mut events = Vec::new();
     let mut failed = Vec::new();
     // (partition, its epoch when read, first offset, last offset)
@@ -282,19 +284,17 @@ fn fill(
             }
         };
         let payload = m.payload().unwrap_or_default();
-        match decode::event_within(payload, s.codec, "message", s.max_line_bytes) {
-            Ok(mut event) => {
-                if let (Some(field), Some(map)) = (&s.metadata_field, event.as_object_mut()) {
-                    map.insert(field.as_str().into(), metadata(&m));
-                }
-                events.push(event);
-                event_span.push(span);
-            }
-            Err(f) => {
-                failed.push(f);
-                failed_span.push(span);
-            }
+        if payload.len() > s.max_line_bytes {
+            let f = decode::too_long(payload, payload.len() as u64, s.max_line_bytes, "message");
+            failed.push(f);
+            failed_span.push(span);
+            continue;
         }
+        let start = payloads.len();
+        payloads.extend_from_slice(payload);
+        let meta = s.metadata_field.as_ref().map(|_| metadata(&m));
+        events.push((start..payloads.len(), meta));
+        event_span.push(span);
     }
     if spans.is_empty() {
         return None;
@@ -314,7 +314,8 @@ fn fill(
     });
     Some(Fetched {
         id,
-        events,
+        payloads,
+        messages: events,
         failed,
         acks,
     })

@@ -8,7 +8,7 @@
 use super::Codec;
 use super::kafka_offsets::{Offsets, Outcome, Partition, Segment, Settled};
 use crate::core::sync::LockExt;
-use crate::core::{Acks, Batch, Delivery, Sampled};
+use crate::core::{Acks, Batch, Delivery, Sampled, Value};
 use crate::telemetry::{AckCounters, ComponentMetrics};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
@@ -24,19 +24,42 @@ use std::time::{Duration, Instant};
 pub struct Fetched {
     /// The key of its segments in `Shared::batches`.
     pub(super) id: u64,
-    pub(super) events: Batch,
+    /// The messages' payloads, copied one after another: the source task
+    /// decodes them (`take`) while the consumer thread polls the next batch.
+    pub(super) payloads: Vec<u8>,
+    /// Each message: its payload's range in `payloads` and, with
+    /// `metadata_field`, its metadata.
+    pub(super) messages: Vec<(std::ops::Range<usize>, Option<Value>)>,
+    /// Messages refused on the thread (longer than `max_line_bytes`).
     pub(super) failed: Vec<Sampled>,
     pub(super) acks: Acks,
 }
 
 impl Fetched {
-    /// The events, the decode failures and their acknowledgements.
-    pub fn take(mut self) -> (Batch, Vec<Sampled>, Acks) {
-        (
-            std::mem::take(&mut self.events),
-            std::mem::take(&mut self.failed),
-            std::mem::take(&mut self.acks),
-        )
+    /// The events (decoded here), the failures and their acknowledgements.
+    pub fn take(
+        mut self,
+        codec: Codec,
+        max_line_bytes: usize,
+        metadata_field: Option<&str>,
+    ) -> (Batch, Vec<Sampled>, Acks) {
+        let mut events = Vec::with_capacity(self.messages.len());
+        let mut failed = std::mem::take(&mut self.failed);
+        for (range, meta) in std::mem::take(&mut self.messages) {
+            let payload = &self.payloads[range];
+            match super::decode::event_within(payload, codec, "message", max_line_bytes) {
+                Ok(mut event) => {
+                    if let (Some(field), Some(meta), Some(map)) =
+                        (metadata_field, meta, event.as_object_mut())
+                    {
+                        map.insert(field.into(), meta);
+                    }
+                    events.push(event);
+                }
+                Err(f) => failed.push(f),
+            }
+        }
+        (events, failed, std::mem::take(&mut self.acks))
     }
 }
 
