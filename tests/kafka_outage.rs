@@ -20,6 +20,7 @@ mod common;
 mod kafka_common;
 use common::*;
 use kafka_common::broker::{Broker, Proxy};
+use kafka_common::reader;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -73,14 +74,7 @@ struct Reader {
 
 impl Reader {
     fn new(port: u16, topic: &str) -> Self {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", format!("127.0.0.1:{port}"))
-            .set("group.id", unique("reader"))
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "6000")
-            .create()
-            .unwrap();
-        consumer.subscribe(&[topic]).unwrap();
+        let consumer = reader(&format!("127.0.0.1:{port}"), &[topic]);
         Self {
             consumer,
             seen: BTreeSet::new(),

@@ -11,8 +11,6 @@ mod common;
 mod kafka_common;
 use common::*;
 use kafka_common::*;
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -180,16 +178,9 @@ fn the_sink_writes_keyed_events_to_templated_topics_with_headers() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let wrote = started.elapsed();
 
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", unique("check"))
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "6000")
-        .create()
-        .unwrap();
     let topics: Vec<String> = regions.iter().map(|r| format!("{prefix}-{r}")).collect();
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&names).unwrap();
+    let consumer = reader(&brokers, &names);
     let mut seen: HashMap<u64, usize> = HashMap::new();
     // (topic, key) -> partitions it was found on
     let mut partitions: HashMap<(String, String), BTreeSet<i32>> = HashMap::new();

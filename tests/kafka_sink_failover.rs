@@ -14,8 +14,7 @@ mod common;
 mod kafka_common;
 use common::*;
 use kafka_common::broker::{Broker, Proxy};
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use kafka_common::reader;
 use rdkafka::message::Message;
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
@@ -47,14 +46,7 @@ fn written(d: &Daemon) -> f64 {
 /// key (`k`), the sequence of `i`s. Reads until every `i` was seen, then
 /// a little longer for copies after it.
 fn read_all(port: u16, topic: &str) -> BTreeMap<u64, Vec<u64>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", format!("127.0.0.1:{port}"))
-        .set("group.id", unique("check"))
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "6000")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
+    let consumer = reader(&format!("127.0.0.1:{port}"), &[topic]);
     let mut by_key: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
     let mut seen = BTreeSet::new();
     let deadline = Instant::now() + LONG;

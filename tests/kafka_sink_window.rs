@@ -13,8 +13,7 @@
 mod common;
 mod kafka_common;
 use common::*;
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use kafka_common::reader;
 use rdkafka::message::Message;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -41,14 +40,7 @@ fn produce(s: &Scratch, brokers: &str, topic: &str, total: u64, sink_keys: &str)
 /// How often each `i` is in `topic`, read until `total` messages arrived
 /// (or `LONG` passed).
 fn read_back(brokers: &str, topic: &str, total: usize) -> BTreeMap<u64, usize> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", unique("check"))
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "6000")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
+    let consumer = reader(brokers, &[topic]);
     let mut seen = BTreeMap::new();
     let (mut n, deadline) = (0, Instant::now() + LONG);
     while n < total && Instant::now() < deadline {

@@ -226,6 +226,29 @@ mod tests {
         );
     }
 
+    /// How many of `inputs` the fast decoder takes, asserting that each
+    /// it takes decodes to what serde_json gives.
+    fn agree_with_serde_json(inputs: impl Iterator<Item = Vec<u8>>) -> usize {
+        let (mut accepted, mut differ) = (0, Vec::new());
+        for input in inputs {
+            let exact = from_json_exact(&input).ok().map(|v| v.to_string());
+            if let Some(fast) = super::super::json_fast::parse(&input) {
+                accepted += 1;
+                if exact.as_deref() != Some(fast.to_string().as_str()) {
+                    let input = String::from_utf8_lossy(&input).into_owned();
+                    differ.push((input, fast.to_string(), exact));
+                }
+            }
+        }
+        assert!(
+            differ.is_empty(),
+            "{} differ (input, fast, exact): {:?}",
+            differ.len(),
+            &differ[..differ.len().min(10)]
+        );
+        accepted
+    }
+
     /// Inputs where JSON parsers commonly disagree: the fast path must
     /// give serde_json's value or leave the input to it.
     #[test]
@@ -320,28 +343,7 @@ mod tests {
             inputs.push(format!("{}", rng as i64).into_bytes());
             inputs.push(format!("{}.{}", rng % 100_000, rng % 1000).into_bytes());
         }
-        let mut fast_accepted = 0;
-        let mut differ = Vec::new();
-        for input in &inputs {
-            let exact = from_json_exact(input).ok();
-            if let Some(fast) = super::super::json_fast::parse(input) {
-                fast_accepted += 1;
-                let exact = exact.map(|e| e.to_string());
-                if exact.as_deref() != Some(fast.to_string().as_str()) {
-                    differ.push((
-                        String::from_utf8_lossy(input).into_owned(),
-                        fast.to_string(),
-                        exact,
-                    ));
-                }
-            }
-        }
-        assert!(
-            differ.is_empty(),
-            "{} differ (input, fast, exact): {:?}",
-            differ.len(),
-            &differ[..differ.len().min(10)]
-        );
+        let fast_accepted = agree_with_serde_json(inputs.iter().cloned());
         assert!(
             fast_accepted > inputs.len() / 2,
             "the fast path takes most inputs"
@@ -369,8 +371,7 @@ mod tests {
             rng ^= rng << 17;
             (rng % n as u64) as usize
         };
-        let (mut accepted, mut differ) = (0, Vec::new());
-        for round in 0..40_000 {
+        let inputs = (0..40_000).map(|round| {
             let mut input = seeds[round % seeds.len()].to_vec();
             for _ in 0..1 + next(3) {
                 let at = next(input.len() + 1);
@@ -386,24 +387,9 @@ mod tests {
                     _ => {}
                 }
             }
-            let exact = from_json_exact(&input).ok().map(|v| v.to_string());
-            if let Some(fast) = super::super::json_fast::parse(&input) {
-                accepted += 1;
-                if exact.as_deref() != Some(fast.to_string().as_str()) {
-                    differ.push((
-                        String::from_utf8_lossy(&input).into_owned(),
-                        fast.to_string(),
-                        exact,
-                    ));
-                }
-            }
-        }
-        assert!(
-            differ.is_empty(),
-            "{} differ: {:?}",
-            differ.len(),
-            &differ[..differ.len().min(5)]
-        );
+            input
+        });
+        let accepted = agree_with_serde_json(inputs);
         assert!(
             accepted > 2_000,
             "the mutations leave many inputs valid: {accepted}"

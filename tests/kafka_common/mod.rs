@@ -65,6 +65,21 @@ pub fn create_topic(brokers: &str, topic: &str, partitions: i32) {
     }
 }
 
+/// A consumer of its own new group reading `topics` from the start (the
+/// test's own client, to check what flowgate wrote).
+pub fn reader(brokers: &str, topics: &[&str]) -> rdkafka::consumer::BaseConsumer {
+    use rdkafka::consumer::Consumer;
+    let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", crate::common::unique("check"))
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .create()
+        .unwrap();
+    consumer.subscribe(topics).unwrap();
+    consumer
+}
+
 /// A plain idempotent producer (the test's own client, not flowgate's).
 pub fn producer(brokers: &str) -> BaseProducer {
     ClientConfig::new()
