@@ -19,6 +19,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 pub use value::EvalError;
+use value::MathOp;
 
 /// Runs `f` with `stop` as the interrupt of every interpreted program it
 /// runs on this thread: once `stop` is true, they fail within a step (the
@@ -205,7 +206,32 @@ impl Program {
             return;
         };
         match slot_int {
-            Some(k) => step_batch(&mut batch, step, *keeps_object, |v| k.apply(v), failed),
+            // One loop per operator, so no event matches on it.
+            Some(k) => match k.op() {
+                MathOp::Add => step_batch(
+                    &mut batch,
+                    step,
+                    *keeps_object,
+                    |v| k.apply(v, i64::checked_add),
+                    failed,
+                ),
+                MathOp::Sub => step_batch(
+                    &mut batch,
+                    step,
+                    *keeps_object,
+                    |v| k.apply(v, i64::checked_sub),
+                    failed,
+                ),
+                MathOp::Mul => step_batch(
+                    &mut batch,
+                    step,
+                    *keeps_object,
+                    |v| k.apply(v, i64::checked_mul),
+                    failed,
+                ),
+                // (`SlotInt` takes only the three above.)
+                _ => step_batch(&mut batch, step, *keeps_object, |_| false, failed),
+            },
             None => step_batch(&mut batch, step, *keeps_object, |_| false, failed),
         }
         if out.is_empty() {

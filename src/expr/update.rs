@@ -103,23 +103,27 @@ impl SlotInt {
         }
     }
 
+    pub fn op(&self) -> MathOp {
+        self.op
+    }
+
+    /// The update on one event, with `op` (this update's operator, passed
+    /// in so that the batch loop is compiled once per operator).
     #[inline(always)]
-    pub fn apply(&self, v: &mut Value) -> bool {
+    pub fn apply(&self, v: &mut Value, op: impl Fn(i64, i64) -> Option<i64>) -> bool {
         let Value::Object(m) = v else {
             return false;
         };
         let hint = &self.field.slot;
         match m.get_mut_hinted(&self.name, hint) {
-            Some(slot) => {
-                match slot_int(slot, self.default).and_then(|x| int_op(self.op, x, self.n)) {
-                    Some(x) => {
-                        write_int(slot, x);
-                        true
-                    }
-                    None => false,
+            Some(slot) => match slot_int(slot, self.default).and_then(|x| op(x, self.n)) {
+                Some(x) => {
+                    write_int(slot, x);
+                    true
                 }
-            }
-            None => match self.default.and_then(|d| int_op(self.op, d, self.n)) {
+                None => false,
+            },
+            None => match self.default.and_then(|d| op(d, self.n)) {
                 Some(x) => {
                     m.push_absent_hinted(&self.field.name, Value::from(x), hint);
                     true

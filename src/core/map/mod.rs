@@ -68,6 +68,16 @@ impl Map {
     /// instructions of its ~125).
     #[inline(always)]
     pub fn get_mut_hinted(&mut self, key: &str, hint: &Slot) -> Option<&mut Value> {
+        let at = hint.0.load(Ordering::Relaxed) as usize;
+        // The hit path on its own, so its second index repeats the first
+        // (and its bounds check folds away).
+        if self
+            .entries
+            .get(at)
+            .is_some_and(|(k, _)| same_key(k.as_bytes(), key.as_bytes()))
+        {
+            return self.entries.get_mut(at).map(|(_, v)| v);
+        }
         self.position_hinted(key, hint)
             .map(move |i| &mut self.entries[i].1)
     }
