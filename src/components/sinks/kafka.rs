@@ -414,13 +414,19 @@ mod tests {
     #[test]
     fn bad_templates_and_managed_options_are_reported() {
         let config: KafkaSinkConfig = serde_yaml::from_str(
-            "{brokers: [], topic: 'x-{{ .a', key: '.[', options: {acks: '1'}}",
+            "{brokers: [], topic: 'x-{{ .a', key: '.[', options: {acks: '1'}, max_in_flight_batches: 0}",
         )
         .unwrap();
         let keys: Vec<_> = config.check().into_iter().map(|(k, _)| k).collect();
         assert_eq!(
             keys,
-            vec![vec!["brokers"], vec!["topic"], vec!["key"], vec!["options"]]
+            vec![
+                vec!["brokers"],
+                vec!["topic"],
+                vec!["max_in_flight_batches"],
+                vec!["key"],
+                vec!["options"]
+            ]
         );
     }
 }
