@@ -205,34 +205,19 @@ impl Program {
             }
             return;
         };
-        match slot_int {
-            // One loop per operator, so no event matches on it.
-            Some(k) => match k.op() {
-                MathOp::Add => step_batch(
-                    &mut batch,
-                    step,
-                    *keeps_object,
-                    |v| k.apply(v, i64::checked_add),
-                    failed,
-                ),
-                MathOp::Sub => step_batch(
-                    &mut batch,
-                    step,
-                    *keeps_object,
-                    |v| k.apply(v, i64::checked_sub),
-                    failed,
-                ),
-                MathOp::Mul => step_batch(
-                    &mut batch,
-                    step,
-                    *keeps_object,
-                    |v| k.apply(v, i64::checked_mul),
-                    failed,
-                ),
-                // (`SlotInt` takes only the three above.)
-                _ => step_batch(&mut batch, step, *keeps_object, |_| false, failed),
-            },
-            None => step_batch(&mut batch, step, *keeps_object, |_| false, failed),
+        let mut undecided = Vec::new();
+        // One loop per operator, so no event matches on it.
+        let decided = match slot_int.as_ref().map(|k| (k, k.op())) {
+            Some((k, MathOp::Add)) => k.apply_batch(&mut batch, i64::checked_add, &mut undecided),
+            Some((k, MathOp::Sub)) => k.apply_batch(&mut batch, i64::checked_sub, &mut undecided),
+            Some((k, MathOp::Mul)) => k.apply_batch(&mut batch, i64::checked_mul, &mut undecided),
+            // (`SlotInt` takes only the three above.)
+            _ => false,
+        };
+        match (decided, undecided.is_empty()) {
+            (false, _) => step_batch(&mut batch, None, step, *keeps_object, failed),
+            (true, false) => step_batch(&mut batch, Some(&undecided), step, *keeps_object, failed),
+            (true, true) => {}
         }
         if out.is_empty() {
             *out = batch;
@@ -256,20 +241,24 @@ impl Program {
     }
 }
 
-/// Runs a step over a batch in place, keeping what it keeps in order;
-/// `fast` handles an event first when it can (see `update::SlotInt`).
-#[inline(always)]
+/// Runs a step over the events of `batch` (those at the ascending
+/// positions `only`, if given) in place, keeping what they keep and every
+/// other event, in order.
 fn step_batch(
     batch: &mut Vec<Event>,
+    only: Option<&[usize]>,
     step: &native::StepFn,
     keeps_object: bool,
-    fast: impl Fn(&mut Value) -> bool,
     mut failed: impl FnMut(EvalError, Event),
 ) {
-    let mut kept = 0;
-    for i in 0..batch.len() {
+    // Everything before the first undecided event stays where it is.
+    let first = only.map_or(0, |o| o[0]);
+    let mut kept = first;
+    let mut next = only.map(|o| o.iter().copied().peekable());
+    for i in first..batch.len() {
         let event = &mut batch[i];
-        let keep = fast(event)
+        let skip = next.as_mut().is_some_and(|n| n.next_if_eq(&i).is_none());
+        let keep = skip
             || match step(event) {
                 Ok(true) if keeps_object || event.is_object() => true,
                 Ok(true) => {

@@ -107,30 +107,68 @@ impl SlotInt {
         self.op
     }
 
-    /// The update on one event, with `op` (this update's operator, passed
-    /// in so that the batch loop is compiled once per operator).
+    /// The update on each event of `batch` it can decide, with `op` (this
+    /// update's operator, passed in so that the loop is compiled once per
+    /// operator); the positions of the others, unchanged, go to
+    /// `undecided`, in order; says `true` (it ran). The loop itself handles only an integer
+    /// found where the last event had it, with the hint in a local; all
+    /// else is `apply_slow`'s, out of line, so the loop keeps its values
+    /// in registers (~60 instructions an event against ~96 through the
+    /// shared hint).
     #[inline(always)]
-    pub fn apply(&self, v: &mut Value, op: impl Fn(i64, i64) -> Option<i64>) -> bool {
+    pub fn apply_batch<F: Fn(i64, i64) -> Option<i64>>(
+        &self,
+        batch: &mut [Value],
+        op: F,
+        undecided: &mut Vec<usize>,
+    ) -> bool {
+        let (name, n) = (&*self.name, self.n);
+        let mut at = self.field.slot.position();
+        for (i, v) in batch.iter_mut().enumerate() {
+            if let Value::Object(m) = v
+                && let Some(Value::Number(num)) = m.value_at_mut(at, name)
+                && let Some(x) = num.as_i64().and_then(|x| op(x, n))
+            {
+                *num = x.into();
+                continue;
+            }
+            if !self.apply_slow(v, &op, &mut at) {
+                undecided.push(i);
+            }
+        }
+        true
+    }
+
+    /// [`Self::apply_batch`] on an event whose key is not at `at` or
+    /// holds no integer: scans for the key (moving `at`), adds it when
+    /// missing, replaces `null`/`false` with the default's result.
+    #[inline(never)]
+    fn apply_slow<F: Fn(i64, i64) -> Option<i64>>(
+        &self,
+        v: &mut Value,
+        op: &F,
+        at: &mut usize,
+    ) -> bool {
         let Value::Object(m) = v else {
             return false;
         };
         let hint = &self.field.slot;
-        match m.get_mut_hinted(&self.name, hint) {
-            Some(slot) => match slot_int(slot, self.default).and_then(|x| op(x, self.n)) {
-                Some(x) => {
-                    write_int(slot, x);
-                    true
-                }
-                None => false,
-            },
-            None => match self.default.and_then(|d| op(d, self.n)) {
-                Some(x) => {
-                    m.push_absent_hinted(&self.field.name, Value::from(x), hint);
-                    true
-                }
-                None => false,
-            },
-        }
+        let from_default = || self.default.and_then(|d| op(d, self.n));
+        let Some(slot) = m.get_mut_hinted(&self.name, hint) else {
+            let Some(x) = from_default() else {
+                return false;
+            };
+            m.push_absent_hinted(&self.field.name, Value::from(x), hint);
+            *at = m.len() - 1;
+            return true;
+        };
+        *at = hint.position();
+        let x = match slot {
+            Value::Number(num) => num.as_i64().and_then(|x| op(x, self.n)),
+            Value::Null | Value::Bool(false) => from_default(),
+            _ => None,
+        };
+        x.inspect(|&x| *slot = Value::from(x)).is_some()
     }
 }
 
@@ -319,6 +357,11 @@ mod tests {
             // an old difference of the general path, not of the slot's.)
             json!({"n": -9223372036854775807i64}),
             json!({"n": [1]}),
+            // The key moving between events: the loop's local hint follows.
+            json!({"a": 1, "b": 2, "n": 5}),
+            json!({"n": 5, "a": 1}),
+            json!({"a": 1, "b": 2, "n": 7}),
+            json!({"a": 1, "b": 2}),
         ];
         // (Paths through `null`: jaq refuses what jq and flowgate
         // create; tests/jq_compat.rs checks those against jq itself.)

@@ -171,7 +171,11 @@ pub(super) async fn decode_in_order<T: Send + 'static>(
     what: &str,
     mut acks_for: impl FnMut(T, usize) -> Acks,
 ) -> Result<(), ComponentError> {
-    let parallelism = decode_parallelism();
+    // One chunk more than there are cores: while the source waits to hand
+    // the front chunk downstream, every core still has one to decode (with
+    // as many as cores, sixteen stages in a row left a core idle a fifth
+    // of the time: 1.65 of 2 cores busy, 1.96 with one more).
+    let parallelism = decode_parallelism() + 1;
     let mut inflight: VecDeque<JoinHandle<(Decoded, T)>> = VecDeque::new();
     let mut input_done = false;
     let mut closing = false;

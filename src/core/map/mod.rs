@@ -82,6 +82,17 @@ impl Map {
             .map(move |i| &mut self.entries[i].1)
     }
 
+    /// The value at position `at` if its key is `key`: the hint check of a
+    /// loop over a batch that keeps the hint in a local rather than
+    /// loading the shared [`Slot`] per event.
+    #[inline(always)]
+    pub fn value_at_mut(&mut self, at: usize, key: &str) -> Option<&mut Value> {
+        match self.entries.get_mut(at) {
+            Some((k, v)) if same_key(k.as_bytes(), key.as_bytes()) => Some(v),
+            _ => None,
+        }
+    }
+
     /// `insert`, looking where `hint` remembers first.
     #[inline]
     pub fn insert_hinted(&mut self, key: &Str, value: Value, hint: &Slot) -> Option<Value> {
@@ -201,6 +212,13 @@ impl Map {
 /// hint only costs the scan, never a wrong answer.
 #[derive(Default)]
 pub struct Slot(AtomicU32);
+
+impl Slot {
+    /// The remembered position, for [`Map::get_mut_at`]'s local copy.
+    pub fn position(&self) -> usize {
+        self.0.load(Ordering::Relaxed) as usize
+    }
+}
 
 impl Clone for Slot {
     fn clone(&self) -> Self {
