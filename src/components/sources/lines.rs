@@ -1,7 +1,7 @@
 //! Line-oriented input shared by `stdin` and `file`: a blocking thread reads
 //! chunks that end on a line boundary (cut by `split`, which sets lines over
-//! `max_line_bytes` apart), the runtime's workers decode up to
-//! `DECODE_PARALLELISM` chunks at once (parsing dominates the cost per
+//! `max_line_bytes` apart), the runtime's workers decode one chunk more
+//! than there are cores at once (parsing dominates the cost per
 //! event), and the source emits them in input order.
 
 use super::Codec;
