@@ -42,7 +42,12 @@ impl Transform for PanicsOnThree {
     fn process(&self, batch: Batch, out: &mut TransformOutput) {
         for e in batch {
             if e["n"] == 3 {
-                let _ = self.release.lock().unwrap().recv_timeout(LONG);
+                // Waiting parks this runtime worker; `block_in_place` hands
+                // its queued and just-woken tasks to another thread, or the
+                // server tasks the test then needs could wait behind it
+                // (the test once timed out so on a loaded machine).
+                let release = &self.release;
+                let _ = tokio::task::block_in_place(|| release.lock().unwrap().recv_timeout(LONG));
                 panic!("boom on event 3");
             }
             out.ports[0].push(e);
