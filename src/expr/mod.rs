@@ -205,19 +205,20 @@ impl Program {
             }
             return;
         };
-        let mut undecided = Vec::new();
         // One loop per operator, so no event matches on it.
-        let decided = match slot_int.as_ref().map(|k| (k, k.op())) {
-            Some((k, MathOp::Add)) => k.apply_batch(&mut batch, i64::checked_add, &mut undecided),
-            Some((k, MathOp::Sub)) => k.apply_batch(&mut batch, i64::checked_sub, &mut undecided),
-            Some((k, MathOp::Mul)) => k.apply_batch(&mut batch, i64::checked_mul, &mut undecided),
+        let undecided = match slot_int.as_ref().map(|k| (k, k.op())) {
+            Some((k, MathOp::Add)) => Some(k.apply_batch(&mut batch, i64::checked_add)),
+            Some((k, MathOp::Sub)) => Some(k.apply_batch(&mut batch, i64::checked_sub)),
+            Some((k, MathOp::Mul)) => Some(k.apply_batch(&mut batch, i64::checked_mul)),
             // (`SlotInt` takes only the three above.)
-            _ => false,
+            _ => None,
         };
-        match (decided, undecided.is_empty()) {
-            (false, _) => step_batch(&mut batch, None, step, *keeps_object, failed),
-            (true, false) => step_batch(&mut batch, Some(&undecided), step, *keeps_object, failed),
-            (true, true) => {}
+        match undecided {
+            None => step_batch(&mut batch, None, step, *keeps_object, failed),
+            Some(u) if !u.is_empty() => {
+                step_batch(&mut batch, Some(&u), step, *keeps_object, failed)
+            }
+            Some(_) => {}
         }
         if out.is_empty() {
             *out = batch;
@@ -257,8 +258,8 @@ fn step_batch(
     let mut next = only.map(|o| o.iter().copied().peekable());
     for i in first..batch.len() {
         let event = &mut batch[i];
-        let skip = next.as_mut().is_some_and(|n| n.next_if_eq(&i).is_none());
-        let keep = skip
+        let decided = next.as_mut().is_some_and(|n| n.next_if_eq(&i).is_none());
+        let keep = decided
             || match step(event) {
                 Ok(true) if keeps_object || event.is_object() => true,
                 Ok(true) => {
