@@ -64,8 +64,9 @@ impl Map {
     }
 
     /// `get_mut`, looking where `hint` remembers first. Always inlined:
-    /// a map's integer update loop calls it per event (a call was ~18
-    /// instructions of its ~125).
+    /// the native steps call it per event (a call was ~18 instructions of
+    /// the integer update loop's ~125, before that loop kept its hint in a
+    /// local and checked it with [`Map::value_at_mut`]).
     #[inline(always)]
     pub fn get_mut_hinted(&mut self, key: &str, hint: &Slot) -> Option<&mut Value> {
         let at = hint.0.load(Ordering::Relaxed) as usize;
