@@ -215,7 +215,7 @@ impl Map {
 pub struct Slot(AtomicU32);
 
 impl Slot {
-    /// The remembered position, for [`Map::get_mut_at`]'s local copy.
+    /// The remembered position, for a loop's local copy (see [`Map::value_at_mut`]).
     pub fn position(&self) -> usize {
         self.0.load(Ordering::Relaxed) as usize
     }
