@@ -279,12 +279,15 @@ fn cooperative_sticky_members_join_and_leave_without_duplicates() {
         log.contains("released 3 partitions") && !log.contains("released 6 partitions"),
         "cooperative rebalance:\n{log}"
     );
-    first.signal("TERM");
-    assert_eq!(first.wait(LONG), Some(0), "{}", first.log_text());
+    // The member leaves with work left, so its partitions move on. What
+    // the other member does meanwhile, while this one drains, commits and
+    // leaves, does not matter: on a busy machine it may finish the rest.
     assert!(
         lines(&s, &names) < total as usize,
-        "work left after the first member left"
+        "work left when the first member leaves"
     );
+    first.signal("TERM");
+    assert_eq!(first.wait(LONG), Some(0), "{}", first.log_text());
     assert!(
         eventually(LONG, || lines(&s, &names) >= total as usize),
         "{} of {total}; logs:\n{}\n{}",
