@@ -24,6 +24,9 @@
 # python3 -m venv /tmp/ckvenv && /tmp/ckvenv/bin/pip install confluent-kafka).
 # FLOWGATE: the binary to measure (default target/release/flowgate, built here).
 # SINK_EXTRA: more sink keys for flowgate's producers, e.g. 'options: {linger.ms: 5}'.
+# CONSUME_ONLY=1: produce only the default way (the topic to consume), skip
+# the other producers. BASE=/path/to/an/older/flowgate: its kafka -> file
+# runs in each round too (consume_base), for a before/after in one sitting.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 events="${1:-1000000}"
@@ -119,7 +122,8 @@ PY
   record "$1" consume_bare "${out%% *}" "${out#* }"
 }
 
-fg_consume() { # round topic name sink-type-and-keys
+fg_consume() { # round topic name sink-type-and-keys [binary]
+  local fg="${5:-$fg}"
   cat >"$dir/consume.yaml" <<YAML
 sources:
   bus: {type: kafka, brokers: ['$brokers'], topics: ['$2'], group_id: '$3-$2', options: {session.timeout.ms: '6000'}}
@@ -164,11 +168,16 @@ PY
 
 for r in $(seq 1 "$rounds"); do
   fg_produce "$r" "fg-$run_id-$r" produce_flowgate
-  fg_produce "$r" "fg1-$run_id-$r" produce_flowgate_window1 "max_in_flight_batches: 1,"
-  fg_produce "$r" "fgw2-$run_id-$r" produce_flowgate_workers2 "workers: 2,"
-  bare_produce "$r" "bare-$run_id-$r"
+  if [ -z "${CONSUME_ONLY:-}" ]; then
+    fg_produce "$r" "fg1-$run_id-$r" produce_flowgate_window1 "max_in_flight_batches: 1,"
+    fg_produce "$r" "fgw2-$run_id-$r" produce_flowgate_workers2 "workers: 2,"
+    bare_produce "$r" "bare-$run_id-$r"
+  fi
   bare_consume "$r" "fg-$run_id-$r"
   fg_consume "$r" "fg-$run_id-$r" consume_flowgate "type: file, path: $dir/out.ndjson"
+  if [ -n "${BASE:-}" ]; then
+    fg_consume "$r" "fg-$run_id-$r" consume_base "type: file, path: $dir/out.ndjson" "$BASE"
+  fi
   fg_consume "$r" "fg-$run_id-$r" consume_flowgate_blackhole "type: blackhole"
 done
 
@@ -186,7 +195,7 @@ for name, fg in by.items():
     side = name.split("_")[0]
     bare = by.get(side + "_bare", {})
     ratios = [fg[r] / bare[r] for r in fg if r in bare]
-    if "_flowgate" in name and ratios:
+    if ("_flowgate" in name or name.endswith("_base")) and ratios:
         print(f"{name}/bare per round: " + " ".join(f"{x:.2f}" for x in ratios)
               + f"; median {statistics.median(ratios):.2f}")
 PY
