@@ -226,7 +226,8 @@ pub fn lock_held(dir: &Path) -> bool {
     };
     // The kernel writes `/proc/locks` a page at a time: a lock taken or
     // released meanwhile shifts the lines, and one read can skip a holder
-    // (seen on a loaded CI run). A holder every read misses is unlikely.
+    // (the likely cause of a holder missed once on a loaded CI run). A
+    // holder every read misses is unlikely.
     (0..3).any(|_| {
         std::fs::read_to_string("/proc/locks")
             .is_ok_and(|locks| held_in(&locks, meta.dev(), meta.ino()))
